@@ -1,0 +1,1 @@
+"""ODIR-5K data pipeline: preprocessing, quality measures, datasets, augmentation, splits."""

@@ -1,0 +1,153 @@
+"""Fundus preprocessing shared by training, evaluation, the bag tools and the ROS node.
+
+One function, `preprocess_eye`, turns an RGB uint8 photograph of any size into the
+network's float32 CHW input. The node, the evaluator and the trainer's eval transform all
+call it with the `PreprocessConfig` stored in the model bundle, so live and offline
+inputs are bit-identical (a test holds them equal).
+
+Steps (the paper's "Data process", made concrete):
+
+1. Field-of-view (FOV) crop: the fundus is the bright disc on a black background. The
+   mask is ``max(R,G,B) > fov_threshold`` computed on a <=256 px thumbnail (cheap on a
+   2048x1536 camera frame), the crop is its bounding box scaled back to full size. An
+   image with no FOV found is used whole (the quality gate reports it).
+2. Square pad (centred, black) so the disc keeps its aspect ratio, then resize to
+   ``image_size`` with area interpolation.
+3. Non-uniform illumination correction (the paper names the step, not the method; we use
+   the widely used "Graham" local-average subtraction): ``4*I - 4*GaussianBlur(I,
+   sigma=illumination_sigma*image_size) + 128``, clipped to [0,255]; pixels outside the
+   FOV disc are set to 128 (neutral after correction). Switchable, because ImageNet
+   weights were trained on natural colours.
+4. Scale to [0,1], normalise with the bundle's mean/std, HWC -> CHW float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Parameters of `preprocess_eye`; stored in the model bundle's ``model.json``."""
+
+    image_size: int = 256
+    fov_crop: bool = True
+    fov_threshold: int = 15
+    illumination_correction: bool = False
+    illumination_sigma: float = 1.0 / 30.0
+    mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
+    std: tuple[float, float, float] = field(default=IMAGENET_STD)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys {unknown}: the bundle is newer than this code; upgrade dms_net_core")
+        data = dict(data)
+        for key in ("mean", "std"):
+            if key in data:
+                data[key] = tuple(float(v) for v in data[key])
+        return cls(**data)
+
+
+def find_fov(rgb: np.ndarray, threshold: int = 15) -> tuple[tuple[int, int, int, int] | None, float]:
+    """Locate the fundus disc: returns ``((x0, y0, x1, y1), fov_fraction)``.
+
+    The bounding box is in full-resolution pixel coordinates (x1, y1 exclusive) or None
+    when no pixel passes the threshold; ``fov_fraction`` is the share of the image that
+    lies inside the FOV mask (quality gate input).
+    """
+    h, w = rgb.shape[:2]
+    scale = min(1.0, 256.0 / max(h, w))
+    thumb = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    mask = thumb.max(axis=2) > threshold
+    fraction = float(mask.mean()) if mask.size else 0.0
+    if not mask.any():
+        return None, 0.0
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    th, tw = mask.shape
+    x0 = int(np.floor(xs[0] * w / tw))
+    x1 = int(np.ceil((xs[-1] + 1) * w / tw))
+    y0 = int(np.floor(ys[0] * h / th))
+    y1 = int(np.ceil((ys[-1] + 1) * h / th))
+    return (x0, y0, min(x1, w), min(y1, h)), fraction
+
+
+def crop_pad_resize(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Steps 1-2: FOV crop, centred square pad and resize; returns uint8 HxWx3."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"preprocess expects an RGB uint8 HxWx3 array, got {rgb.dtype} {rgb.shape}: convert the image first")
+    img = rgb
+    if cfg.fov_crop:
+        bbox, _ = find_fov(rgb, cfg.fov_threshold)
+        if bbox is not None:
+            x0, y0, x1, y1 = bbox
+            img = rgb[y0:y1, x0:x1]
+    h, w = img.shape[:2]
+    side = max(h, w)
+    if h != w:
+        top, left = (side - h) // 2, (side - w) // 2
+        img = cv2.copyMakeBorder(img, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    if side != cfg.image_size:
+        interp = cv2.INTER_AREA if side > cfg.image_size else cv2.INTER_LINEAR
+        img = cv2.resize(img, (cfg.image_size, cfg.image_size), interpolation=interp)
+    return np.ascontiguousarray(img)
+
+
+def correct_illumination(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Step 3: subtract the local average colour (large Gaussian blur); uint8 in, uint8 out."""
+    sigma = max(1.0, cfg.illumination_sigma * img.shape[0])
+    blur = cv2.GaussianBlur(img, (0, 0), sigma)
+    out = cv2.addWeighted(img, 4.0, blur, -4.0, 128.0)
+    fov = img.max(axis=2) > cfg.fov_threshold
+    out[~fov] = 128
+    return out
+
+
+def normalize(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Step 4: uint8 HxWx3 -> float32 3xHxW normalised with the bundle's mean/std."""
+    x = img.astype(np.float32) * np.float32(1.0 / 255.0)
+    x -= np.asarray(cfg.mean, dtype=np.float32)
+    x /= np.asarray(cfg.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def prepare_eye_uint8(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Steps 1-3 (everything before normalisation): the geometric and photometric
+    preparation; training augments this uint8 image before `normalize`."""
+    img = crop_pad_resize(rgb, cfg)
+    if cfg.illumination_correction:
+        img = correct_illumination(img, cfg)
+    return img
+
+
+def preprocess_eye(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """RGB uint8 HxWx3 of any size -> float32 3 x S x S network input (S = cfg.image_size)."""
+    return normalize(prepare_eye_uint8(rgb, cfg), cfg)
+
+
+def preprocess_pair(left_rgb: np.ndarray, right_rgb: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Both eyes -> ``(left[1,3,S,S], right[1,3,S,S])`` float32 batches of one."""
+    return preprocess_eye(left_rgb, cfg)[None], preprocess_eye(right_rgb, cfg)[None]
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """Read an image file as RGB uint8; raises a one-line error naming the file."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read image {path}: the file is missing or not a decodable image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,45 @@
+"""The one inference interface every backend (TensorRT, ONNX Runtime, PyTorch) implements.
+
+Callers hand over preprocessed float32 batches ``left``/``right`` of shape [B,3,S,S] and
+get an `InferenceResult` back whatever the backend, so the node, the bag tools and the
+benchmarks never branch on the engine.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class InferenceResult:
+    """Outputs of one batch; all arrays are numpy on the host."""
+
+    probabilities: np.ndarray  # [B, 8] float32 (sigmoid of logits)
+    logits: np.ndarray  # [B, 8] float32
+    attention_left: np.ndarray | None  # [B, 1, h, w] float32 in [0,1], OSIM spatial attention
+    attention_right: np.ndarray | None
+    timings_ms: dict[str, float] = field(default_factory=dict)  # at least "inference"
+
+
+class InferenceBackend(ABC):
+    """A loaded model ready to run; construct through `dms_net_core.runtime.create_backend`."""
+
+    #: "tensorrt", "onnxruntime" or "torch"
+    name: str = "abstract"
+
+    @abstractmethod
+    def infer(self, left: np.ndarray, right: np.ndarray) -> InferenceResult:
+        """Run one batch. Raises ValueError (one line, naming the fix) on a wrong shape."""
+
+    def warmup(self, iterations: int = 2) -> None:
+        """Run dummy batches so the first real exam is not slowed by lazy initialisation."""
+
+    def describe(self) -> str:
+        """One line for logs and /diagnostics: backend, device, precision, engine file."""
+        return self.name
+
+    def close(self) -> None:
+        """Release sessions, engines and device memory."""

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print Markdown tables (speed never goes into unit tests)."""

@@ -1,0 +1,163 @@
+"""Dual-synergy cross-modal fusion: CAFM, the dual-path dense block, CCAM and CIAM.
+
+The paper describes these modules only in prose (no equations), so this file states our reading:
+
+- CAFM (Cross-Attention Fusion Module) aligns each eye's features to the other eye by
+  bidirectional multi-head cross attention with a residual:
+      A_l = X_l + MHA(q=LN(X_l), kv=LN(X_r)) W_O,   A_r = X_r + MHA(q=LN(X_r), kv=LN(X_l)) W_O.
+  The attention "computes spatial similarity of feature maps across key anatomical regions"
+  (the paper's words), i.e. it reads the other eye at the anatomically matching place (optic
+  disc to optic disc, despite the left/right mirror and camera offsets). Weights are shared by
+  both directions, so CAFM is eye-swap equivariant: CAFM(X_r, X_l) == (A_r, A_l).
+- Before CAFM both eyes are projected by one shared 1x1 conv -> BN -> ReLU from C/2 to E
+  channels (so that the w/o-CAFM ablation keeps identical shapes and parameters elsewhere).
+- Dual-path densely connected block (DPN, Chen et al. 2017): every layer (BN-ReLU-1x1-BN-ReLU-3x3)
+  emits E + growth channels; the first E are *added* to a residual path, the last `growth` are
+  *concatenated* to a dense path; after `layers` layers the [residual, dense] concat goes through a
+  BN-ReLU-1x1 transition back to E channels.
+- CCAM (contrastive): D = A_l - A_r (asymmetric lesions), then the dual-path block. Swapping the
+  eyes flips the sign of D, the block itself is not sign-symmetric, so laterality is kept.
+- CIAM (integrative): S = A_l + A_r (``sum``) or A_l * A_r (``product``) (symmetric lesions;
+  invariant to swapping the eyes), then the dual-path block plus a residual: out = block(S) + S.
+- ``use_cafm=False`` (Table 2 "w/o CAFM"): A_l, A_r are the projected, un-aligned features.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import BidirectionalCrossAttention
+from .layers import NormLayer, conv1x1, conv3x3, flatten_tokens, init_weights, unflatten_tokens
+
+
+class CAFM(nn.Module):
+    """Cross-attention alignment of the two eyes' feature maps (eye-swap equivariant)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.cross_attention = BidirectionalCrossAttention(dim, num_heads)
+
+    def forward(self, x_left: torch.Tensor, x_right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = int(x_left.shape[-2]), int(x_left.shape[-1])
+        t_left, t_right = flatten_tokens(x_left), flatten_tokens(x_right)
+        z_left, z_right = self.cross_attention(self.norm(t_left), self.norm(t_right))
+        return (
+            x_left + unflatten_tokens(z_left, height, width),
+            x_right + unflatten_tokens(z_right, height, width),
+        )
+
+
+class DualPathLayer(nn.Module):
+    """Pre-activation bottleneck emitting `residual_channels + growth` channels (DPN layer)."""
+
+    bottleneck_factor: int = 4
+
+    def __init__(self, in_channels: int, residual_channels: int, growth: int, norm_layer: NormLayer) -> None:
+        super().__init__()
+        width = self.bottleneck_factor * growth
+        self.body = nn.Sequential(
+            norm_layer(in_channels),
+            nn.ReLU(inplace=True),
+            conv1x1(in_channels, width),
+            norm_layer(width),
+            nn.ReLU(inplace=True),
+            conv3x3(width, residual_channels + growth),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class DualPathDenseBlock(nn.Module):
+    """DPN-style block: a residual path (sum) and a densely connected path (concat), E -> E channels."""
+
+    def __init__(self, channels: int, growth: int, layers: int, norm_layer: NormLayer | None = None) -> None:
+        super().__init__()
+        norm_layer = norm_layer or nn.BatchNorm2d
+        self.channels = channels
+        self.layers = nn.ModuleList(
+            [DualPathLayer(channels + i * growth, channels, growth, norm_layer) for i in range(layers)]
+        )
+        total = channels + layers * growth
+        self.transition = nn.Sequential(norm_layer(total), nn.ReLU(inplace=True), conv1x1(total, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual, dense = x, []
+        features = x
+        for layer in self.layers:
+            out = layer(features)
+            residual = residual + out[:, : self.channels]
+            dense.append(out[:, self.channels :])
+            features = torch.cat([residual, *dense], dim=1)
+        return self.transition(features)
+
+
+class _AlignedPair(nn.Module):
+    """Shared 1x1 projection of both eyes to E channels, then CAFM (or identity when disabled)."""
+
+    def __init__(self, in_channels: int, dim: int, num_heads: int, use_cafm: bool, norm_layer: NormLayer) -> None:
+        super().__init__()
+        self.project = nn.Sequential(conv1x1(in_channels, dim), norm_layer(dim), nn.ReLU(inplace=True))
+        self.cafm = CAFM(dim, num_heads) if use_cafm else None
+
+    def align(self, x_left: torch.Tensor, x_right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        both = self.project(torch.cat([x_left, x_right], dim=0))  # one conv for both eyes
+        a_left, a_right = both.unflatten(0, (2, -1)).unbind(0)
+        if self.cafm is None:
+            return a_left, a_right
+        return self.cafm(a_left, a_right)
+
+
+class CCAM(_AlignedPair):
+    """Cross-modal Contrastive Alignment: dual-path block on A_l - A_r -> [B,E,h,w]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        num_heads: int,
+        growth: int,
+        layers: int,
+        use_cafm: bool = True,
+        norm_layer: NormLayer | None = None,
+    ) -> None:
+        norm_layer = norm_layer or nn.BatchNorm2d
+        super().__init__(in_channels, dim, num_heads, use_cafm, norm_layer)
+        self.block = DualPathDenseBlock(dim, growth, layers, norm_layer)
+        self.out_channels = dim
+        init_weights(self)
+
+    def forward(self, x_left: torch.Tensor, x_right: torch.Tensor) -> torch.Tensor:
+        a_left, a_right = self.align(x_left, x_right)
+        return self.block(a_left - a_right)
+
+
+class CIAM(_AlignedPair):
+    """Cross-modal Integrative Alignment: dual-path block + residual on A_l (+|*) A_r -> [B,E,h,w]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        num_heads: int,
+        growth: int,
+        layers: int,
+        use_cafm: bool = True,
+        aggregation: str = "sum",
+        norm_layer: NormLayer | None = None,
+    ) -> None:
+        if aggregation not in ("sum", "product"):
+            raise ValueError(f"ciam_aggregation must be 'sum' or 'product', got {aggregation!r}")
+        norm_layer = norm_layer or nn.BatchNorm2d
+        super().__init__(in_channels, dim, num_heads, use_cafm, norm_layer)
+        self.aggregation = aggregation
+        self.block = DualPathDenseBlock(dim, growth, layers, norm_layer)
+        self.out_channels = dim
+        init_weights(self)
+
+    def forward(self, x_left: torch.Tensor, x_right: torch.Tensor) -> torch.Tensor:
+        a_left, a_right = self.align(x_left, x_right)
+        aggregate = a_left + a_right if self.aggregation == "sum" else a_left * a_right
+        return self.block(aggregate) + aggregate

@@ -1,0 +1,41 @@
+"""The control model the issue requires DMS-Net to beat: a plain siamese binocular classifier.
+
+    f_l, f_r = GAP(backbone(cat[left, right]))            (one shared backbone, one run)
+    logits   = Linear(Dropout([f_l, f_r, |f_l - f_r|]))
+
+No OSIM/CASFM/CCAM/CIAM; same forward signature as ``DMSNet`` (attention maps are all ones at the
+backbone's feature resolution) so training, export and the runtime treat both identically.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import create_backbone
+from .config import DMSNetConfig
+from .dms_net import run_siamese
+from .layers import ones_attention
+
+
+class PlainBinocularNet(nn.Module):
+    """Shared backbone + [f_l, f_r, |f_l - f_r|] linear head."""
+
+    def __init__(self, cfg: DMSNetConfig) -> None:
+        super().__init__()
+        if cfg.architecture != "plain_binocular":
+            raise ValueError(
+                f"PlainBinocularNet needs architecture='plain_binocular', got {cfg.architecture!r}: use build_model(cfg)"
+            )
+        self.config = cfg
+        self.backbone, channels = create_backbone(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(3 * channels, cfg.num_classes)
+        nn.init.trunc_normal_(self.classifier.weight, std=0.02)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        map_left, map_right = run_siamese(self.backbone, left, right)
+        f_left, f_right = map_left.mean(dim=(2, 3)), map_right.mean(dim=(2, 3))
+        logits = self.classifier(self.dropout(torch.cat([f_left, f_right, (f_left - f_right).abs()], dim=1)))
+        return logits, ones_attention(map_left), ones_attention(map_right)

@@ -1,0 +1,97 @@
+"""DMS-Net (dual-modal multi-scale siamese network), assembled as in the paper's Figure 2.
+
+    left, right --cat(batch)--> shared backbone --split--> f_l, f_r           (siamese, one graph)
+    f_l -> multiscale_left  (OSIM by default) -> F_l, attention_l              (eqs. 1-7)
+    f_r -> multiscale_right (OSIM by default) -> F_r, attention_r
+    (F_l, F_r) -> CASFM -> F_fuse                                              (eqs. 8-13)
+    (F_l, F_r) -> CCAM  -> contrastive map;  (F_l, F_r) -> CIAM -> integrative map
+    head: concat(GAP(F_fuse), GAP(CCAM), GAP(CIAM)) -> dropout -> linear -> logits
+
+Switches (``DMSNetConfig``), so the paper's Tables 1-3 can be rerun by config:
+- ``multiscale`` picks OSIM or a Table 3 alternative for both eyes; ``use_osim_left/right=False``
+  replaces that eye's module by the 1x1 "none" projection (Table 2 "w/o OSIM(Left/Right)"). The
+  two eyes therefore have separate multi-scale modules (also with identical settings: separate
+  weights per eye, as the per-eye ablation implies).
+- ``use_casfm=False``: F_fuse = ReLU(BN(Conv1x1(Concat(F_l, F_r)))) at full resolution.
+- ``use_ccam=False`` / ``use_ciam=False``: that vector is left out of the head.
+- ``use_cafm=False``: CCAM/CIAM see the projected, un-aligned features.
+
+``forward(left, right)`` takes float32 [B,3,S,S] tensors (normalised per ``PreprocessConfig``) and
+returns ``(logits [B,num_classes], attention_left [B,1,h,w], attention_right [B,1,h,w])``;
+the attention maps are all ones for an eye without OSIM.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .alignment import CCAM, CIAM
+from .backbones import create_backbone
+from .casfm import CASFM, ConcatFusion
+from .config import DMSNetConfig
+from .multiscale import create_multiscale
+
+
+def _multiscale_name(cfg: DMSNetConfig, use_osim_for_eye: bool) -> str:
+    if cfg.multiscale == "osim" and not use_osim_for_eye:
+        return "none"
+    return cfg.multiscale
+
+
+def run_siamese(backbone: nn.Module, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ONE backbone once on both eyes (batch concat) and split the features back per eye."""
+    features = backbone(torch.cat([left, right], dim=0))
+    f_left, f_right = features.unflatten(0, (2, -1)).unbind(0)
+    return f_left, f_right
+
+
+class DMSNet(nn.Module):
+    """The paper's model; see the module docstring for the data flow and switches."""
+
+    def __init__(self, cfg: DMSNetConfig) -> None:
+        super().__init__()
+        if cfg.architecture != "dms_net":
+            raise ValueError(f"DMSNet needs architecture='dms_net', got {cfg.architecture!r}: use build_model(cfg)")
+        self.config = cfg
+        self.backbone, channels = create_backbone(cfg)
+        mid = channels // 2  # C/2 (eq. 6)
+        dim = cfg.embed_dim
+        self.multiscale_left = create_multiscale(_multiscale_name(cfg, cfg.use_osim_left), channels, mid)
+        self.multiscale_right = create_multiscale(_multiscale_name(cfg, cfg.use_osim_right), channels, mid)
+        self.fusion = CASFM(mid, dim, cfg.num_heads) if cfg.use_casfm else ConcatFusion(mid, dim)
+        self.ccam = (
+            CCAM(mid, dim, cfg.num_heads, cfg.dense_growth, cfg.dense_layers, use_cafm=cfg.use_cafm)
+            if cfg.use_ccam
+            else None
+        )
+        self.ciam = (
+            CIAM(
+                mid,
+                dim,
+                cfg.num_heads,
+                cfg.dense_growth,
+                cfg.dense_layers,
+                use_cafm=cfg.use_cafm,
+                aggregation=cfg.ciam_aggregation,
+            )
+            if cfg.use_ciam
+            else None
+        )
+        head_in = dim * (1 + int(cfg.use_ccam) + int(cfg.use_ciam))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(head_in, cfg.num_classes)
+        nn.init.trunc_normal_(self.classifier.weight, std=0.02)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f_left, f_right = run_siamese(self.backbone, left, right)
+        f_left, attention_left = self.multiscale_left(f_left)
+        f_right, attention_right = self.multiscale_right(f_right)
+        vectors = [self.fusion(f_left, f_right).mean(dim=(2, 3))]
+        if self.ccam is not None:
+            vectors.append(self.ccam(f_left, f_right).mean(dim=(2, 3)))
+        if self.ciam is not None:
+            vectors.append(self.ciam(f_left, f_right).mean(dim=(2, 3)))
+        logits = self.classifier(self.dropout(torch.cat(vectors, dim=1)))
+        return logits, attention_left, attention_right

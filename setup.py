@@ -11,7 +11,7 @@ setup(
     version="0.1.0",
     description="DMS-Net binocular fundus diagnosis: PyTorch model, training, runtimes and ROS 2 node",
     packages=find_packages(include=["dms_net_core*", "dms_net_ros*", "training*", "benchmarks*"]),
-    package_data={"training": ["configs/*.yaml"]},
+    package_data={"training": ["configs/*.yaml", "splits/*.json"]},
     python_requires=">=3.10",
     install_requires=[line.strip() for line in open("requirements/runtime.txt") if line.strip() and not line.startswith("#")],
     extras_require={

@@ -8,11 +8,11 @@ inputs are bit-identical (a test holds them equal).
 Steps (the paper's "Data process", made concrete):
 
 1. Field-of-view (FOV) crop: the fundus is the bright disc on a black background. The
-   mask is ``max(R,G,B) > fov_threshold`` computed on a <=256 px thumbnail (cheap on a
+   mask is ``max(R,G,B) > fov_threshold`` computed on a strided ~256 px view (cheap on a
    2048x1536 camera frame), the crop is its bounding box scaled back to full size. An
    image with no FOV found is used whole (the quality gate reports it).
-2. Square pad (centred, black) so the disc keeps its aspect ratio, then resize to
-   ``image_size`` with area interpolation.
+2. Resize the crop so its longest side is ``image_size`` (area interpolation), then pad
+   it to a square (centred, black) so the disc keeps its aspect ratio.
 3. Non-uniform illumination correction (the paper names the step, not the method; we use
    the widely used "Graham" local-average subtraction): ``4*I - 4*GaussianBlur(I,
    sigma=illumination_sigma*image_size) + 128``, clipped to [0,255]; pixels outside the
@@ -63,6 +63,12 @@ class PreprocessConfig:
         return cls(**data)
 
 
+def channel_max(rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel max over the colour channels (OpenCV: ~25x faster than ``ndarray.max(axis=2)``)."""
+    r, g, b = cv2.split(np.ascontiguousarray(rgb))
+    return cv2.max(cv2.max(r, g), b)
+
+
 def find_fov(rgb: np.ndarray, threshold: int = 15) -> tuple[tuple[int, int, int, int] | None, float]:
     """Locate the fundus disc: returns ``((x0, y0, x1, y1), fov_fraction)``.
 
@@ -71,9 +77,11 @@ def find_fov(rgb: np.ndarray, threshold: int = 15) -> tuple[tuple[int, int, int,
     lies inside the FOV mask (quality gate input).
     """
     h, w = rgb.shape[:2]
-    scale = min(1.0, 256.0 / max(h, w))
-    thumb = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    mask = thumb.max(axis=2) > threshold
+    # A strided view (no copy, no filtering) is enough to find a disc's bounding box and
+    # costs microseconds on a camera frame; the bbox is then exact to `stride` pixels.
+    stride = max(1, max(h, w) // 256)
+    thumb = rgb[::stride, ::stride]
+    mask = channel_max(thumb) > threshold
     fraction = float(mask.mean()) if mask.size else 0.0
     if not mask.any():
         return None, 0.0
@@ -97,14 +105,18 @@ def crop_pad_resize(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
         if bbox is not None:
             x0, y0, x1, y1 = bbox
             img = rgb[y0:y1, x0:x1]
+    # Resize the crop first (longest side -> image_size), then pad: padding a camera frame
+    # to a square at full resolution and resizing that costs ~10x more for the same result.
     h, w = img.shape[:2]
-    side = max(h, w)
-    if h != w:
-        top, left = (side - h) // 2, (side - w) // 2
-        img = cv2.copyMakeBorder(img, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    if side != cfg.image_size:
-        interp = cv2.INTER_AREA if side > cfg.image_size else cv2.INTER_LINEAR
-        img = cv2.resize(img, (cfg.image_size, cfg.image_size), interpolation=interp)
+    size = cfg.image_size
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) != (h, w):
+        interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+        img = cv2.resize(img, (nw, nh), interpolation=interp)
+    if nh != nw:
+        top, left = (size - nh) // 2, (size - nw) // 2
+        img = cv2.copyMakeBorder(img, top, size - nh - top, left, size - nw - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     return np.ascontiguousarray(img)
 
 
@@ -113,17 +125,36 @@ def correct_illumination(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     sigma = max(1.0, cfg.illumination_sigma * img.shape[0])
     blur = cv2.GaussianBlur(img, (0, 0), sigma)
     out = cv2.addWeighted(img, 4.0, blur, -4.0, 128.0)
-    fov = img.max(axis=2) > cfg.fov_threshold
+    fov = channel_max(img) > cfg.fov_threshold
     out[~fov] = 128
     return out
 
 
+def _normalisation_lut(cfg: PreprocessConfig) -> np.ndarray:
+    """[3,256] float32 table of ``(v/255 - mean[c]) / std[c]`` for every uint8 value v.
+
+    Computed with exactly the float32 operations of the direct formula, so the table is
+    bit-identical to it, and normalising becomes one gather per channel (~10x faster).
+    """
+    key = (cfg.mean, cfg.std)
+    lut = _LUTS.get(key)
+    if lut is None:
+        v = np.arange(256, dtype=np.float32)[None, :] * np.float32(1.0 / 255.0)
+        lut = (v - np.asarray(cfg.mean, np.float32)[:, None]) / np.asarray(cfg.std, np.float32)[:, None]
+        _LUTS[key] = lut = lut.astype(np.float32)
+    return lut
+
+
+_LUTS: dict[tuple, np.ndarray] = {}
+
+
 def normalize(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Step 4: uint8 HxWx3 -> float32 3xHxW normalised with the bundle's mean/std."""
-    x = img.astype(np.float32) * np.float32(1.0 / 255.0)
-    x -= np.asarray(cfg.mean, dtype=np.float32)
-    x /= np.asarray(cfg.std, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    lut = _normalisation_lut(cfg)
+    out = np.empty((3, img.shape[0], img.shape[1]), dtype=np.float32)
+    for c, plane in enumerate(cv2.split(np.ascontiguousarray(img))):
+        np.take(lut[c], plane, out=out[c])
+    return out
 
 
 def prepare_eye_uint8(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

@@ -1,0 +1,165 @@
+"""Both ODIR label layouts parse to the same records; bad rows fail naming file and row;
+the stratified split keeps class proportions and the shipped split is reproducible."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dms_net_core.classes import CLASS_CODES
+from dms_net_core.data.odir import OdirFormatError, labels_matrix, load_odir, select_patients
+from dms_net_core.data.splits import read_split, stratified_split, write_split
+
+DATA = Path(os.environ.get("ODIR_256_DIR", "/work/shared/data/odir5k_256"))
+LABELS = DATA / "labels.csv"
+SHIPPED_SPLIT = Path(__file__).resolve().parents[2] / "training" / "splits" / "odir5k_256_val15_seed0.json"
+needs_data = pytest.mark.skipif(not LABELS.is_file(), reason=f"real ODIR labels not found under {DATA}")
+
+OFFICIAL_HEADER = ["ID", "Patient Age", "Patient Sex", "Left-Fundus", "Right-Fundus",
+                   "Left-Diagnostic Keywords", "Right-Diagnostic Keywords", *CLASS_CODES]
+
+
+def _shared_rows(n: int = 6) -> list[dict[str, str]]:
+    with open(LABELS, newline="") as f:
+        rows = list(csv.DictReader(f))
+    both = [r for r in rows if r["has_both"] == "1"][: n - 1]
+    one_eye = [r for r in rows if r["has_both"] != "1"][:1]
+    return both + one_eye
+
+
+def _official_rows(shared: list[dict[str, str]]) -> list[list[str]]:
+    out = []
+    for r in shared:
+        out.append([r["patient_id"], r["age"], r["sex"], os.path.basename(r["left_file"]) if r["left_file"] else "",
+                     os.path.basename(r["right_file"]) if r["right_file"] else "", r["left_keywords"], r["right_keywords"],
+                     *[r[c] for c in CLASS_CODES]])
+    return out
+
+
+def _write_official_csv(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(OFFICIAL_HEADER)
+        w.writerows(rows)
+
+
+def _write_shared_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+@needs_data
+def test_shared_labels_parse_and_count():
+    res = load_odir(LABELS)
+    assert res.layout == "shared"
+    assert len(res.records) == 2479 and len(res.skipped_missing_eye) == 2762 - 2479
+    everyone = load_odir(LABELS, skip_missing_eye=False)
+    assert len(everyone.records) == 2762
+    assert dict(zip(CLASS_CODES, labels_matrix(everyone.records).sum(0).tolist())) == {
+        "N": 875, "D": 927, "G": 151, "C": 162, "A": 129, "H": 83, "M": 142, "O": 757}
+    r = res.records[0]
+    assert r.labels.dtype == np.uint8 and r.labels.shape == (8,)
+    assert Path(r.left_path).is_file() and Path(r.right_path).is_file()
+
+
+@needs_data
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_official_layout_parses_to_same_records(tmp_path, fmt):
+    shared = _shared_rows()
+    _write_shared_csv(tmp_path / "labels.csv", shared)
+    (tmp_path / "images").symlink_to(DATA / "images")
+    rows = _official_rows(shared)
+    if fmt == "csv":
+        sheet = tmp_path / "official.csv"
+        _write_official_csv(sheet, rows)
+    else:
+        openpyxl = pytest.importorskip("openpyxl")
+        wb = openpyxl.Workbook()
+        ws = wb.active
+        ws.append(OFFICIAL_HEADER)
+        for row in rows:  # the real sheet stores ids, ages and labels as numbers
+            ws.append([int(row[0]), int(row[1]), *row[2:7], *[int(v) for v in row[7:]]])
+        sheet = tmp_path / "official.xlsx"
+        wb.save(sheet)
+    a = load_odir(tmp_path / "labels.csv")
+    b = load_odir(sheet, images_dir=DATA / "images")
+    assert b.layout == "official"
+    assert [r.patient_id for r in a.records] == [r.patient_id for r in b.records]
+    np.testing.assert_array_equal(labels_matrix(a.records), labels_matrix(b.records))
+    assert [os.path.realpath(r.left_path) for r in a.records] == [os.path.realpath(r.left_path) for r in b.records]
+    assert [(r.age, r.sex, r.keywords) for r in a.records] == [(r.age, r.sex, r.keywords) for r in b.records]
+    assert a.skipped_missing_eye == b.skipped_missing_eye and len(a.skipped_missing_eye) == 1
+
+
+@needs_data
+def test_bad_rows_name_file_and_row(tmp_path):
+    rows = _official_rows(_shared_rows(4))
+    bad_label = [list(r) for r in rows]
+    bad_label[2][7 + 3] = "2"
+    _write_official_csv(tmp_path / "bad_label.csv", bad_label)
+    with pytest.raises(OdirFormatError, match=r"bad_label.csv row 4: label column C is '2'"):
+        load_odir(tmp_path / "bad_label.csv", images_dir=DATA / "images")
+
+    missing_img = [list(r) for r in rows]
+    missing_img[1][3] = "no_such_file.jpg"
+    _write_official_csv(tmp_path / "missing.csv", missing_img)
+    with pytest.raises(OdirFormatError, match=r"missing.csv row 3: image file .*no_such_file.jpg does not exist"):
+        load_odir(tmp_path / "missing.csv", images_dir=DATA / "images")
+
+    dup = [list(r) for r in rows] + [list(rows[0])]
+    _write_official_csv(tmp_path / "dup.csv", dup)
+    with pytest.raises(OdirFormatError, match="row 6: duplicate patient id"):
+        load_odir(tmp_path / "dup.csv", images_dir=DATA / "images")
+
+    (tmp_path / "nocols.csv").write_text("ID,Left-Fundus\n1,a.jpg\n")
+    with pytest.raises(OdirFormatError, match="unrecognised label layout: missing columns"):
+        load_odir(tmp_path / "nocols.csv")
+
+    with pytest.raises(OdirFormatError, match="does not exist"):
+        load_odir(tmp_path / "absent.csv")
+
+
+@needs_data
+def test_select_patients_rejects_foreign_split():
+    recs = load_odir(LABELS).records
+    assert [r.patient_id for r in select_patients(recs, ["1", "0"])] == ["1", "0"]
+    with pytest.raises(OdirFormatError, match="not in the label file"):
+        select_patients(recs, ["0", "nobody"])
+
+
+@needs_data
+def test_split_keeps_class_proportions_and_shipped_split_is_reproducible(tmp_path):
+    recs = load_odir(LABELS).records
+    split = stratified_split(recs, 0.15, seed=0)
+    assert not set(split["train"]) & set(split["val"])
+    assert len(split["train"]) + len(split["val"]) == len(recs)
+    assert abs(len(split["val"]) / len(recs) - 0.15) < 0.005
+    y_all = labels_matrix(recs).mean(0)
+    y_val = labels_matrix(select_patients(recs, split["val"])).mean(0)
+    # tolerance: each class's val prevalence within 1 percentage point and 20 % relative
+    assert np.all(np.abs(y_val - y_all) < 0.01), (y_val, y_all)
+    assert np.all(np.abs(y_val - y_all) / y_all < 0.2), (y_val, y_all)
+    shipped = read_split(SHIPPED_SPLIT)
+    assert shipped == split
+    write_split(tmp_path / "s.json", split, recs, seed=0, val_fraction=0.15, source=str(LABELS))
+    assert read_split(tmp_path / "s.json") == split
+    assert json.loads((tmp_path / "s.json").read_text())["summary"]["val"]["num_patients"] == len(split["val"])
+
+
+def test_read_split_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_split(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_split(tmp_path / "bad.json")
+    (tmp_path / "overlap.json").write_text(json.dumps({"train": ["1", "2"], "val": ["2"]}))
+    with pytest.raises(ValueError, match="in both train and val"):
+        read_split(tmp_path / "overlap.json")

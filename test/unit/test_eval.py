@@ -1,0 +1,81 @@
+"""dms-net-eval on a checkpoint and on an exported bundle (ONNX Runtime) reproduces the
+trainer's validation probabilities: one preprocessing path everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dms_net_core.data.odir import load_odir, select_patients
+from dms_net_core.data.preprocess import PreprocessConfig
+from dms_net_core.data.splits import read_split
+from dms_net_core.metrics import odir_official_score
+
+DATA = Path(os.environ.get("ODIR_256_DIR", "/work/shared/data/odir5k_256"))
+LABELS = DATA / "labels.csv"
+SPLIT = Path(__file__).resolve().parents[2] / "training" / "splits" / "odir5k_256_val15_seed0.json"
+needs_data = pytest.mark.skipif(not LABELS.is_file(), reason=f"real ODIR labels not found under {DATA}")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from training.train import main
+
+    out = tmp_path_factory.mktemp("train")
+    main(["--config", "tiny_cpu", "--labels", str(LABELS), "--max-train-pairs", "16", "--max-val-pairs", "12",
+          "--epochs", "1", "--output-dir", str(out)])
+    return out
+
+
+@needs_data
+def test_checkpoint_eval_matches_trainer_probabilities(trained, tmp_path, capsys):
+    from training.evaluate import main
+
+    report = main(["--model", str(trained / "best.pt"), "--labels", str(LABELS), "--split-file", str(SPLIT),
+                   "--subset", "val", "--limit", "12", "--output-dir", str(tmp_path)])
+    probs = np.load(tmp_path / "probs.npy")
+    np.testing.assert_allclose(probs, np.load(trained / "val_probs.npy"), atol=1e-5)
+    ck = torch.load(trained / "best.pt", map_location="cpu", weights_only=True)
+    assert report["official"]["final"] == pytest.approx(ck["metrics"]["official"]["final"], abs=1e-5)
+    assert report["thresholds"] == pytest.approx(ck["thresholds"])
+    for f in ("report.json", "report.md", "roc_per_class.png", "confusion_per_class.png", "reliability.png"):
+        assert (tmp_path / f).is_file(), f
+    assert "| best.pt |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "report.json").read_text())["num_patients"] == 12
+
+
+@needs_data
+def test_bundle_eval_through_onnxruntime_matches_checkpoint(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dms_net_core.bundle import export_bundle
+    from dms_net_core.model import build_model
+    from dms_net_core.model.config import DMSNetConfig
+    from dms_net_core.runtime import create_backend
+    from training.evaluate import CheckpointBackend, evaluate_pairs, write_report
+
+    ck = torch.load(trained / "best.pt", map_location="cpu", weights_only=True)
+    cfg, pre = DMSNetConfig.from_dict(ck["model_config"]), PreprocessConfig.from_dict(ck["preprocess"])
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    bundle = export_bundle(model, cfg, pre, tmp_path / "bundle", thresholds=ck["thresholds"])
+    recs = select_patients(load_odir(LABELS).records, read_split(SPLIT)["val"][:6])
+    y1, p_ort = evaluate_pairs(create_backend(bundle, backend="onnxruntime", device="cpu"), recs, bundle.preprocess, batch_size=4)
+    y2, p_pt = evaluate_pairs(CheckpointBackend(ck), recs, pre, batch_size=4)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_allclose(p_ort, p_pt, atol=1e-4)
+    rep = write_report(y1, p_ort, bundle.thresholds, tmp_path / "rep", plots=False)
+    assert rep["official"] == pytest.approx(odir_official_score(y1, p_ort))
+
+
+def test_missing_model_is_one_line_error(tmp_path, capsys):
+    from training.evaluate import main
+
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "nope.pt"), "--labels", str(LABELS), "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not exist" in err

@@ -1,0 +1,1 @@
+"""Training, evaluation and multi-run entry points (torch; never imported by the node)."""

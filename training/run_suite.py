@@ -1,0 +1,107 @@
+"""Train a list of (recipe, seed) runs in ONE process, reusing the decoded image cache.
+
+    python -m training.run_suite --runs dms_net_effnet_lite0:0,1,2 plain_binocular_effnet_lite0:0,1,2 \
+        --output-dir runs/suite --time-budget-minutes 7
+
+This is what runs on the GPU: decoding ODIR once (not once per run) and splitting one
+wall-clock budget across the runs is what makes several models x seeds fit in minutes.
+Each run gets ``remaining_budget / remaining_runs`` (so a run that stops early donates its
+time to the next). Writes ``summary.json`` and ``summary.md`` (mean +- SD over seeds of the
+validation ODIR final / kappa / F1 / AUC per recipe) after every run, so a suite cut off by
+the machine's limit still leaves its finished results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.train import parse_args, train_run
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Several DMS-Net training runs in one process", add_help=add_help)
+    p.add_argument("--runs", nargs="+", required=True, help="RECIPE:SEED[,SEED...] items, e.g. dms_net_effnet_lite0:0,1,2")
+    p.add_argument("--output-dir", default="runs/suite")
+    p.add_argument("--time-budget-minutes", type=float, default=None, help="for ALL runs together")
+    p.add_argument("--train-args", default="", help="extra dms-net-train flags for every run (one string)")
+    return p
+
+
+def parse_runs(items: list[str]) -> list[tuple[str, int]]:
+    runs = []
+    for item in items:
+        recipe, _, seeds = item.partition(":")
+        if not recipe:
+            raise ValueError(f"bad run {item!r}: expected RECIPE:SEED[,SEED...]")
+        for s in (seeds or "0").split(","):
+            runs.append((recipe, int(s)))
+    return runs
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and SD (ddof=1 when >1 seed) of each official metric per recipe."""
+    by_recipe: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if "val" in r:
+            by_recipe.setdefault(r["recipe"], []).append(r)
+    out: dict[str, Any] = {}
+    for recipe, rs in by_recipe.items():
+        stats: dict[str, Any] = {"seeds": [r["seed"] for r in rs], "n": len(rs)}
+        for k in ("final", "kappa", "f1", "auc"):
+            v = np.array([r["val"][k] for r in rs], dtype=np.float64)
+            stats[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.tolist()}
+        stats["best_epochs"] = [r["best_epoch"] for r in rs]
+        stats["train_s"] = [round(r["train_s"], 1) for r in rs]
+        out[recipe] = stats
+    return out
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    lines = ["| recipe | seeds | val ODIR final | kappa | F1 (elem. acc.) | AUC | best epochs | s/run |",
+             "|---|---|---:|---:|---:|---:|---|---|"]
+    for recipe, s in summary.items():
+        cells = [f"{s[k]['mean']:.4f} +- {s[k]['sd']:.4f}" for k in ("final", "kappa", "f1", "auc")]
+        lines.append(f"| {recipe} | {','.join(map(str, s['seeds']))} | " + " | ".join(cells)
+                     + f" | {s['best_epochs']} | {s['train_s']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = get_args_parser().parse_args(argv)
+    runs = parse_runs(args.runs)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    pool: dict = {}  # decoded image caches shared by all runs
+    results: list[dict[str, Any]] = []
+    for i, (recipe, seed) in enumerate(runs):
+        run_dir = out / f"{Path(recipe).stem}_seed{seed}"
+        argv_run = ["--config", recipe, "--seed", str(seed), "--output-dir", str(run_dir), *args.train_args.split()]
+        if args.time_budget_minutes is not None:
+            left = args.time_budget_minutes - (time.time() - t0) / 60
+            if left <= 0.1:
+                print(f"suite budget spent: skipping {recipe} seed {seed} and the rest", flush=True)
+                break
+            argv_run += ["--time-budget-minutes", f"{left / (len(runs) - i):.3f}"]
+        print(f"=== run {i + 1}/{len(runs)}: {recipe} seed {seed} ===", flush=True)
+        try:
+            res = train_run(parse_args(argv_run), cache_pool=pool)
+        except Exception as exc:  # one failed run must not lose the others' results
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"run {recipe} seed {seed} failed: {res['error']}", flush=True)
+        results.append({"recipe": Path(recipe).stem, "seed": seed, **res})
+        summary = {"runs": results, "by_recipe": summarize(results), "wall_s": time.time() - t0}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        (out / "summary.md").write_text(markdown_table(summary["by_recipe"]))
+    print(markdown_table(summarize(results)), flush=True)
+    return {"runs": results, "by_recipe": summarize(results)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""``dms-net-bench``: latency and throughput of every available inference backend, as a Markdown table.
+
+    dms-net-bench --bundle bundles/dms-net-r152 --output benchmarks/results/orin.md
+    dms-net-bench --backbone resnet152 --image-size 448          # GPU target, random weights
+    dms-net-bench                                                  # CPU default: resnet50 @ 224, < 2 min
+
+Each row is one backend variant (torch fp32/fp16, torch fp16 + CUDA graph, torch fp16 +
+torch.compile, ONNX Runtime, TensorRT fp16/fp32). Latency = one pair (batch 1), p50/p95
+over ``--iterations`` after warm-up; throughput = pairs/s at each ``--batch-sizes``.
+Every time is end to end as the node sees it: host float32 arrays in, host probabilities
+and attention maps out (H2D/D2H copies and sigmoid included). Variants that cannot run
+here are listed with the reason instead of silently missing.
+Speed lives here, never in unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: name -> (backend, precision, options); device is chosen per machine
+VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "torch-fp32": ("torch", "fp32", {}),
+    "torch-fp16": ("torch", "fp16", {}),
+    "torch-fp16-cudagraph": ("torch", "fp16", {"cuda_graph": True}),
+    "torch-fp16-compile": ("torch", "fp16", {"compile": True}),
+    "onnxruntime": ("onnxruntime", "fp32", {}),
+    "tensorrt-fp16": ("tensorrt", "fp16", {}),
+    "tensorrt-fp32": ("tensorrt", "fp32", {}),
+}
+GPU_ONLY = {"torch-fp16", "torch-fp16-cudagraph", "torch-fp16-compile", "tensorrt-fp16", "tensorrt-fp32"}
+
+
+@dataclass
+class Row:
+    variant: str
+    describe: str = ""
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    throughput: dict[int, float] = field(default_factory=dict)
+    skipped: str | None = None
+    startup_s: float | None = None
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Benchmark DMS-Net inference backends (Markdown table)", add_help=add_help)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--bundle", type=Path, help="existing model bundle directory")
+    src.add_argument("--config", action="store_true", help="build a random-weight model from --backbone/--image-size (the default without --bundle)")
+    p.add_argument("--backbone", default=None, help="backbone for --config (default: resnet152 on GPU, resnet50 on CPU)")
+    p.add_argument("--image-size", type=int, default=None, help="input size for --config (default: 448 on GPU, 224 on CPU)")
+    p.add_argument("--architecture", default="dms_net", choices=("dms_net", "plain_binocular"))
+    p.add_argument("--backends", default="all", help=f"comma list of {', '.join(VARIANTS)} (default all)")
+    p.add_argument("--iterations", type=int, default=None, help="batch-1 timed iterations (default 100 GPU / 10 CPU)")
+    p.add_argument("--throughput-iterations", type=int, default=None, help="timed batches per batch size (default 20 GPU / 2 CPU)")
+    p.add_argument("--batch-sizes", default=None, help="throughput batch sizes, comma list (default 8,32 GPU / 8 CPU)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--output", type=Path, default=None, help="also write the table to this file")
+    return p
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def machine_description(cuda: bool) -> str:
+    """One paragraph naming the hardware and the library versions that produced the numbers."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        cores = f"{psutil.cpu_count(logical=False)} physical / {psutil.cpu_count()} logical cores"
+    except ImportError:
+        cores = f"{os.cpu_count()} logical cores"
+    parts = [f"CPU {cpu} ({cores})"]
+    versions = [f"Python {platform.python_version()}", f"numpy {np.__version__}"]
+    try:
+        import torch
+
+        versions.append(f"torch {torch.__version__}")
+        if cuda:
+            props = torch.cuda.get_device_properties(0)
+            parts.insert(0, f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB, sm_{props.major}{props.minor}, CUDA {torch.version.cuda})")
+    except ImportError:
+        versions.append("torch not installed")
+    try:
+        import onnxruntime as ort
+
+        versions.append(f"onnxruntime {ort.__version__} ({', '.join(p.replace('ExecutionProvider', '') for p in ort.get_available_providers())})")
+    except ImportError:
+        versions.append("onnxruntime not installed")
+    try:
+        import tensorrt as trt
+
+        versions.append(f"tensorrt {trt.__version__}")
+    except ImportError:
+        versions.append("tensorrt not installed")
+    return "; ".join(parts) + ". " + ", ".join(versions) + "."
+
+
+def make_bundle(args: argparse.Namespace, out_dir: Path) -> Any:
+    """A random-weight model of the requested backbone/size, exported to a temporary bundle."""
+    import torch
+
+    from dms_net_core.bundle import export_bundle
+    from dms_net_core.data.preprocess import PreprocessConfig
+    from dms_net_core.model import build_model
+    from dms_net_core.model.config import DMSNetConfig
+
+    cfg = DMSNetConfig(architecture=args.architecture, backbone=args.backbone, image_size=args.image_size, pretrained=None)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    return export_bundle(model, cfg, PreprocessConfig(image_size=cfg.image_size), out_dir, name=f"bench-{cfg.backbone}-{cfg.image_size}")
+
+
+def _time_batches(backend: Any, batch: int, size: int, iterations: int, warmup: int) -> list[float]:
+    rng = np.random.default_rng(batch)
+    left = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+    right = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+    for _ in range(warmup):
+        backend.infer(left, right)
+    times = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        backend.infer(left, right)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: int, tp_iterations: int, batch_sizes: list[int]) -> Row:
+    from dms_net_core.runtime import create_backend
+
+    backend_name, precision, options = VARIANTS[name]
+    row = Row(name)
+    if name in GPU_ONLY and not cuda:
+        row.skipped = "needs a CUDA GPU"
+        return row
+    options = dict(options)
+    if backend_name == "tensorrt":
+        options["max_batch"] = max([1, *batch_sizes])
+    dev = "cpu" if not cuda else ("cuda" if backend_name in ("torch", "tensorrt") else device)
+    t0 = time.perf_counter()
+    try:
+        backend = create_backend(bundle, backend=backend_name, device=dev, precision=precision, **options)
+    except ImportError as exc:
+        row.skipped = f"{exc.name or exc} not installed"
+        return row
+    except Exception as exc:  # noqa: BLE001 - report and continue with the next variant
+        row.skipped = f"failed to load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return row
+    row.describe = backend.describe()
+    if cuda and getattr(backend, "device", "cuda") == "cpu":
+        # a CPU engine on a GPU machine (e.g. onnxruntime without CUDA EP): keep the run short
+        iterations, tp_iterations = min(iterations, 10), min(tp_iterations, 2)
+        row.describe += f" (CPU: {iterations} latency iterations, {tp_iterations} batches)"
+    size = bundle.image_size
+    heavy_warmup = 3 if "compile" in name or "cudagraph" in name else 2
+    try:
+        backend.warmup(heavy_warmup)
+        row.startup_s = time.perf_counter() - t0
+        lat = _time_batches(backend, 1, size, iterations, warmup=heavy_warmup)
+        row.p50_ms, row.p95_ms = _percentile(lat, 50) * 1e3, _percentile(lat, 95) * 1e3
+        for b in batch_sizes:
+            times = _time_batches(backend, b, size, tp_iterations, warmup=heavy_warmup if cuda else 1)
+            row.throughput[b] = b * len(times) / sum(times)
+    except Exception as exc:  # noqa: BLE001
+        row.skipped = f"failed while running: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    finally:
+        backend.close()
+        if cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+    return row
+
+
+def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int], iterations: int, tp_iterations: int) -> str:
+    head = ["backend", "batch-1 p50 ms", "batch-1 p95 ms", *[f"pairs/s @ {b}" for b in batch_sizes], "start-up s", "details"]
+    lines = [
+        "# DMS-Net inference backends",
+        "",
+        f"Machine: {machine}",
+        "",
+        f"Model: {model_line}",
+        "",
+        f"Latency: one pair, {iterations} timed iterations after warm-up. Throughput: {tp_iterations} timed batches per size. "
+        "Host arrays in, host probabilities + attention out (copies included).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for r in rows:
+        if r.skipped:
+            continue
+        tp = [f"{r.throughput[b]:.1f}" if b in r.throughput else "-" for b in batch_sizes]
+        lines.append(f"| {r.variant} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | " + " | ".join(tp) + f" | {r.startup_s:.1f} | {r.describe} |")
+    skipped = [r for r in rows if r.skipped]
+    if skipped:
+        lines += ["", "Skipped:", ""] + [f"- {r.variant}: {r.skipped}" for r in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        import torch
+
+        cuda = args.device != "cpu" and torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if args.device == "cuda" and not cuda:
+        print("dms-net-bench: error: --device cuda but no CUDA GPU is visible to torch", file=sys.stderr)
+        return 2
+    args.backbone = args.backbone or ("resnet152" if cuda else "resnet50")
+    args.image_size = args.image_size or (448 if cuda else 224)
+    iterations = args.iterations or (100 if cuda else 10)
+    tp_iterations = args.throughput_iterations or (20 if cuda else 2)
+    batch_sizes = [int(b) for b in (args.batch_sizes or ("8,32" if cuda else "8")).split(",") if b.strip()]
+    names = list(VARIANTS) if args.backends == "all" else [n.strip() for n in args.backends.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        print(f"dms-net-bench: error: unknown backends {unknown}: choose from {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+
+    from dms_net_core.bundle import BundleError, ModelBundle
+
+    with tempfile.TemporaryDirectory(prefix="dms-bench-") as tmp:
+        t0 = time.perf_counter()
+        try:
+            bundle = ModelBundle.load(args.bundle) if args.bundle else make_bundle(args, Path(tmp) / "bundle")
+        except BundleError as exc:
+            print(f"dms-net-bench: error: {exc}", file=sys.stderr)
+            return 2
+        cfg = bundle.model_config
+        source = f"bundle {args.bundle}" if args.bundle else f"random weights, exported in {time.perf_counter() - t0:.0f} s"
+        model_line = f"{cfg.architecture} / {cfg.backbone} @ {cfg.image_size} px ({bundle.model_id}; {source}; ONNX {bundle.onnx_path.stat().st_size / 2**20:.0f} MiB)"
+        print(model_line, flush=True)
+        rows = []
+        for name in names:
+            row = bench_variant(name, bundle, args.device, cuda, iterations, tp_iterations, batch_sizes)
+            status = row.skipped or f"p50 {row.p50_ms:.2f} ms, " + ", ".join(f"{v:.1f} pairs/s @ {b}" for b, v in row.throughput.items())
+            print(f"  {name}: {status}", flush=True)
+            rows.append(row)
+    table = render(rows, machine_description(cuda), model_line, batch_sizes, iterations, tp_iterations)
+    print(table)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""The model bundle: the one artefact that travels from training to the robot.
+
+A bundle is a directory::
+
+    model.json            schema version, architecture config, preprocessing, class codes and
+                          names, per-class thresholds, input/output description, validation
+                          metrics, data summary and the sha256 of every file below
+    model.onnx            inputs "left", "right" float32 [B,3,S,S] (dynamic batch "batch");
+                          outputs "logits" [B,8], "attention_left", "attention_right"
+    weights.safetensors   the same weights for the PyTorch backend (no pickle on the robot)
+    engines/              TensorRT engines built on the target, each with a fingerprint sidecar
+
+`ModelBundle.load` is deliberately torch-free: the ROS node runs ONNX Runtime or TensorRT on a
+robot that has no PyTorch. `export_bundle` (workstation side) imports torch lazily, and
+refuses to write ``model.json`` unless ONNX Runtime reproduces eager PyTorch, so a bundle
+that loads is a bundle whose ONNX graph was checked. ``model.json`` is written last: a
+half-written directory never validates.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dms_net_core.classes import CLASS_CODES, CLASS_NAMES, NUM_CLASSES
+from dms_net_core.data.preprocess import PreprocessConfig
+from dms_net_core.model.config import DMSNetConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+LOGGER = logging.getLogger("dms_net_core.bundle")
+
+SCHEMA_VERSION = 1
+MODEL_JSON = "model.json"
+ONNX_FILE = "model.onnx"
+WEIGHTS_FILE = "weights.safetensors"
+ENGINES_DIR = "engines"
+INPUT_NAMES = ("left", "right")
+OUTPUT_NAMES = ("logits", "attention_left", "attention_right")
+#: Legacy TorchScript exporter at opset 17: seconds instead of minutes, a symbolic "batch"
+#: dimension, and every op TensorRT 8.6 (JetPack 5) and 10.x parse. See `_export_onnx`.
+DEFAULT_OPSET = 17
+#: The export check: ONNX Runtime vs eager PyTorch, max abs difference of probabilities.
+EXPORT_TOLERANCE = 1e-4
+
+_REQUIRED_KEYS = (
+    "schema_version",
+    "name",
+    "created",
+    "model_config",
+    "preprocess",
+    "class_codes",
+    "class_names",
+    "thresholds",
+    "input",
+    "outputs",
+    "metrics",
+    "data_summary",
+    "files",
+)
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message is one line naming cause and fix."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed (ONNX files of large backbones are hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class ModelBundle:
+    """A validated bundle directory; construct with `ModelBundle.load`."""
+
+    path: Path
+    meta: dict[str, Any]
+    model_config: DMSNetConfig
+    preprocess: PreprocessConfig
+    class_codes: tuple[str, ...]
+    class_names: tuple[str, ...]
+    thresholds: np.ndarray = field(repr=False)
+    model_id: str = ""
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX_FILE
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def engines_dir(self) -> Path:
+        return self.path / ENGINES_DIR
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["input"]["size"])
+
+    @property
+    def onnx_sha256(self) -> str:
+        return str(self.meta["files"][ONNX_FILE])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> "ModelBundle":
+        """Read and validate ``path/model.json``; with ``verify`` also check every file's sha256.
+
+        Raises `BundleError` (one line naming the fix) for a missing directory or file, bad
+        JSON, an unknown schema version, inconsistent input sizes, foreign class codes or a
+        file whose checksum differs from the one recorded at export.
+        """
+        root = Path(path)
+        meta_path = root / MODEL_JSON
+        if not root.is_dir():
+            raise BundleError(f"model bundle {root} is not a directory: pass the folder written by dms-net-export")
+        if not meta_path.is_file():
+            raise BundleError(f"{meta_path} is missing: the bundle is incomplete; re-run dms-net-export")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{meta_path} is not valid JSON ({exc}): re-run dms-net-export instead of editing it by hand") from None
+        if not isinstance(meta, dict):
+            raise BundleError(f"{meta_path} must hold a JSON object: re-run dms-net-export")
+        missing = [k for k in _REQUIRED_KEYS if k not in meta]
+        if missing:
+            raise BundleError(f"{meta_path} lacks keys {missing}: the bundle is from another tool or truncated; re-run dms-net-export")
+        if meta["schema_version"] != SCHEMA_VERSION:
+            raise BundleError(
+                f"{meta_path} has schema_version {meta['schema_version']!r} but this code reads {SCHEMA_VERSION}: "
+                "re-export the bundle with this version of dms-net-export (or install the matching dms_net_core)"
+            )
+        try:
+            model_config = DMSNetConfig.from_dict(meta["model_config"])
+            preprocess = PreprocessConfig.from_dict(meta["preprocess"])
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{meta_path}: invalid model_config/preprocess ({exc})") from None
+        size = meta["input"].get("size") if isinstance(meta["input"], dict) else None
+        if size != preprocess.image_size or size != model_config.image_size:
+            raise BundleError(
+                f"{meta_path}: input size {size} differs from preprocess.image_size {preprocess.image_size} "
+                f"or model_config.image_size {model_config.image_size}: re-export so all three agree"
+            )
+        if tuple(meta["input"].get("names", ())) != INPUT_NAMES:
+            raise BundleError(f"{meta_path}: input names {meta['input'].get('names')} must be {list(INPUT_NAMES)}: re-export the bundle")
+        if tuple(meta["class_codes"]) != CLASS_CODES:
+            raise BundleError(
+                f"{meta_path}: class codes {meta['class_codes']} differ from {list(CLASS_CODES)}: "
+                "this bundle was trained for another label set; retrain or re-export with ODIR classes"
+            )
+        thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
+        if thresholds.shape != (NUM_CLASSES,) or not np.all((thresholds >= 0) & (thresholds <= 1)):
+            raise BundleError(f"{meta_path}: thresholds must be {NUM_CLASSES} numbers in [0,1], got {meta['thresholds']}: fix them in the checkpoint and re-export")
+        files = meta["files"]
+        for required in (ONNX_FILE, WEIGHTS_FILE):
+            if required not in files:
+                raise BundleError(f"{meta_path}: 'files' does not list {required}: re-run dms-net-export")
+        for fname, digest in files.items():
+            fpath = root / fname
+            if not fpath.is_file():
+                raise BundleError(f"bundle file {fpath} is missing: copy the whole bundle directory again or re-run dms-net-export")
+            if verify and sha256_file(fpath) != digest:
+                raise BundleError(
+                    f"bundle file {fpath} does not match the sha256 in model.json (corrupt or replaced): "
+                    "copy the bundle again or re-run dms-net-export"
+                )
+        model_id = f"{meta['name']}@{files[ONNX_FILE][:12]}"
+        return cls(
+            path=root,
+            meta=meta,
+            model_config=model_config,
+            preprocess=preprocess,
+            class_codes=tuple(meta["class_codes"]),
+            class_names=tuple(meta["class_names"]),
+            thresholds=thresholds,
+            model_id=model_id,
+        )
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} not found: pass the .pt file written by dms-net-train")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot load checkpoint {p} ({first}): it is corrupt or not a dms-net-train checkpoint") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise ValueError(f"checkpoint {p} has no 'model'/'model_config' entries: pass a checkpoint written by dms-net-train")
+    return ckpt
+
+
+def _export_onnx(model: "torch.nn.Module", example: tuple["torch.Tensor", "torch.Tensor"], out_path: Path, opset: int) -> str:
+    """Write ``model.onnx``; returns which exporter produced it.
+
+    The legacy TorchScript exporter is tried first: on torch 2.14 it exports DMS-Net in
+    about a second with a symbolic batch dimension, while the dynamo exporter takes far
+    longer and (with ``dynamic_shapes``) specialised the batch in our trials. Dynamo is the
+    fallback for a model the tracer cannot handle.
+    """
+    import warnings
+
+    import torch
+
+    dynamic_axes = {name: {0: "batch"} for name in (*INPUT_NAMES, *OUTPUT_NAMES)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                example,
+                str(out_path),
+                input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        return f"torchscript(opset {opset})"
+    except Exception as exc:  # noqa: BLE001 - fall back to the other exporter, say why
+        LOGGER.warning("legacy ONNX exporter failed (%s); trying the dynamo exporter", str(exc).splitlines()[0] if str(exc) else exc)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.onnx.export(
+        model,
+        example,
+        str(out_path),
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes=({0: batch}, {0: batch}),
+        opset_version=max(opset, 18),
+        external_data=False,
+        dynamo=True,
+    )
+    return f"dynamo(opset {max(opset, 18)})"
+
+
+def check_onnx_against_torch(
+    model: "torch.nn.Module", onnx_path: Path, image_size: int, batch_sizes: tuple[int, ...] = (2, 3), seed: int = 0
+) -> float:
+    """Max abs difference of probabilities, ONNX Runtime (CPU) vs eager PyTorch.
+
+    Batch 2 is the contract's check; batch 3 (not the traced size) catches an exporter that
+    baked the example batch into a Reshape, which would otherwise surface only on the robot.
+    """
+    import onnxruntime as ort
+    import torch
+
+    from dms_net_core.postprocess import sigmoid
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for b in batch_sizes:
+        left = torch.randn(b, 3, image_size, image_size, generator=gen)
+        right = torch.randn(b, 3, image_size, image_size, generator=gen)
+        with torch.inference_mode():
+            ref = model(left, right)[0].float().numpy()
+        try:
+            got = sess.run(["logits"], {"left": left.numpy(), "right": right.numpy()})[0]
+        except Exception as exc:  # noqa: BLE001
+            raise BundleError(f"ONNX model fails at batch {b} ({str(exc).splitlines()[0]}): the export is not batch-dynamic; fix the model's reshapes") from None
+        if got.shape != ref.shape:
+            raise BundleError(f"ONNX logits shape {got.shape} != PyTorch {ref.shape} at batch {b}: the export is not batch-dynamic")
+        worst = max(worst, float(np.max(np.abs(sigmoid(got) - sigmoid(ref)))))
+    return worst
+
+
+def export_bundle(
+    model: "torch.nn.Module",
+    model_config: DMSNetConfig,
+    preprocess: PreprocessConfig,
+    out_dir: str | os.PathLike,
+    *,
+    thresholds: Any = None,
+    metrics: dict[str, Any] | None = None,
+    data_summary: dict[str, Any] | None = None,
+    name: str = "dms-net",
+    opset: int = DEFAULT_OPSET,
+) -> ModelBundle:
+    """Write a checked bundle directory and return it loaded.
+
+    Order matters: weights, then ONNX, then the ONNX-vs-PyTorch check, then ``model.json``
+    with the sha256 of both files. A failed check raises `BundleError` and leaves no
+    ``model.json``, so the directory cannot be mistaken for a usable bundle.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    if preprocess.image_size != model_config.image_size:
+        raise BundleError(
+            f"preprocess.image_size {preprocess.image_size} != model_config.image_size {model_config.image_size}: "
+            "the network would see images of the wrong size; make them equal"
+        )
+    thr = np.full(NUM_CLASSES, 0.5, dtype=np.float32) if thresholds is None else np.asarray(thresholds, dtype=np.float32).reshape(-1)
+    if thr.shape != (NUM_CLASSES,):
+        raise BundleError(f"{thr.size} thresholds given, {NUM_CLASSES} needed (one per class {''.join(CLASS_CODES)})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ENGINES_DIR).mkdir(exist_ok=True)
+    meta_path = out / MODEL_JSON
+    if meta_path.exists():
+        meta_path.unlink()  # never leave an old model.json describing new files
+
+    model = model.eval().to("cpu").float()
+    # clone(): safetensors refuses tensors that share storage (tied weights)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt", "name": name})
+
+    s = model_config.image_size
+    gen = torch.Generator().manual_seed(1234)
+    example = (torch.randn(2, 3, s, s, generator=gen), torch.randn(2, 3, s, s, generator=gen))
+    with torch.inference_mode():
+        outputs = model(*example)
+    if not isinstance(outputs, (tuple, list)) or len(outputs) != 3:
+        raise BundleError("model.forward(left, right) must return (logits, attention_left, attention_right): fix the model")
+    exporter = _export_onnx(model, example, out / ONNX_FILE, opset)
+
+    import onnx
+
+    onnx.checker.check_model(str(out / ONNX_FILE))
+    max_diff = check_onnx_against_torch(model, out / ONNX_FILE, s)
+    if not max_diff < EXPORT_TOLERANCE:
+        raise BundleError(
+            f"ONNX Runtime differs from PyTorch by {max_diff:.2e} in probability (limit {EXPORT_TOLERANCE:g}): "
+            "an op exported incorrectly; try another --opset"
+        )
+
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model_config": model_config.to_dict(),
+        "preprocess": preprocess.to_dict(),
+        "class_codes": list(CLASS_CODES),
+        "class_names": list(CLASS_NAMES),
+        "thresholds": [float(t) for t in thr],
+        "input": {"names": list(INPUT_NAMES), "size": s, "dtype": "float32", "layout": "NCHW"},
+        "outputs": {
+            "logits": [-1, NUM_CLASSES],
+            "attention_left": [-1, *outputs[1].shape[1:]],
+            "attention_right": [-1, *outputs[2].shape[1:]],
+        },
+        "metrics": _plain(metrics or {}),
+        "data_summary": _plain(data_summary or {}),
+        "export": {"exporter": exporter, "opset": opset, "torch": torch.__version__, "onnx_check_max_abs_diff": max_diff},
+        "files": {ONNX_FILE: sha256_file(out / ONNX_FILE), WEIGHTS_FILE: sha256_file(out / WEIGHTS_FILE)},
+    }
+    tmp = meta_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, meta_path)
+    return ModelBundle.load(out)
+
+
+def _plain(value: Any) -> Any:
+    """Make metrics JSON-safe (numpy scalars/arrays and tensors become plain numbers/lists)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,84 @@
+"""``dms-net-export``: training checkpoint (.pt) -> checked model bundle directory.
+
+    dms-net-export runs/exp1/best.pt --output bundles/dms-net-r152 --name dms-net-r152
+
+Rebuilds the network from the checkpoint's ``model_config``, loads its weights, and calls
+`dms_net_core.bundle.export_bundle`, which refuses to write ``model.json`` unless ONNX
+Runtime reproduces eager PyTorch. Thresholds, validation metrics and the data summary
+are copied from the checkpoint so the robot applies the thresholds tuned on validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dms_net_core.bundle import DEFAULT_OPSET, BundleError, export_bundle, load_checkpoint
+from dms_net_core.data.preprocess import PreprocessConfig
+from dms_net_core.model.config import DMSNetConfig
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Export a DMS-Net checkpoint to a model bundle (ONNX + safetensors + model.json)", add_help=add_help)
+    parser.add_argument("checkpoint", type=Path, help="checkpoint .pt written by dms-net-train")
+    parser.add_argument("--output", "-o", type=Path, required=True, help="bundle directory to write")
+    parser.add_argument("--name", default="dms-net", help="bundle name; the model id is <name>@<onnx sha256[:12]>")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}: TensorRT 8.6 and 10.x parse it)")
+    return parser
+
+
+def _size_mib(path: Path) -> str:
+    return f"{path.stat().st_size / 2**20:.1f} MiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        model_config = DMSNetConfig.from_dict(ckpt["model_config"])
+        preprocess = PreprocessConfig.from_dict(ckpt.get("preprocess") or {"image_size": model_config.image_size})
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"dms-net-export: error: {exc}", file=sys.stderr)
+        return 2
+
+    from dms_net_core.model import build_model
+
+    # an ImageNet download must not happen at export: the weights come from the checkpoint
+    model = build_model(DMSNetConfig.from_dict({**model_config.to_dict(), "pretrained": None}))
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if missing or unexpected:
+        print(
+            f"dms-net-export: error: checkpoint weights do not fit model_config (missing {list(missing)[:3]}, "
+            f"unexpected {list(unexpected)[:3]}): export with the code version that trained it",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        bundle = export_bundle(
+            model,
+            model_config,
+            preprocess,
+            args.output,
+            thresholds=ckpt.get("thresholds"),
+            metrics=ckpt.get("metrics"),
+            data_summary=ckpt.get("data_summary"),
+            name=args.name,
+            opset=args.opset,
+        )
+    except BundleError as exc:
+        print(f"dms-net-export: error: {exc}", file=sys.stderr)
+        return 1
+    exp = bundle.meta["export"]
+    print(f"model id      {bundle.model_id}")
+    print(f"bundle        {bundle.path}")
+    print(f"architecture  {model_config.architecture} / {model_config.backbone} @ {model_config.image_size}px")
+    print(f"model.onnx    {_size_mib(bundle.onnx_path)}  ({exp['exporter']})")
+    print(f"weights       {_size_mib(bundle.weights_path)}")
+    print(f"thresholds    {' '.join(f'{c}={t:.2f}' for c, t in zip(bundle.class_codes, bundle.thresholds))}")
+    print(f"check         ONNX Runtime vs PyTorch max |dp| = {exp['onnx_check_max_abs_diff']:.2e}  PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""PyTorch backend: eager DMS-Net from ``weights.safetensors`` (the reference and GPU fallback).
+
+It rebuilds the network with `dms_net_core.model.build_model(bundle.model_config)` and
+loads the bundle's safetensors weights (never a pickle). On CUDA it runs channels_last,
+optionally fp16, and optionally either
+
+- ``cuda_graph=True``: one CUDA graph captured per batch size on static input buffers;
+  replay removes the Python/kernel-launch overhead that dominates batch-1 latency, or
+- ``compile=True``: ``torch.compile`` (Inductor) of the model.
+
+Both are GPU-only and off by default: capture/compilation costs seconds at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from dms_net_core.bundle import ModelBundle
+from dms_net_core.postprocess import sigmoid
+from dms_net_core.runtime.base import InferenceBackend, InferenceResult
+from dms_net_core.runtime.inputs import check_pair
+
+LOGGER = logging.getLogger("dms_net_core.runtime")
+
+
+def _default_factory(cfg: Any) -> Any:
+    from dms_net_core.model import build_model
+
+    return build_model(cfg)
+
+
+class TorchBackend(InferenceBackend):
+    """`InferenceBackend` over eager (or graph-captured / compiled) PyTorch."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        device: str = "auto",
+        precision: str = "fp32",
+        cuda_graph: bool = False,
+        compile: bool = False,  # noqa: A002 - mirrors torch.compile
+        compile_mode: str | None = None,
+        model_factory: Callable[[Any], Any] | None = None,
+    ) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"unknown device {device!r}: choose auto, cpu or cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("torch sees no CUDA device: use device='cpu' or install a CUDA build of torch")
+        dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"unknown precision {precision!r}: choose fp32 or fp16")
+        if precision == "fp16" and dev.type != "cuda":
+            raise ValueError("fp16 needs a CUDA device for the torch backend: use precision='fp32' on CPU")
+        if (cuda_graph or compile) and dev.type != "cuda":
+            raise ValueError("cuda_graph/compile are GPU options: drop them on CPU")
+        if cuda_graph and compile:
+            raise ValueError("choose cuda_graph or compile, not both")
+
+        self.bundle = bundle
+        self.image_size = bundle.image_size
+        self.device = dev
+        self.precision = precision
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.cuda_graph = cuda_graph
+        self.compiled = compile
+        model = (model_factory or _default_factory)(bundle.model_config)
+        state = load_file(str(bundle.weights_path))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"{bundle.weights_path} does not fit the model built from model.json "
+                f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}): re-export the bundle with this code version"
+            )
+        model = model.eval().to(dev, dtype=self.dtype)
+        if dev.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._forward = torch.compile(model, mode=compile_mode) if compile else model
+        self._graphs: dict[int, tuple[Any, Any, Any, Any]] = {}
+
+    # -- helpers -------------------------------------------------------------------------
+    def _to_device(self, arr: np.ndarray) -> Any:
+        import torch
+
+        t = torch.from_numpy(arr)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        t = t.to(self.dtype)
+        if self.device.type == "cuda":
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    def _graph_for(self, batch: int) -> tuple[Any, Any, Any, Any]:
+        """Capture (once per batch size) a CUDA graph reading from static input buffers."""
+        import torch
+
+        if batch in self._graphs:
+            return self._graphs[batch]
+        s = self.image_size
+        static_l = torch.zeros(batch, 3, s, s, device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+        static_r = torch.zeros_like(static_l)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(3):  # warm-up on a side stream, as torch.cuda.graphs docs require
+                self.model(static_l, static_r)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            static_out = self.model(static_l, static_r)
+        self._graphs[batch] = (graph, static_l, static_r, static_out)
+        LOGGER.info("torch backend: captured a CUDA graph for batch %d", batch)
+        return self._graphs[batch]
+
+    # -- InferenceBackend ----------------------------------------------------------------
+    def infer(self, left: np.ndarray, right: np.ndarray) -> InferenceResult:
+        import torch
+
+        left, right = check_pair(left, right, self.image_size)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            if self.cuda_graph:
+                graph, static_l, static_r, outs = self._graph_for(left.shape[0])
+                static_l.copy_(self._to_device(left))
+                static_r.copy_(self._to_device(right))
+                graph.replay()
+            else:
+                outs = self._forward(self._to_device(left), self._to_device(right))
+            logits_t, att_l_t, att_r_t = outs
+            logits = logits_t.float().cpu().numpy()
+            att_l = att_l_t.float().cpu().numpy()
+            att_r = att_r_t.float().cpu().numpy()
+        t1 = time.perf_counter()
+        return InferenceResult(
+            probabilities=sigmoid(logits),
+            logits=logits,
+            attention_left=att_l,
+            attention_right=att_r,
+            timings_ms={"inference": (t1 - t0) * 1e3},
+        )
+
+    def warmup(self, iterations: int = 2) -> None:
+        x = np.zeros((1, 3, self.image_size, self.image_size), dtype=np.float32)
+        for _ in range(max(iterations, 3 if self.compiled else iterations)):
+            self.infer(x, x)
+
+    def describe(self) -> str:
+        mode = "cuda_graph" if self.cuda_graph else "compile" if self.compiled else "eager"
+        return f"torch {self.device.type} {self.precision} {mode} model={self.bundle.model_id}"
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self.model = None
+        self._forward = None

@@ -1,0 +1,73 @@
+"""One tiny exported bundle per test session, shared by the bundle/export/runtime/TensorRT tests.
+
+Exporting costs a couple of seconds, so the bundle is built once and memoised here (a
+session fixture imported into several test modules would otherwise run once per module).
+Tests that mutate a bundle copy it first with `copy_bundle`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, preprocess_eye
+from dms_net_core.model.config import DMSNetConfig
+
+DATA_DIR = Path("/work/shared/data/odir5k_256")
+#: two real patients with both eyes (ids from labels.csv)
+REAL_PAIRS = (("0_left.jpg", "0_right.jpg"), ("1_left.jpg", "1_right.jpg"))
+
+_CACHE: dict[str, Path] = {}
+
+
+def tiny_config() -> DMSNetConfig:
+    return DMSNetConfig.tiny()
+
+
+def model_factory():
+    """The product's `build_model` (passed explicitly where a backend takes a factory)."""
+    from dms_net_core.model import build_model
+
+    return build_model
+
+
+def build_tiny_model(seed: int = 0):
+    """DMS-Net in its tiny test configuration, with deterministic random weights."""
+    import torch
+
+    torch.manual_seed(seed)
+    return model_factory()(tiny_config()).eval()
+
+
+def tiny_bundle_path(tmp_root: Path) -> Path:
+    """Export (once per session) and return the path of a tiny bundle; treat it as read-only."""
+    if "tiny" not in _CACHE:
+        from dms_net_core.bundle import export_bundle
+
+        cfg = tiny_config()
+        pre = PreprocessConfig(image_size=cfg.image_size)
+        out = tmp_root / "tiny_bundle"
+        thresholds = np.linspace(0.3, 0.65, 8, dtype=np.float32)
+        export_bundle(build_tiny_model(), cfg, pre, out, thresholds=thresholds, metrics={"final": 0.5}, name="tiny-test")
+        _CACHE["tiny"] = out
+    return _CACHE["tiny"]
+
+
+def copy_bundle(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def real_pair_batch(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two real ODIR patients, preprocessed with THE preprocessing, as [2,3,S,S] batches."""
+    cfg = PreprocessConfig(image_size=image_size)
+    lefts, rights = [], []
+    for lf, rf in REAL_PAIRS:
+        for name, acc in ((lf, lefts), (rf, rights)):
+            path = DATA_DIR / "images" / name
+            if not path.is_file():
+                path = Path(__file__).resolve().parents[2] / ".device_data" / "odir5k_256" / "images" / name
+            acc.append(preprocess_eye(load_rgb(str(path)), cfg))
+    return np.stack(lefts), np.stack(rights)

@@ -1,0 +1,147 @@
+"""ONNX Runtime and PyTorch backends agree with eager PyTorch on real fundus images; create_backend picks and explains."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dms_net_core.bundle import ModelBundle
+from dms_net_core.postprocess import sigmoid
+from dms_net_core.runtime import create_backend
+from dms_net_core.runtime.base import InferenceResult
+from test.fakes.tiny_bundle import build_tiny_model, real_pair_batch, tiny_bundle_path
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> ModelBundle:
+    return ModelBundle.load(tiny_bundle_path(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(scope="module")
+def real_batch(bundle):
+    return real_pair_batch(bundle.image_size)
+
+
+@pytest.fixture(scope="module")
+def eager(real_batch):
+    """Reference: the exported model itself, eager PyTorch, on the real images."""
+    model = build_tiny_model()
+    with torch.inference_mode():
+        logits, att_l, att_r = model(torch.from_numpy(real_batch[0]), torch.from_numpy(real_batch[1]))
+    return logits.numpy(), att_l.numpy(), att_r.numpy()
+
+
+def _check_against_eager(result: InferenceResult, eager) -> None:
+    logits, att_l, att_r = eager
+    assert result.probabilities.shape == (2, 8) and result.probabilities.dtype == np.float32
+    np.testing.assert_allclose(result.probabilities, sigmoid(logits), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(result.logits, logits, atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(result.attention_left, att_l, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(result.attention_right, att_r, atol=1e-4, rtol=0)
+    assert result.timings_ms["inference"] > 0
+
+
+def test_real_images_are_distinct_inputs(real_batch):
+    left, right = real_batch
+    assert left.shape == (2, 3, 64, 64) and left.dtype == np.float32
+    assert not np.allclose(left[0], left[1]) and not np.allclose(left[0], right[0])
+
+
+def test_onnxruntime_matches_eager_on_real_images(bundle, real_batch, eager):
+    backend = create_backend(bundle, backend="onnxruntime", device="cpu")
+    assert backend.name == "onnxruntime" and "onnxruntime cpu fp32" in backend.describe()
+    _check_against_eager(backend.infer(*real_batch), eager)
+    # batch of one, and batch order does not mix patients
+    single = backend.infer(real_batch[0][1:], real_batch[1][1:])
+    np.testing.assert_allclose(single.probabilities[0], sigmoid(eager[0])[1], atol=1e-4)
+    backend.close()
+
+
+def test_torch_backend_matches_eager_on_real_images(bundle, real_batch, eager):
+    backend = create_backend(bundle, backend="torch", device="cpu")
+    assert backend.name == "torch" and "torch cpu fp32 eager" in backend.describe()
+    _check_against_eager(backend.infer(*real_batch), eager)
+
+
+@pytest.mark.parametrize("backend_name", ["onnxruntime", "torch"])
+@pytest.mark.parametrize(
+    "left_shape, dtype, match",
+    [
+        ((1, 3, 32, 32), np.float32, r"expected \[B,3,64,64\]"),
+        ((3, 64, 64), np.float32, r"add a batch axis"),
+        ((1, 3, 64, 64), np.float64, "dtype float64"),
+    ],
+)
+def test_wrong_input_is_one_line_value_error(bundle, backend_name, left_shape, dtype, match):
+    backend = create_backend(bundle, backend=backend_name, device="cpu")
+    right = np.zeros((1, 3, 64, 64), np.float32)
+    with pytest.raises(ValueError, match=match) as exc:
+        backend.infer(np.zeros(left_shape, dtype), right)
+    assert "\n" not in str(exc.value)
+
+
+def test_mismatched_batch_sizes(bundle):
+    backend = create_backend(bundle, backend="onnxruntime", device="cpu")
+    with pytest.raises(ValueError, match="left batch 2 != right batch 1"):
+        backend.infer(np.zeros((2, 3, 64, 64), np.float32), np.zeros((1, 3, 64, 64), np.float32))
+
+
+def test_auto_skips_missing_tensorrt_and_logs_why(bundle, caplog, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
+    with caplog.at_level(logging.INFO, logger="dms_net_core.runtime"):
+        backend = create_backend(bundle)
+    assert backend.name == "onnxruntime"
+    text = caplog.text
+    assert "tensorrt: module 'tensorrt' not installed" in text
+    assert "chose onnxruntime" in text
+
+
+def test_auto_falls_back_to_torch_when_onnxruntime_fails(bundle, caplog, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with caplog.at_level(logging.INFO, logger="dms_net_core.runtime"):
+        backend = create_backend(bundle)
+    assert backend.name == "torch"
+    assert "onnxruntime: module 'onnxruntime' not installed" in caplog.text
+
+
+def test_auto_fp16_on_cpu_runs_fp32_and_says_so(bundle, caplog, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with caplog.at_level(logging.INFO, logger="dms_net_core.runtime"):
+        backend = create_backend(bundle, precision="fp16")
+    assert backend.name == "onnxruntime" and "fp32" in backend.describe()
+    assert "fp16 requested" in caplog.text
+
+
+def test_explicit_errors(bundle):
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        create_backend(bundle, backend="torch", device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="unknown backend"):
+        create_backend(bundle, backend="tflite")
+    with pytest.raises(ValueError, match="does not take options"):
+        create_backend(bundle, backend="onnxruntime", cuda_graph=True)
+    with pytest.raises(ValueError, match="precision"):
+        create_backend(bundle, backend="onnxruntime", precision="fp16")
+
+
+def test_create_backend_accepts_a_path(bundle):
+    backend = create_backend(bundle.path, backend="onnxruntime")
+    assert bundle.model_id in backend.describe()
+    backend.warmup(1)
+
+
+def test_auto_prefers_torch_gpu_over_cpu_onnxruntime(bundle, caplog, monkeypatch):
+    import dms_net_core.runtime as runtime
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setattr(runtime, "_torch_cuda_available", lambda: True)  # as on a GPU box with CPU-only onnxruntime
+    with caplog.at_level(logging.INFO, logger="dms_net_core.runtime"):
+        backend = create_backend(bundle)
+    assert backend.name == "torch"
+    assert "trying torch before onnxruntime" in caplog.text
+    # explicit device=cpu keeps the documented order
+    assert create_backend(bundle, device="cpu").name == "onnxruntime"

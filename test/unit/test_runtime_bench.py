@@ -1,0 +1,33 @@
+"""dms-net-bench: runs against a bundle, writes the Markdown table, and lists what it skipped (no timing asserts)."""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks.bench_backends import main
+from test.fakes.tiny_bundle import tiny_bundle_path
+
+
+def test_bench_table_on_tiny_bundle(tmp_path_factory, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    bundle = tiny_bundle_path(tmp_path_factory.getbasetemp())
+    out = tmp_path / "table.md"
+    rc = main(
+        [
+            "--bundle", str(bundle), "--device", "cpu", "--backends", "onnxruntime,torch-fp32,torch-fp16-cudagraph,tensorrt-fp16",
+            "--iterations", "2", "--throughput-iterations", "1", "--batch-sizes", "2,3", "--output", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    table = out.read_text()
+    assert "| backend | batch-1 p50 ms | batch-1 p95 ms | pairs/s @ 2 | pairs/s @ 3 |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| onnxruntime") or line.startswith("| torch-fp32")]
+    assert len(rows) == 2 and all("cpu fp32" in r for r in rows)
+    assert "- torch-fp16-cudagraph: needs a CUDA GPU" in table
+    assert "- tensorrt-fp16: needs a CUDA GPU" in table
+    assert "Machine: CPU" in table and "onnxruntime" in table.split("Model:")[0]
+
+
+def test_unknown_backend_is_rejected(capsys):
+    assert main(["--backends", "tflite", "--device", "cpu"]) == 2
+    assert "unknown backends ['tflite']" in capsys.readouterr().err

@@ -1,0 +1,274 @@
+"""TensorRT backend, engine build and fingerprint cache, exercised through the TensorRT/CUDA test double.
+
+Nothing here touches real TensorRT or a GPU (neither exists on the build machine); the
+double in test/fakes enforces the API contracts the backend relies on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from dms_net_core.bundle import ModelBundle
+from dms_net_core.runtime import create_backend
+from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized_engine, main as build_main
+from dms_net_core.runtime.engine_cache import EngineCache, EngineFingerprint
+from dms_net_core.runtime.tensorrt_backend import TensorRTBackend
+from test.fakes import fake_tensorrt
+from test.fakes.tiny_bundle import copy_bundle, real_pair_batch, tiny_bundle_path
+
+
+@pytest.fixture(scope="module")
+def source_bundle(tmp_path_factory) -> ModelBundle:
+    return ModelBundle.load(tiny_bundle_path(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture
+def bundle(source_bundle, tmp_path) -> ModelBundle:
+    """A private copy: these tests write engines into the bundle's engines/."""
+    return ModelBundle.load(copy_bundle(source_bundle.path, tmp_path / "bundle"))
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    return fake_tensorrt.install(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def reference(source_bundle):
+    from dms_net_core.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(source_bundle, device="cpu")
+
+
+def _engines(bundle):
+    return sorted(p.name for p in bundle.engines_dir.glob("*.engine"))
+
+
+def test_build_then_outputs_equal_onnxruntime_on_real_images(bundle, gpu, reference):
+    backend = TensorRTBackend(bundle, max_batch=4)
+    assert backend.engine_built and gpu.trt.counters.builds == 1
+    assert backend.name == "tensorrt" and "tensorrt 10.3.0 Orin (nvgpu) fp32 batch 1-4" in backend.describe()
+    left, right = real_pair_batch(bundle.image_size)
+    got, want = backend.infer(left, right), reference.infer(left, right)
+    np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-5)
+    np.testing.assert_allclose(got.attention_left, want.attention_left, atol=1e-5)
+    np.testing.assert_allclose(got.attention_right, want.attention_right, atol=1e-5)
+    # engine file name and sidecar
+    (name,) = _engines(bundle)
+    assert name.startswith("fp32_b1-4_") and len(name.split("_")[-1]) == len("0123456789ab.engine")
+    sidecar = json.loads((bundle.engines_dir / name.replace(".engine", ".json")).read_text())
+    assert sidecar == {
+        "tensorrt_version": "10.3.0",
+        "gpu_name": "Orin (nvgpu)",
+        "compute_capability": "8.7",
+        "onnx_sha256": bundle.onnx_sha256,
+        "precision": "fp32",
+        "min_batch": 1,
+        "opt_batch": 1,
+        "max_batch": 4,
+    }
+    # builder settings as documented: one profile over the batch range, workspace limit, no FP16
+    cfg = gpu.trt.last_config
+    assert cfg.profiles[0].shapes["left"] == ((1, 3, 64, 64), (1, 3, 64, 64), (4, 3, 64, 64))
+    assert cfg.pool_limits[sys.modules["tensorrt"].MemoryPoolType.WORKSPACE] == 1024 << 20
+    assert not cfg.flags
+    backend.close()
+    assert not gpu.cuda.allocations and not gpu.cuda.streams  # everything freed
+
+
+@pytest.mark.parametrize("batch", [1, 3, 4])
+def test_dynamic_batch(bundle, gpu, reference, batch):
+    backend = TensorRTBackend(bundle, max_batch=4)
+    rng = np.random.default_rng(batch)
+    left = rng.standard_normal((batch, 3, 64, 64), dtype=np.float32)
+    right = rng.standard_normal((batch, 3, 64, 64), dtype=np.float32)
+    got = backend.infer(left, right)
+    assert got.probabilities.shape == (batch, 8) and got.attention_left.shape[0] == batch
+    np.testing.assert_allclose(got.probabilities, reference.infer(left, right).probabilities, atol=1e-5)
+
+
+def test_cache_hit_does_not_rebuild(bundle, gpu, caplog):
+    TensorRTBackend(bundle).close()
+    assert gpu.trt.counters.builds == 1
+    with caplog.at_level(logging.INFO, logger="dms_net_core.runtime"):
+        second = TensorRTBackend(bundle)
+    assert gpu.trt.counters.builds == 1 and not second.engine_built
+    assert "cache hit" in caplog.text
+    assert len(_engines(bundle)) == 1
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("tensorrt_version", "10.0.1"),
+        ("gpu_name", "NVIDIA GeForce RTX 3060"),
+        ("compute_capability", "8.6"),
+        ("onnx_sha256", "0" * 64),
+        ("precision", "fp16"),
+        ("min_batch", 2),
+        ("opt_batch", 4),
+        ("max_batch", 16),
+    ],
+)
+def test_any_fingerprint_mismatch_rebuilds_and_names_the_field(bundle, gpu, caplog, field, value):
+    first = TensorRTBackend(bundle)
+    engine, sidecar = EngineCache(bundle.engines_dir).paths(first.fingerprint)
+    first.close()
+    meta = json.loads(sidecar.read_text())
+    meta[field] = value
+    sidecar.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="dms_net_core.runtime"):
+        second = TensorRTBackend(bundle)
+    assert gpu.trt.counters.builds == 2 and second.engine_built
+    assert f"{field} (cached {value!r}" in caplog.text and "building a new engine" in caplog.text
+    assert json.loads(sidecar.read_text())[field] != value  # sidecar rewritten
+    second.close()
+
+
+def test_tensorrt_upgrade_rebuilds_instead_of_failing(bundle, monkeypatch, caplog):
+    """JetPack upgrade: the old engine no longer deserializes; the new version rebuilds and says why."""
+    old = fake_tensorrt.install(monkeypatch, version="8.6.2")
+    TensorRTBackend(bundle).close()
+    assert old.trt.counters.builds == 1
+    new = fake_tensorrt.install(monkeypatch, version="10.3.0")
+    with caplog.at_level(logging.WARNING, logger="dms_net_core.runtime"):
+        backend = TensorRTBackend(bundle)
+    assert new.trt.counters.builds == 1 and backend.engine_built
+    assert "tensorrt_version (cached '8.6.2', now '10.3.0')" in caplog.text
+    assert len(_engines(bundle)) == 2  # stale engine kept for the other installation
+
+
+def test_corrupt_engine_file_rebuilds(bundle, gpu, caplog):
+    first = TensorRTBackend(bundle)
+    engine, _ = EngineCache(bundle.engines_dir).paths(first.fingerprint)
+    first.close()
+    engine.write_bytes(engine.read_bytes()[:100])  # truncated copy
+    with caplog.at_level(logging.WARNING, logger="dms_net_core.runtime"):
+        second = TensorRTBackend(bundle)
+    assert gpu.trt.counters.builds == 2 and "failed to deserialize" in caplog.text
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    assert second.infer(x, x).probabilities.shape == (1, 8)
+
+
+def test_tensorrt_8_network_uses_explicit_batch(bundle, monkeypatch, reference):
+    stack = fake_tensorrt.install(monkeypatch, version="8.6.1", legacy_cuda_layout=True)
+    backend = TensorRTBackend(bundle, max_batch=2)
+    x = np.ones((2, 3, 64, 64), np.float32)
+    np.testing.assert_allclose(backend.infer(x, -x).probabilities, reference.infer(x, -x).probabilities, atol=1e-5)
+    assert stack.trt.counters.parses == 1
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [
+        ((5, 3, 64, 64), "exceeds the engine's max batch 4"),
+        ((1, 3, 48, 48), r"expected \[B,3,64,64\]"),
+        ((3, 64, 64), "add a batch axis"),
+    ],
+)
+def test_wrong_input_shape_is_one_line_value_error(bundle, gpu, shape, match):
+    backend = TensorRTBackend(bundle, max_batch=4)
+    x = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError, match=match) as exc:
+        backend.infer(x, x)
+    assert "\n" not in str(exc.value)
+    assert gpu.trt.counters.executions == 0
+
+
+def test_fp16_engine(bundle, gpu, reference):
+    backend = TensorRTBackend(bundle, precision="fp16", max_batch=2)
+    assert sys.modules["tensorrt"].BuilderFlag.FP16 in gpu.trt.last_config.flags
+    assert backend.engine_path.name.startswith("fp16_b1-2_")
+    left, right = real_pair_batch(64)
+    np.testing.assert_allclose(backend.infer(left, right).probabilities, reference.infer(left, right).probabilities, atol=2e-3)
+
+
+def test_fp16_without_fast_fp16_is_a_build_error(bundle, monkeypatch):
+    fake_tensorrt.install(monkeypatch, fast_fp16=False)
+    with pytest.raises(EngineBuildError, match="no fast fp16"):
+        TensorRTBackend(bundle, precision="fp16")
+
+
+def test_build_failure_makes_auto_fall_back_to_onnxruntime(bundle, gpu, caplog):
+    gpu.trt.fail_build = True
+    with caplog.at_level(logging.INFO, logger="dms_net_core.runtime"):
+        backend = create_backend(bundle)
+    assert backend.name == "onnxruntime"
+    assert "skipping tensorrt: TensorRT failed to build an engine" in caplog.text
+    assert "chose onnxruntime" in caplog.text
+    assert not _engines(bundle)
+
+
+def test_auto_prefers_tensorrt_when_it_loads(bundle, gpu):
+    backend = create_backend(bundle, max_batch=2, cuda_graph=True)  # torch-only option is filtered out
+    assert backend.name == "tensorrt" and backend.max_batch == 2
+
+
+def test_auto_reports_missing_cuda_python(bundle, monkeypatch, caplog):
+    fake_tensorrt.install(monkeypatch)
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart", "pycuda"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with caplog.at_level(logging.INFO, logger="dms_net_core.runtime"):
+        backend = create_backend(bundle)
+    assert backend.name == "onnxruntime" and "tensorrt: module 'cuda' not installed" in caplog.text
+
+
+def test_parse_error_is_listed(bundle, gpu, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(EngineBuildError, match="cannot parse .*Failed to parse ONNX model"):
+        build_serialized_engine(sys.modules["tensorrt"], bad, image_size=64)
+
+
+def test_timing_cache_is_saved_and_reused(bundle, gpu, tmp_path):
+    cache = tmp_path / "timing.cache"
+    trt = sys.modules["tensorrt"]
+    build_serialized_engine(trt, bundle.onnx_path, image_size=64, timing_cache=cache)
+    assert json.loads(cache.read_bytes())["n"] == 1
+    build_serialized_engine(trt, bundle.onnx_path, image_size=64, timing_cache=cache)
+    assert json.loads(cache.read_bytes())["n"] == 2  # loaded the saved cache, then extended it
+
+
+def test_bad_batch_range(bundle, gpu):
+    with pytest.raises(EngineBuildError, match="batch range"):
+        build_serialized_engine(sys.modules["tensorrt"], bundle.onnx_path, image_size=64, min_batch=4, max_batch=2)
+
+
+def test_device_cpu_is_refused(bundle, gpu):
+    with pytest.raises(ValueError, match="CUDA GPU only"):
+        TensorRTBackend(bundle, device="cpu")
+
+
+def test_fingerprint_names_and_differences():
+    fp = EngineFingerprint("10.3.0", "Orin", "8.7", "ab" * 32, "fp16", 1, 2, 8)
+    assert fp.stem.startswith("fp16_b1-8_") and len(fp.stem) == len("fp16_b1-8_") + 12
+    other = dataclasses.replace(fp, gpu_name="Xavier")
+    assert fp.digest != other.digest
+    assert fp.differences(other.to_dict()) == ["gpu_name (cached 'Xavier', now 'Orin')"]
+    assert fp.differences(fp.to_dict()) == []
+
+
+def test_build_engine_cli_verify(bundle, gpu, capsys):
+    rc = build_main([str(bundle.path), "--precision", "fp32", "--max-batch", "4", "--verify", "--batch", "3"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "built now" in out and "random batch 3" in out and "PASS" in out
+    left = "/work/shared/data/odir5k_256/images/0_left.jpg"
+    right = "/work/shared/data/odir5k_256/images/0_right.jpg"
+    rc = build_main([str(bundle.path), "--precision", "fp32", "--max-batch", "4", "--verify", "--left", left, "--right", right])
+    out = capsys.readouterr().out
+    assert rc == 0 and "cache hit" in out and "real images" in out
+    assert gpu.trt.counters.builds == 1
+
+
+def test_build_engine_cli_without_tensorrt(bundle, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    rc = build_main([str(bundle.path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "install TensorRT" in err

@@ -1,0 +1,132 @@
+"""Build `dms_net_ros/msg/DiagnosisResult` messages (pure functions, no node state).
+
+One builder per status (OK / UNGRADABLE / ERROR) so every result a clinician display can
+receive is filled the same way: provenance (exam id, stamps, model id, backend) always,
+per-class arrays only for OK, quality fields whenever the images were assessed. Class
+codes and names come from the model bundle, never from a constant here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from dms_net_core.postprocess import Decision
+
+
+@dataclass
+class ResultContext:
+    """What every result of one pair carries, whatever its status."""
+
+    exam_id: str = ""
+    left_stamp_ns: int = 0
+    right_stamp_ns: int = 0
+    frame_id: str = ""
+    model_id: str = ""
+    backend: str = ""
+    backend_detail: str = ""
+    left_quality: Any = None  # QualityReport (dms_net_core.data.quality) or None
+    right_quality: Any = None
+    timings_ms: dict[str, float] = field(default_factory=dict)  # preprocess / inference / total
+
+
+def time_from_ns(stamp_ns: int) -> Any:
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def summarize(decision: Decision, class_codes: Sequence[str]) -> str:
+    """One display line, e.g. ``REFER: D 0.91, O 0.62`` or ``no referable finding (N 0.88)``."""
+    probs = decision.probabilities
+    pos = [(c, float(p)) for c, p, is_pos in zip(class_codes, probs, decision.positive) if is_pos and c != "N"]
+    if decision.referable:
+        if pos:
+            return "REFER: " + ", ".join(f"{c} {p:.2f}" for c, p in sorted(pos, key=lambda x: -x[1]))
+        return f"REFER: not confidently normal (N {float(probs[0]):.2f} <= threshold {float(decision.thresholds[0]):.2f})"
+    return f"no referable finding (N {float(probs[0]):.2f})"
+
+
+def _base(ctx: ResultContext, status: int, status_message: str) -> Any:
+    from dms_net_ros.msg import DiagnosisResult
+
+    msg = DiagnosisResult()
+    msg.header.stamp = time_from_ns(max(ctx.left_stamp_ns, ctx.right_stamp_ns))
+    msg.header.frame_id = ctx.frame_id
+    msg.exam_id = ctx.exam_id
+    msg.left_stamp = time_from_ns(ctx.left_stamp_ns)
+    msg.right_stamp = time_from_ns(ctx.right_stamp_ns)
+    msg.status = status
+    msg.status_message = status_message
+    msg.model_id = ctx.model_id
+    msg.backend = ctx.backend
+    msg.backend_detail = ctx.backend_detail
+    msg.left_quality = _score(ctx.left_quality)
+    msg.right_quality = _score(ctx.right_quality)
+    msg.left_gradable = bool(ctx.left_quality is not None and ctx.left_quality.gradable)
+    msg.right_gradable = bool(ctx.right_quality is not None and ctx.right_quality.gradable)
+    msg.quality_reasons = quality_reasons(ctx.left_quality, ctx.right_quality)
+    msg.preprocess_ms = float(ctx.timings_ms.get("preprocess", 0.0))
+    msg.inference_ms = float(ctx.timings_ms.get("inference", 0.0))
+    msg.total_ms = float(ctx.timings_ms.get("total", 0.0))
+    return msg
+
+
+def _score(report: Any) -> float:
+    return math.nan if report is None else float(report.score)
+
+
+def quality_reasons(left: Any, right: Any) -> list[str]:
+    return [f"{eye}: {r}" for eye, rep in (("left", left), ("right", right)) if rep is not None for r in rep.reasons]
+
+
+def ok_result(
+    ctx: ResultContext,
+    decision: Decision,
+    class_codes: Sequence[str],
+    class_names: Sequence[str],
+    *,
+    attention_published: bool = False,
+) -> Any:
+    """STATUS_OK: the network ran; per-class arrays filled from ``decision``."""
+    from dms_net_ros.msg import DiagnosisResult
+
+    msg = _base(ctx, DiagnosisResult.STATUS_OK, "ok")
+    msg.class_codes = list(class_codes)
+    msg.class_names = list(class_names)
+    msg.probabilities = np.asarray(decision.probabilities, dtype=np.float32).tolist()
+    msg.thresholds = np.asarray(decision.thresholds, dtype=np.float32).tolist()
+    msg.positives = [bool(p) for p in decision.positive]
+    msg.positive_codes = [c for c, p in zip(class_codes, decision.positive) if p]
+    msg.referable = bool(decision.referable)
+    msg.summary = summarize(decision, class_codes)
+    msg.attention_published = bool(attention_published)
+    return msg
+
+
+def ungradable_result(ctx: ResultContext) -> Any:
+    """STATUS_UNGRADABLE: an eye failed the quality gate; the exam must be retaken."""
+    from dms_net_ros.msg import DiagnosisResult
+
+    bad = [eye for eye, rep in (("left", ctx.left_quality), ("right", ctx.right_quality)) if rep is not None and not rep.gradable]
+    reasons = quality_reasons(ctx.left_quality, ctx.right_quality)
+    text = f"{' and '.join(bad) or 'an'} eye image ungradable ({'; '.join(reasons) or 'quality below the minimum score'}): retake the photograph"
+    msg = _base(ctx, DiagnosisResult.STATUS_UNGRADABLE, text)
+    msg.summary = "UNGRADABLE: retake " + " and ".join(bad) + " eye" if bad else "UNGRADABLE: retake the photographs"
+    return msg
+
+
+def error_result(ctx: ResultContext, message: str) -> Any:
+    """STATUS_ERROR: bad or missing input, or a failed inference; ``message`` names the fix."""
+    from dms_net_ros.msg import DiagnosisResult
+
+    msg = _base(ctx, DiagnosisResult.STATUS_ERROR, message)
+    msg.summary = "ERROR: " + message
+    return msg

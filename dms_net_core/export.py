@@ -24,6 +24,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", type=Path, help="checkpoint .pt written by dms-net-train")
     parser.add_argument("--output", "-o", type=Path, required=True, help="bundle directory to write")
     parser.add_argument("--name", default="dms-net", help="bundle name; the model id is <name>@<onnx sha256[:12]>")
+    parser.add_argument("--weights-dtype", choices=("fp32", "fp16"), default="fp32",
+                        help="storage precision of the weights (fp16 halves the bundle; inference still runs in fp32)")
+    parser.add_argument("--no-torch-weights", action="store_true",
+                        help="deployment-only bundle: ONNX only, no weights.safetensors (no PyTorch backend)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}: TensorRT 8.6 and 10.x parse it)")
     return parser
 
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             data_summary=ckpt.get("data_summary"),
             name=args.name,
             opset=args.opset,
+            weights_dtype=args.weights_dtype,
+            include_torch_weights=not args.no_torch_weights,
         )
     except BundleError as exc:
         print(f"dms-net-export: error: {exc}", file=sys.stderr)
@@ -74,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle        {bundle.path}")
     print(f"architecture  {model_config.architecture} / {model_config.backbone} @ {model_config.image_size}px")
     print(f"model.onnx    {_size_mib(bundle.onnx_path)}  ({exp['exporter']})")
-    print(f"weights       {_size_mib(bundle.weights_path)}")
+    weights = _size_mib(bundle.weights_path) if bundle.weights_path.is_file() else "none (deployment-only bundle)"
+    print(f"weights       {weights}  (stored {args.weights_dtype})")
     print(f"thresholds    {' '.join(f'{c}={t:.2f}' for c, t in zip(bundle.class_codes, bundle.thresholds))}")
     print(f"check         ONNX Runtime vs PyTorch max |dp| = {exp['onnx_check_max_abs_diff']:.2e}  PASS")
     return 0

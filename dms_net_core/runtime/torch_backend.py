@@ -73,6 +73,11 @@ class TorchBackend(InferenceBackend):
         self.cuda_graph = cuda_graph
         self.compiled = compile
         model = (model_factory or _default_factory)(bundle.model_config)
+        if not bundle.weights_path.is_file():
+            raise RuntimeError(
+                f"{bundle.path} is a deployment-only bundle without {bundle.weights_path.name}: "
+                "use the onnxruntime or tensorrt backend, or re-export with PyTorch weights"
+            )
         state = load_file(str(bundle.weights_path))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -154,3 +154,31 @@ def test_bundle_loads_without_torch(bundle_dir):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("tiny-test@")
+
+
+def test_fp16_deployment_bundle_is_smaller_and_exact_on_real_images(bundle_dir, tmp_path):
+    """The demo bundle's format: fp16-stored ONNX weights, no PyTorch weights, fp32 compute."""
+    import torch
+
+    from dms_net_core.runtime import create_backend
+    from test.fakes.tiny_bundle import real_pair_batch
+
+    model = build_tiny_model()
+    half = export_bundle(model, tiny_config(), PreprocessConfig(image_size=64), tmp_path / "half",
+                         name="tiny-half", weights_dtype="fp16", include_torch_weights=False)
+    assert not half.weights_path.exists() and "weights.safetensors" not in half.meta["files"]
+    assert half.meta["weights_dtype"] == "fp16"
+    assert half.onnx_path.stat().st_size < 0.75 * ModelBundle.load(bundle_dir).onnx_path.stat().st_size
+    # the reference is the same model with its weights rounded to fp16, computed in fp32
+    rounded = build_tiny_model()
+    with torch.no_grad():
+        for t in rounded.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    left, right = real_pair_batch(64)
+    with torch.inference_mode():
+        ref = torch.sigmoid(rounded.eval()(torch.from_numpy(left), torch.from_numpy(right))[0]).numpy()
+    got = create_backend(half, backend="onnxruntime").infer(left, right).probabilities
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    with pytest.raises(Exception, match="deployment-only bundle"):
+        create_backend(half, backend="torch")

@@ -22,13 +22,13 @@ if [ "$(cat "$V/.requirements.sha" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing pinned requirements into .venv (first time: a few minutes)" >&2
   "$V/bin/pip" install -q -U pip
   "$V/bin/pip" install -q -r requirements/all.txt
-  "$V/bin/pip" install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+  "$V/bin/pip" install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat 2>/dev/null
   # The ROS wheels' CMake exports hard-code their build machine's interpreter paths.
   PYINC=$("$V/bin/python" -c 'import sysconfig;print(sysconfig.get_paths()["include"])')
   SITE=$("$V/bin/python" -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')
   grep -rlE '/opt/python/cp3[0-9]+-cp3[0-9]+' "$V/share" --include='*.cmake' 2>/dev/null | xargs -r sed -i -E \
     -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$PYINC#g" \
-    -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages#$SITE#g"
+    -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages#$SITE#g" || true
   echo "$want" > "$V/.requirements.sha"
 fi
 

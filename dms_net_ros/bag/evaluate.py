@@ -374,7 +374,8 @@ def write_metrics_report(out_dir: Path, labels: np.ndarray, probs: np.ndarray, t
     except ImportError as err:
         LOGGER.info("training.evaluate not importable (%s): writing metrics without plots", err)
         return _write_plain_report(out_dir, labels, probs, thresholds, name=name)
-    return write_report(out_dir, labels, probs, thresholds, ids=ids, name=name)
+    return write_report(labels, probs, thresholds, out_dir, name=name,
+                        provenance={"source": "rosbag", "pairs": len(ids)})
 
 
 def _write_plain_report(out_dir: Path, labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, *, name: str) -> dict[str, Any]:

@@ -84,13 +84,10 @@ def test_round_trip_equals_folder_probabilities_and_metrics(raw_eval, records, f
 
 
 def test_matches_training_evaluate_on_the_folder(raw_eval, records, bundle, backend):
-    training_evaluate = pytest.importorskip("training.evaluate")
-    out = training_evaluate.evaluate_pairs(backend, records, bundle.preprocess, 4)
-    probs = getattr(out, "probabilities", None)
-    if probs is None and isinstance(out, dict):
-        probs = out.get("probabilities", out.get("probs"))
-    if probs is None and isinstance(out, tuple):
-        probs = next(x for x in out if isinstance(x, np.ndarray) and x.shape == (len(records), 8) and x.dtype == np.float32)
+    from training.evaluate import evaluate_pairs
+
+    labels, probs = evaluate_pairs(backend, records, bundle.preprocess, 4)
+    np.testing.assert_array_equal(labels, np.stack([r.labels for r in records]))
     got = _probs_by_patient(raw_eval)
     np.testing.assert_allclose(np.stack([got[r.patient_id] for r in records]), np.asarray(probs), atol=1e-5, rtol=0)
 

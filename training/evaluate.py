@@ -1,6 +1,6 @@
 """Offline evaluation (``dms-net-eval``): checkpoint or model bundle + ODIR data -> report.
 
-    dms-net-eval --model runs/dms_s0/best.pt --labels /work/shared/data/odir5k_256/labels.csv \
+    dms-net-eval --model runs/dms_s0/best.pt --labels ../shared/data/odir5k_256/labels.csv \
         --split-file training/splits/odir5k_256_val15_seed0.json --subset val --output-dir runs/eval
 
 A bundle directory runs through `dms_net_core.runtime.create_backend` (ONNX Runtime on CPU

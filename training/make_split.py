@@ -1,6 +1,6 @@
 """Write a patient-level stratified split JSON (the shipped one: 15 % val, seed 0).
 
-    python -m training.make_split --labels /work/shared/data/odir5k_256/labels.csv \
+    python -m training.make_split --labels ../shared/data/odir5k_256/labels.csv \
         --val-fraction 0.15 --seed 0 --output training/splits/odir5k_256_val15_seed0.json
 """
 

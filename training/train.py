@@ -49,6 +49,7 @@ from dms_net_core.model import build_model
 from dms_net_core.model.config import DMSNetConfig
 from training.cache import PairCache, build_pair_cache
 from training.gpu_augment import augment_batch, eval_batch
+from training.paths import default_odir_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_SPLIT = Path(__file__).resolve().parent / "splits" / "odir5k_256_val15_seed0.json"
@@ -59,7 +60,7 @@ _NESTED = ("model", "preprocess", "augment")
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DMS-Net training on ODIR-5K", add_help=add_help)
     p.add_argument("--config", default=None, help="YAML recipe (training/configs/*.yaml or a name from there)")
-    p.add_argument("--labels", default="/work/shared/data/odir5k_256/labels.csv", help="labels.csv or official ODIR-5K sheet")
+    p.add_argument("--labels", default=str(default_odir_dir() / "labels.csv"), help="labels.csv or official ODIR-5K sheet (default: ../shared/data/odir5k_256 or $ODIR_256_DIR)")
     p.add_argument("--images-dir", default=None, help="images folder (official layout)")
     p.add_argument("--split-file", default=str(DEFAULT_SPLIT), help="split JSON; '' = make one (--val-fraction, --split-seed)")
     p.add_argument("--val-fraction", type=float, default=0.15)

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from training.paths import default_odir_dir
+
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, preprocess_eye
 from dms_net_core.model.config import DMSNetConfig
 
-DATA_DIR = Path("/work/shared/data/odir5k_256")
+DATA_DIR = default_odir_dir()
 #: two real patients with both eyes (ids from labels.csv)
 REAL_PAIRS = (("0_left.jpg", "0_right.jpg"), ("1_left.jpg", "1_right.jpg"))
 

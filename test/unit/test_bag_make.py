@@ -14,6 +14,7 @@ import pytest
 from dms_net_core.classes import CLASS_CODES
 from dms_net_core.data.odir import load_odir
 from dms_net_core.data.preprocess import load_rgb
+from training.paths import default_odir_dir
 from dms_net_ros.bag import cli, io
 from dms_net_ros.bag.make import AcquisitionModel, make_bag
 
@@ -21,10 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def odir_dir() -> Path:
-    for candidate in (Path("/work/shared/data/odir5k_256"), REPO / ".device_data" / "odir5k_256"):
+    for candidate in (default_odir_dir(),):
         if (candidate / "labels.csv").is_file():
             return candidate
-    pytest.skip("ODIR-5K 256 px subset not found (/work/shared/data/odir5k_256)")
+    pytest.skip(f"ODIR-5K 256 px subset not found ({default_odir_dir()}): set ODIR_256_DIR")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,9 @@ import pytest
 from dms_net_core.classes import CLASS_CODES
 from dms_net_core.data.odir import OdirFormatError, labels_matrix, load_odir, select_patients
 from dms_net_core.data.splits import read_split, stratified_split, write_split
+from training.paths import default_odir_dir
 
-DATA = Path(os.environ.get("ODIR_256_DIR", "/work/shared/data/odir5k_256"))
+DATA = default_odir_dir()
 LABELS = DATA / "labels.csv"
 SHIPPED_SPLIT = Path(__file__).resolve().parents[2] / "training" / "splits" / "odir5k_256_val15_seed0.json"
 needs_data = pytest.mark.skipif(not LABELS.is_file(), reason=f"real ODIR labels not found under {DATA}")

@@ -11,8 +11,9 @@ import pytest
 
 from dms_net_core.data.preprocess import load_rgb
 from dms_net_core.data.quality import QualityThresholds, assess_quality, measure_quality
+from training.paths import default_odir_dir
 
-DATA = os.environ.get("ODIR_256_DIR", "/work/shared/data/odir5k_256")
+DATA = str(default_odir_dir())
 FILES = sorted(glob.glob(os.path.join(DATA, "images", "*.jpg")))
 needs_data = pytest.mark.skipif(not FILES, reason=f"real ODIR images not found under {DATA}")
 

@@ -4,7 +4,6 @@ trainer's validation probabilities: one preprocessing path everywhere."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,9 @@ from dms_net_core.data.odir import load_odir, select_patients
 from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.data.splits import read_split
 from dms_net_core.metrics import odir_official_score
+from training.paths import default_odir_dir
 
-DATA = Path(os.environ.get("ODIR_256_DIR", "/work/shared/data/odir5k_256"))
+DATA = default_odir_dir()
 LABELS = DATA / "labels.csv"
 SPLIT = Path(__file__).resolve().parents[2] / "training" / "splits" / "odir5k_256_val15_seed0.json"
 needs_data = pytest.mark.skipif(not LABELS.is_file(), reason=f"real ODIR labels not found under {DATA}")

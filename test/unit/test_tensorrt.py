@@ -21,6 +21,7 @@ from dms_net_core.runtime.engine_cache import EngineCache, EngineFingerprint
 from dms_net_core.runtime.tensorrt_backend import TensorRTBackend
 from test.fakes import fake_tensorrt
 from test.fakes.tiny_bundle import copy_bundle, real_pair_batch, tiny_bundle_path
+from training.paths import default_odir_dir
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +260,8 @@ def test_build_engine_cli_verify(bundle, gpu, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "built now" in out and "random batch 3" in out and "PASS" in out
-    left = "/work/shared/data/odir5k_256/images/0_left.jpg"
-    right = "/work/shared/data/odir5k_256/images/0_right.jpg"
+    left = str(default_odir_dir() / "images" / "0_left.jpg")
+    right = str(default_odir_dir() / "images" / "0_right.jpg")
     rc = build_main([str(bundle.path), "--precision", "fp32", "--max-batch", "4", "--verify", "--left", left, "--right", right])
     out = capsys.readouterr().out
     assert rc == 0 and "cache hit" in out and "real images" in out

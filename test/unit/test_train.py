@@ -20,8 +20,9 @@ from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, preprocess_
 from training.cache import build_pair_cache
 from training.dataset import OdirPairDataset
 from training.gpu_augment import augment_batch, cutmix_same_label, eval_batch
+from training.paths import default_odir_dir
 
-DATA = Path(os.environ.get("ODIR_256_DIR", "/work/shared/data/odir5k_256"))
+DATA = default_odir_dir()
 LABELS = DATA / "labels.csv"
 REPO = Path(__file__).resolve().parents[2]
 needs_data = pytest.mark.skipif(not LABELS.is_file(), reason=f"real ODIR labels not found under {DATA}")

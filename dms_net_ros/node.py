@@ -3,7 +3,7 @@
 Data path (the same functions the offline evaluator uses, from `dms_net_core`)::
 
     left/right Image | CompressedImage --(callback: stamp pairing only)--> bounded queue
-      --(one worker thread)--> decode -> quality gate -> preprocess_pair -> backend.infer
+      --(one worker thread)--> decode -> quality gate -> preprocess (both eyes on two threads) -> backend.infer
       -> decide(thresholds) -> DiagnosisResult on `diagnosis` (+ attention overlays)
 
 Lifecycle (transitions own resources, so re-configuring never leaks):
@@ -45,10 +45,11 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from dms_net_core.data.preprocess import prepare_eye_uint8, preprocess_pair
+from dms_net_core.data.preprocess import prepare_eye_uint8
 from dms_net_core.postprocess import decide
 from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
-from dms_net_ros.image_codec import ImageDecodeError, msg_to_rgb, rgb_to_image_msg
+from dms_net_ros.eye_pipeline import PairPreparer
+from dms_net_ros.image_codec import rgb_to_image_msg
 from dms_net_ros.messages import ResultContext, error_result, ok_result, stamp_to_ns, ungradable_result
 from dms_net_ros.msg import DiagnosisResult
 from dms_net_ros.pairing import ApproximateTimePairer, Pair, Unpaired
@@ -127,6 +128,7 @@ class DiagnosisNode(LifecycleNode):
         self._bundle: Any = None
         self._backend: Any = None
         self._worker: DropOldestWorker | None = None
+        self._preparer: PairPreparer | None = None
         self._pairer: ApproximateTimePairer | None = None
         self._result_pub = None
         self._diag_pub = None
@@ -188,6 +190,7 @@ class DiagnosisNode(LifecycleNode):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._exam_sub = self.create_subscription(String, "exam_id", lambda m: self._set_exam_id(m.data, "topic"), latched)
         self._pairer = ApproximateTimePairer(p["slop_s"], int(p["pairing_queue_size"]), p["pair_timeout_s"])
+        self._preparer = PairPreparer(threads=2)
         self._worker = DropOldestWorker(
             self._process_pair, int(p["worker_queue_size"]), on_drop=self._on_worker_drop, on_error=self._on_worker_error
         )
@@ -256,6 +259,9 @@ class DiagnosisNode(LifecycleNode):
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
+        if self._preparer is not None:
+            self._preparer.close()
+            self._preparer = None
         self._release_backend()
         for pub in [self._result_pub, self._diag_pub, *self._attention_pubs.values()]:
             if pub is not None:
@@ -383,33 +389,21 @@ class DiagnosisNode(LifecycleNode):
         ctx = self._result_context(pair.left_stamp_ns, pair.right_stamp_ns, pair.left.header.frame_id, job.exam_id)
         log = self.get_logger()
 
-        images: dict[str, np.ndarray] = {}
-        errors = []
-        for eye, msg in (("left", pair.left), ("right", pair.right)):
-            try:
-                images[eye] = msg_to_rgb(msg, int(p["max_pixels"]))
-            except ImageDecodeError as exc:
-                errors.append(f"{eye} eye: {exc}")
+        left_eye, right_eye = self._preparer.prepare(
+            pair.left, pair.right, bundle.preprocess, max_pixels=int(p["max_pixels"]),
+            quality_gate=bool(p["quality_gate"]), quality_min_score=float(p["quality_min_score"]),
+        )
+        eyes = {"left": left_eye, "right": right_eye}
+        errors = [f"{eye} eye: {e.error}" for eye, e in eyes.items() if e.error]
         if errors:
             text = "; ".join(errors)
             log.error(f"exam {job.exam_id!r}: {text}")
             ctx.timings_ms = {"total": (time.monotonic() - pair.received) * 1e3}
             self._publish_result(error_result(ctx, text))
             return
-
         if p["quality_gate"]:
-            from dms_net_core.data.quality import assess_quality
-
-            min_score = float(p["quality_min_score"])
-            reports = {}
-            for eye in ("left", "right"):
-                rep = assess_quality(images[eye])
-                if rep.gradable and rep.score < min_score:
-                    rep.gradable = False
-                    rep.reasons.append(f"quality score {rep.score:.2f} below quality_min_score {min_score:.2f}")
-                reports[eye] = rep
-            ctx.left_quality, ctx.right_quality = reports["left"], reports["right"]
-            if not all(r.gradable for r in reports.values()):
+            ctx.left_quality, ctx.right_quality = left_eye.quality, right_eye.quality
+            if not (left_eye.quality.gradable and right_eye.quality.gradable):
                 ctx.timings_ms = {"preprocess": (time.monotonic() - t0) * 1e3, "total": (time.monotonic() - pair.received) * 1e3}
                 msg = ungradable_result(ctx)
                 log.warning(f"exam {job.exam_id!r}: {msg.status_message}")
@@ -417,7 +411,7 @@ class DiagnosisNode(LifecycleNode):
                 return
 
         try:
-            left, right = preprocess_pair(images["left"], images["right"], bundle.preprocess)
+            left, right = left_eye.tensor[None], right_eye.tensor[None]
             t1 = time.monotonic()
             result = backend.infer(left, right)
             t2 = time.monotonic()
@@ -431,7 +425,7 @@ class DiagnosisNode(LifecycleNode):
         attention = False
         if self._attention_pubs and result.attention_left is not None and result.attention_right is not None:
             for eye, att, msg in (("left", result.attention_left, pair.left), ("right", result.attention_right, pair.right)):
-                overlay = attention_overlay(prepare_eye_uint8(images[eye], bundle.preprocess), att[0, 0])
+                overlay = attention_overlay(prepare_eye_uint8(eyes[eye].rgb, bundle.preprocess), att[0, 0])
                 self._attention_pubs[eye].publish(rgb_to_image_msg(overlay, "rgb8", stamp=msg.header.stamp, frame_id=msg.header.frame_id))
             attention = True
 

@@ -1,7 +1,8 @@
-"""scripts/demo.sh end to end (setup skipped: the test run has done it) on a tiny bundle."""
+"""scripts/demo.sh end to end (setup skipped: the test run has done it) on the shipped demo bundle."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 
@@ -14,17 +15,22 @@ require_ros()
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_demo_script_prints_a_result_per_sample_and_stops_the_node(tiny_bundle, ros_domain):
+def test_demo_script_prints_a_result_per_sample_and_stops_the_node(ros_domain):
+    """The README's main job as shipped: the trained demo bundle on the real sample pairs."""
     proc = subprocess.run(
-        ["bash", "scripts/demo.sh", "--skip-setup", "--bundle", str(tiny_bundle)],
+        ["bash", "scripts/demo.sh", "--skip-setup"],
         cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
     assert "results: OK 8, UNGRADABLE 0, ERROR 0" in out
-    for patient in ("1", "5", "167", "0", "48", "23", "16", "10"):
+    with open(REPO / "demo" / "samples" / "labels.csv", newline="") as f:
+        patients = [row["patient_id"] for row in csv.DictReader(f)]
+    assert len(patients) == 8
+    for patient in patients:
         assert f"exam demo-{patient}  status OK" in out
+    assert "model dms-net-effnet-lite0-odir256@" in out
     assert "truth D" in out and "latency total" in out
     # the node was stopped (no orphan process left holding the domain)
-    leftover = subprocess.run(["pgrep", "-f", f"bundle:={tiny_bundle}"], capture_output=True, text=True)
+    leftover = subprocess.run(["pgrep", "-f", "bundle:=models/demo"], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ros
 from dms_net_ros.image_codec import pixels_to_image_msg, rgb_to_compressed_msg, rgb_to_image_msg  # noqa: E402
 from dms_net_ros.msg import DiagnosisResult  # noqa: E402
 
-PATIENTS = ("1", "5", "167")
+PATIENTS = ("951", "556", "583")
 SEC = 1_000_000_000
 
 
@@ -66,12 +66,12 @@ def send_and_get(client: Client, left, right, *, n_expected: int = 1, timeout: f
     return client.results[start:]
 
 
-def good_pair(patient: str = "1"):
+def good_pair(patient: str = "951"):
     return rgb_to_image_msg(sample_rgb(patient, "left"), "rgb8"), rgb_to_image_msg(sample_rgb(patient, "right"), "bgr8")
 
 
 def assert_ok_after(client: Client, node: NodeProcess) -> None:
-    got = send_and_get(client, *good_pair("5"))
+    got = send_and_get(client, *good_pair("556"))
     assert got and got[-1].status == DiagnosisResult.STATUS_OK, node.log_text()[-2000:]
     assert node.proc.poll() is None
 
@@ -121,8 +121,8 @@ def test_exam_id_topic_is_latched_and_copied(served):
 )
 def test_bad_raw_input_gives_error_and_node_keeps_serving(served, case):
     client, node = served
-    left_rgb = sample_rgb("1", "left")
-    good = rgb_to_image_msg(sample_rgb("1", "right"), "rgb8")
+    left_rgb = sample_rgb("951", "left")
+    good = rgb_to_image_msg(sample_rgb("951", "right"), "rgb8")
     if case == "unknown_encoding":
         bad = rgb_to_image_msg(left_rgb, "rgb8")
         bad.encoding = "yuv422_weird"
@@ -191,7 +191,7 @@ def test_corrupt_jpeg_via_compressed_transport(tiny_bundle, ros_domain, ros_name
     try:
         client = Client(ros_namespace, compressed=True)
         client.wait_for_node(node)
-        left_rgb, right_rgb = sample_rgb("167", "left"), sample_rgb("167", "right")
+        left_rgb, right_rgb = sample_rgb("583", "left"), sample_rgb("583", "right")
         corrupt = rgb_to_compressed_msg(left_rgb, "jpeg")
         corrupt.data = bytes(corrupt.data)[: len(corrupt.data) // 3]
         corrupt.data = b"\x00" * 64 + bytes(corrupt.data)[64:]
@@ -217,7 +217,7 @@ def test_16bit_big_endian_input_is_scaled(served, tiny_bundle):
     client, node = served
     import cv2
 
-    grey = cv2.cvtColor(sample_rgb("5", "left"), cv2.COLOR_RGB2GRAY)
+    grey = cv2.cvtColor(sample_rgb("556", "left"), cv2.COLOR_RGB2GRAY)
     wide = grey.astype(np.uint16) * 257
     left = pixels_to_image_msg(wide, "mono16", is_bigendian=True, row_padding=6)
     right = pixels_to_image_msg(grey, "mono8")

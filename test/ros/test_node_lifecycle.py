@@ -76,7 +76,7 @@ def test_lifecycle_transitions_leak_nothing(tiny_bundle, ros_domain, ros_namespa
             assert client.node.count_subscribers(left_topic) == 1 and client.node.count_subscribers(right_topic) == 1
             assert client.node.count_publishers(diag_topic) == 1
             start = len(client.results)
-            client.publish_pair(rgb_to_image_msg(sample_rgb("1", "left")), rgb_to_image_msg(sample_rgb("1", "right")), (10 + cycle) * SEC)
+            client.publish_pair(rgb_to_image_msg(sample_rgb("951", "left")), rgb_to_image_msg(sample_rgb("951", "right")), (10 + cycle) * SEC)
             client.wait_results(start + 1)
             assert client.results[-1].status == DiagnosisResult.STATUS_OK
 
@@ -162,7 +162,7 @@ def test_installed_executable_with_params_file_and_remaps(tiny_bundle, ros_domai
         client.node.create_subscription(DiagnosisResult, "dms/result", remapped.append, qos)
         assert client.spin_until(lambda: all(p.get_subscription_count() > 0 for p in client.pubs.values()) and client.node.count_publishers(f"{ns}/dms/result") > 0, 20), node.log_text()[-2000:]
         client.spin_for(0.5)
-        client.publish_pair(rgb_to_image_msg(sample_rgb("23", "left")), rgb_to_image_msg(sample_rgb("23", "right")), 5 * SEC)
+        client.publish_pair(rgb_to_image_msg(sample_rgb("32", "left")), rgb_to_image_msg(sample_rgb("32", "right")), 5 * SEC)
         assert client.spin_until(lambda: len(remapped) == 1, 15), node.log_text()[-2000:]
         assert remapped[0].status == DiagnosisResult.STATUS_OK
         log = node.log_text()

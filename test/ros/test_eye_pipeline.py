@@ -1,0 +1,44 @@
+"""The node's per-eye steps, run for both eyes on two threads, equal the sequential functions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from test.ros.harness import require_ros, sample_rgb
+
+require_ros()
+
+from dms_net_core.data.preprocess import PreprocessConfig, preprocess_eye  # noqa: E402
+from dms_net_core.data.quality import assess_quality  # noqa: E402
+from dms_net_ros.eye_pipeline import PairPreparer  # noqa: E402
+from dms_net_ros.image_codec import rgb_to_image_msg  # noqa: E402
+
+CFG = PreprocessConfig(image_size=64)
+OPTIONS = dict(max_pixels=10_000_000, quality_gate=True, quality_min_score=0.0)
+
+
+def test_two_threads_give_exactly_the_sequential_result():
+    left_rgb, right_rgb = sample_rgb("556", "left"), sample_rgb("556", "right")
+    preparer = PairPreparer(threads=2)
+    try:
+        for _ in range(3):  # repeated: the pool is reused across pairs
+            left, right = preparer.prepare(rgb_to_image_msg(left_rgb, "rgb8"), rgb_to_image_msg(right_rgb, "bgr8"), CFG, **OPTIONS)
+            np.testing.assert_array_equal(left.tensor, preprocess_eye(left_rgb, CFG))
+            np.testing.assert_array_equal(right.tensor, preprocess_eye(right_rgb, CFG))
+            assert left.quality.score == assess_quality(left_rgb).score and right.quality.gradable
+    finally:
+        preparer.close()
+
+
+def test_bad_eye_reports_instead_of_raising_and_the_other_eye_is_still_prepared():
+    good = sample_rgb("951", "left")
+    broken = rgb_to_image_msg(good, "rgb8")
+    broken.step = broken.step - 1  # step/size mismatch
+    black = np.zeros_like(good)
+    preparer = PairPreparer(threads=2)
+    try:
+        left, right = preparer.prepare(broken, rgb_to_image_msg(black, "rgb8"), CFG, **OPTIONS)
+    finally:
+        preparer.close()
+    assert left.error and "step" in left.error and left.tensor is None
+    assert right.error is None and not right.quality.gradable and right.tensor is None

@@ -42,7 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dms_net_core.data.preprocess import channel_max, find_fov
+from dms_net_core.data.preprocess import channel_max, decimate, find_fov
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,11 @@ class QualityReport:
 def _downscale(rgb: np.ndarray, size: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     # A camera frame is first decimated by an integer stride down to >= 2x the work size
-    # (a view: only every k-th row is read), then area-averaged: the gate's measures need
+    # (nearest neighbour: only every k-th pixel is read), then area-averaged: the gate's measures need
     # a 256 px image, and area-averaging a full 2048x1536 frame alone cost ~9 ms.
     stride = max(1, max(h, w) // (2 * size))
     if stride > 1:
-        rgb = np.ascontiguousarray(rgb[::stride, ::stride])
+        rgb = decimate(rgb, stride)
         h, w = rgb.shape[:2]
     scale = min(1.0, size / max(h, w))
     if scale == 1.0:

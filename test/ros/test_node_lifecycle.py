@@ -3,7 +3,7 @@ installed executable started with the shipped params file and remaps."""
 
 from __future__ import annotations
 
-import numpy as np
+import cv2
 import pytest
 
 from test.ros.harness import REPO, Client, NodeProcess, node_command, require_ros, sample_rgb
@@ -11,7 +11,7 @@ from test.ros.harness import REPO, Client, NodeProcess, node_command, require_ro
 require_ros()
 pytestmark = pytest.mark.ros
 
-from dms_net_ros.image_codec import rgb_to_image_msg  # noqa: E402
+from dms_net_ros.image_codec import rgb_to_compressed_msg, rgb_to_image_msg  # noqa: E402
 from dms_net_ros.msg import DiagnosisResult  # noqa: E402
 
 SEC = 1_000_000_000
@@ -107,17 +107,21 @@ def test_missing_bundle_fails_configure_with_one_line(tmp_path, ros_domain, ros_
 
 
 def test_overload_loses_no_accounting(tiny_bundle, ros_domain, ros_namespace, tmp_path):
-    """Pairs published faster than the node serves them: results + counted drops = published."""
+    """Pairs published faster than the node serves them: results + counted drops = published.
+
+    Compressed transport makes the overload certain on any machine: publishing a JPEG pair
+    costs ~1 ms, while the node must decode two 2048x1536 JPEGs (~30 ms) per pair.
+    """
     ns = ros_namespace
-    node = NodeProcess(node_command(tiny_bundle, ns, {"worker_queue_size": 1, "diagnostics_period_s": 0.2}), tmp_path / "node.log")
+    params = {"worker_queue_size": 1, "diagnostics_period_s": 0.2, "image_transport": "compressed"}
+    node = NodeProcess(node_command(tiny_bundle, ns, params), tmp_path / "node.log")
     client = None
     n_pairs = 16
     try:
-        client = Client(ns)
+        client = Client(ns, compressed=True)
         client.wait_for_node(node)
-        rng = np.random.default_rng(0)
-        big = [rng.integers(40, 200, (1536, 2048, 3), dtype=np.uint8) for _ in range(2)]
-        left, right = rgb_to_image_msg(big[0]), rgb_to_image_msg(big[1])
+        big = [cv2.resize(sample_rgb("556", eye), (2048, 1536), interpolation=cv2.INTER_CUBIC) for eye in ("left", "right")]
+        left, right = rgb_to_compressed_msg(big[0]), rgb_to_compressed_msg(big[1])
         for i in range(n_pairs):
             client.publish_pair(left, right, (100 + i) * SEC)
 

@@ -34,14 +34,32 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def parse_runs(items: list[str]) -> list[tuple[str, int]]:
+    """``RECIPE[+KEY=VALUE...]:SEED[,SEED...]`` items -> (run spec, seed) pairs.
+
+    ``+KEY=VALUE`` overrides a DMSNetConfig field of the recipe, so the paper's Table 2 and
+    3 rows run without a YAML file each: ``dms_net_effnet_lite0+use_casfm=false:0,1,2``.
+    """
     runs = []
     for item in items:
         recipe, _, seeds = item.partition(":")
-        if not recipe:
-            raise ValueError(f"bad run {item!r}: expected RECIPE:SEED[,SEED...]")
+        if not recipe or recipe.startswith("+"):
+            raise ValueError(f"bad run {item!r}: expected RECIPE[+KEY=VALUE...]:SEED[,SEED...]")
+        for override in recipe.split("+")[1:]:
+            if "=" not in override:
+                raise ValueError(f"bad override {override!r} in {item!r}: expected KEY=VALUE (a DMSNetConfig field)")
         for s in (seeds or "0").split(","):
             runs.append((recipe, int(s)))
     return runs
+
+
+def run_arguments(spec: str) -> tuple[str, list[str]]:
+    """Run spec -> (name for directories and tables, dms-net-train arguments)."""
+    recipe, *overrides = spec.split("+")
+    name = "+".join([Path(recipe).stem, *overrides])
+    args = ["--config", recipe]
+    for override in overrides:
+        args += ["--model", override]
+    return name, args
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -81,8 +99,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pool: dict = {}  # decoded image caches shared by all runs
     results: list[dict[str, Any]] = []
     for i, (recipe, seed) in enumerate(runs):
-        run_dir = out / f"{Path(recipe).stem}_seed{seed}"
-        argv_run = ["--config", recipe, "--seed", str(seed), "--output-dir", str(run_dir), *args.train_args.split()]
+        name, recipe_args = run_arguments(recipe)
+        run_dir = out / f"{name.replace('=', '-')}_seed{seed}"
+        argv_run = [*recipe_args, "--seed", str(seed), "--output-dir", str(run_dir), *args.train_args.split()]
         if args.time_budget_minutes is not None:
             left = args.time_budget_minutes - (time.time() - t0) / 60
             if left <= 0.1:
@@ -95,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except Exception as exc:  # one failed run must not lose the others' results
             res = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"run {recipe} seed {seed} failed: {res['error']}", flush=True)
-        results.append({"recipe": Path(recipe).stem, "seed": seed, **res})
+        results.append({"recipe": name, "seed": seed, **res})
         summary = {"runs": results, "by_recipe": summarize(results), "wall_s": time.time() - t0}
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
         (out / "summary.md").write_text(markdown_table(summary["by_recipe"]))

@@ -163,3 +163,21 @@ def test_recipes_parse_and_bad_keys_fail(tmp_path):
     bad.write_text("epochz: 3\n")
     with pytest.raises(ValueError, match="unknown keys"):
         parse_args(["--config", str(bad)])
+
+
+def test_run_suite_overrides_select_a_paper_ablation():
+    """``RECIPE+KEY=VALUE`` runs the recipe with that DMSNetConfig field changed (Table 2/3 rows)."""
+    from training.run_suite import parse_runs, run_arguments
+    from training.train import build_configs, parse_args
+
+    runs = parse_runs(["tiny_cpu+use_casfm=false+multiscale=sppf:0,2", "tiny_cpu:1"])
+    assert [seed for _, seed in runs] == [0, 2, 1]
+    name, argv = run_arguments(runs[0][0])
+    assert name == "tiny_cpu+use_casfm=false+multiscale=sppf"
+    model_cfg, _, _ = build_configs(parse_args(argv))
+    assert model_cfg.use_casfm is False and model_cfg.multiscale == "sppf"
+    assert model_cfg.backbone == "tiny" and model_cfg.embed_dim == 32  # the rest of the recipe is kept
+    plain, _, _ = build_configs(parse_args(run_arguments("tiny_cpu")[1]))
+    assert plain.use_casfm is True and plain.multiscale == "osim"
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_runs(["tiny_cpu+use_casfm:0"])

@@ -31,9 +31,12 @@ class PreparedEye:
 
 def prepare_eye(msg: Any, preprocess: PreprocessConfig, *, max_pixels: int, quality_gate: bool,
                 quality_min_score: float) -> PreparedEye:
-    """Decode, grade and preprocess one eye image message (never raises on bad input)."""
+    """Decode, grade and preprocess one eye image message (never raises on bad input).
+
+    ``rgb`` of the result may alias ``msg``'s buffer: keep the message while using it.
+    """
     try:
-        rgb = msg_to_rgb(msg, max_pixels)
+        rgb = msg_to_rgb(msg, max_pixels, copy=False)  # the caller holds msg until it is done
     except ImageDecodeError as exc:
         return PreparedEye(error=str(exc))
     out = PreparedEye(rgb=rgb)

@@ -100,17 +100,22 @@ def scale_16_to_8(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def _to_rgb(pixels: np.ndarray, order: str) -> np.ndarray:
+def _to_rgb(pixels: np.ndarray, order: str, copy: bool = True) -> np.ndarray:
     code = _TO_RGB[order]
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
-    if code is None:  # copy: the result must not alias (read-only) message memory
-        return np.array(pixels, dtype=np.uint8, order="C", copy=True)
+    if code is None:  # by default copy: the result must not alias (read-only) message memory
+        return np.array(pixels, dtype=np.uint8, order="C", copy=copy)
     return np.ascontiguousarray(cv2.cvtColor(np.ascontiguousarray(pixels), code))
 
 
-def image_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Raw ``sensor_msgs/Image`` -> RGB uint8 HxWx3 (a new array, safe to keep)."""
+def image_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, *, copy: bool = True) -> np.ndarray:
+    """Raw ``sensor_msgs/Image`` -> RGB uint8 HxWx3.
+
+    By default a new array, safe to keep. ``copy=False`` lets an rgb8 image without row
+    padding alias the message's buffer (saves a ~2 ms copy of a 2048x1536 frame): only for
+    callers that finish with the pixels while they still hold the message (the node).
+    """
     enc = _lookup_encoding(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     data = msg.data
@@ -138,7 +143,7 @@ def image_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
         dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
         wide = np.ascontiguousarray(buf).view(dtype).reshape(height, width, enc.channels)
         pixels = scale_16_to_8(wide)
-    return _to_rgb(pixels, enc.order)
+    return _to_rgb(pixels, enc.order, copy)
 
 
 def compressed_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -162,11 +167,12 @@ def compressed_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     return _to_rgb(img, "bgra" if img.shape[2] == 4 else "bgr")
 
 
-def msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Either message type -> RGB uint8 HxWx3 (CompressedImage is recognised by ``format``)."""
+def msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, *, copy: bool = True) -> np.ndarray:
+    """Either message type -> RGB uint8 HxWx3 (CompressedImage is recognised by ``format``);
+    ``copy`` as in `image_msg_to_rgb` (a decoded JPEG is always a new array)."""
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):
         return compressed_msg_to_rgb(msg, max_pixels)
-    return image_msg_to_rgb(msg, max_pixels)
+    return image_msg_to_rgb(msg, max_pixels, copy=copy)
 
 
 # --- numpy -> message (tests, demo, bag tools) --------------------------------------------

@@ -102,3 +102,16 @@ def test_corrupt_or_empty_jpeg(data):
     with pytest.raises(ImageDecodeError) as err:
         compressed_msg_to_rgb(msg)
     assert ("corrupt" in str(err.value)) or ("empty" in str(err.value))
+
+
+def test_copy_false_aliases_rgb8_message_memory_and_default_does_not():
+    """The node decodes rgb8 without a copy (it keeps the message while it works); everyone
+    else gets an array that stays valid after the message is gone."""
+    rgb = np.random.default_rng(1).integers(0, 255, (6, 5, 3), dtype=np.uint8)
+    msg = rgb_to_image_msg(rgb, "rgb8")
+    view = msg_to_rgb(msg, copy=False)
+    kept = msg_to_rgb(msg)
+    np.testing.assert_array_equal(view, rgb)
+    np.testing.assert_array_equal(kept, rgb)
+    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    assert np.shares_memory(view, buffer) and not np.shares_memory(kept, buffer)

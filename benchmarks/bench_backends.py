@@ -5,7 +5,9 @@
     dms-net-bench                                                  # CPU default: resnet50 @ 224, < 2 min
 
 Each row is one backend variant (torch fp32/fp16, torch fp16 + CUDA graph, torch fp16 +
-torch.compile, ONNX Runtime, TensorRT fp16/fp32). Latency = one pair (batch 1), p50/p95
+torch.compile with and without its own CUDA graphs, ONNX Runtime, TensorRT fp16/fp32). The
+torch rows fold BatchNorm into the convolutions (the backend's default); the ``-unfolded``
+rows keep it, so the table shows what folding buys in the same run. Latency = one pair (batch 1), p50/p95
 over ``--iterations`` after warm-up; throughput = pairs/s at each ``--batch-sizes``.
 Every time is end to end as the node sees it: host float32 arrays in, host probabilities
 and attention maps out (H2D/D2H copies and sigmoid included). Variants that cannot run
@@ -31,14 +33,20 @@ import numpy as np
 #: name -> (backend, precision, options); device is chosen per machine
 VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "torch-fp32": ("torch", "fp32", {}),
+    "torch-fp32-unfolded": ("torch", "fp32", {"fold_batchnorm": False}),
     "torch-fp16": ("torch", "fp16", {}),
     "torch-fp16-cudagraph": ("torch", "fp16", {"cuda_graph": True}),
+    "torch-fp16-cudagraph-unfolded": ("torch", "fp16", {"cuda_graph": True, "fold_batchnorm": False}),
     "torch-fp16-compile": ("torch", "fp16", {"compile": True}),
+    "torch-fp16-compile-cudagraphs": ("torch", "fp16", {"compile": True, "compile_mode": "reduce-overhead"}),
     "onnxruntime": ("onnxruntime", "fp32", {}),
     "tensorrt-fp16": ("tensorrt", "fp16", {}),
     "tensorrt-fp32": ("tensorrt", "fp32", {}),
 }
-GPU_ONLY = {"torch-fp16", "torch-fp16-cudagraph", "torch-fp16-compile", "tensorrt-fp16", "tensorrt-fp32"}
+GPU_ONLY = {
+    "torch-fp16", "torch-fp16-cudagraph", "torch-fp16-cudagraph-unfolded", "torch-fp16-compile",
+    "torch-fp16-compile-cudagraphs", "tensorrt-fp16", "tensorrt-fp32",
+}
 
 
 @dataclass

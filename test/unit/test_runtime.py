@@ -63,7 +63,7 @@ def test_onnxruntime_matches_eager_on_real_images(bundle, real_batch, eager):
 
 def test_torch_backend_matches_eager_on_real_images(bundle, real_batch, eager):
     backend = create_backend(bundle, backend="torch", device="cpu")
-    assert backend.name == "torch" and "torch cpu fp32 eager" in backend.describe()
+    assert backend.name == "torch" and "torch cpu fp32 eager bn-folded=" in backend.describe()
     _check_against_eager(backend.infer(*real_batch), eager)
 
 

@@ -201,7 +201,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="labels.csv or the official ODIR-5K sheet")
     p.add_argument("--images-dir", default=None)
     p.add_argument("--split-file", default=None)
-    p.add_argument("--subset", default="val", choices=("train", "val", "all"))
+    p.add_argument("--subset", default="val", choices=("train", "val", "test", "all"),
+                   help="side of --split-file to score; 'test' = the held-out patients of a 3-way split")
     p.add_argument("--limit", type=int, default=None, help="first N patients only")
     p.add_argument("--backend", default="onnxruntime", help="bundle backend: onnxruntime | tensorrt | torch | auto")
     p.add_argument("--device", default="cpu")
@@ -217,7 +218,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         backend, pre, thresholds, prov = load_model_source(args.model, args.backend, args.device)
         records = load_odir(args.labels, args.images_dir).records
         if args.split_file and args.subset != "all":
-            records = select_patients(records, read_split(args.split_file)[args.subset], source=args.split_file)
+            split = read_split(args.split_file)
+            if args.subset not in split:
+                raise ValueError(f"split file {args.split_file} has no {args.subset!r} side (it has {', '.join(split)}): "
+                                 "pick one of those with --subset, or make a 3-way split with training.make_split --test-fraction")
+            records = select_patients(records, split[args.subset], source=args.split_file)
         if args.limit:
             records = records[: args.limit]
         labels, probs = evaluate_pairs(backend, records, pre, args.batch_size, progress=sys.stderr.isatty())

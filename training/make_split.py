@@ -1,7 +1,10 @@
-"""Write a patient-level stratified split JSON (the shipped one: 15 % val, seed 0).
+"""Write a patient-level stratified split JSON (the shipped ones: 15 % val, seed 0; and
+15 % val + 15 % held-out test, seed 0).
 
     python -m training.make_split --labels ../shared/data/odir5k_256/labels.csv \
         --val-fraction 0.15 --seed 0 --output training/splits/odir5k_256_val15_seed0.json
+    python -m training.make_split --labels ../shared/data/odir5k_256/labels.csv \
+        --val-fraction 0.15 --test-fraction 0.15 --seed 0 --output training/splits/odir5k_256_val15_test15_seed0.json
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--labels", required=True, help="labels.csv or the official ODIR-5K sheet")
     parser.add_argument("--images-dir", default=None, help="images folder (official layout)")
     parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--test-fraction", type=float, default=0.0,
+                        help="held-out test patients (never used for training, epoch choice or thresholds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
     return parser
@@ -25,10 +30,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     loaded = load_odir(args.labels, args.images_dir)
-    split = stratified_split(loaded.records, args.val_fraction, args.seed)
-    write_split(args.output, split, loaded.records, seed=args.seed, val_fraction=args.val_fraction, source=args.labels)
-    print(f"wrote {args.output}: {len(split['train'])} train / {len(split['val'])} val patients "
-          f"({len(loaded.skipped_missing_eye)} patients with one eye missing skipped)")
+    split = stratified_split(loaded.records, args.val_fraction, args.seed, test_fraction=args.test_fraction)
+    write_split(args.output, split, loaded.records, seed=args.seed, val_fraction=args.val_fraction, source=args.labels,
+                test_fraction=args.test_fraction)
+    sizes = " / ".join(f"{len(ids)} {name}" for name, ids in split.items())
+    print(f"wrote {args.output}: {sizes} patients ({len(loaded.skipped_missing_eye)} patients with one eye missing skipped)")
 
 
 if __name__ == "__main__":

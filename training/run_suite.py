@@ -62,8 +62,14 @@ def run_arguments(spec: str) -> tuple[str, list[str]]:
     return name, args
 
 
+def _mean_sd(values: list[float]) -> dict[str, Any]:
+    v = np.array(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.tolist()}
+
+
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and SD (ddof=1 when >1 seed) of each official metric per recipe."""
+    """Mean and SD (ddof=1 when >1 seed) of each official metric per recipe, on validation and,
+    when the split holds one out, on the test patients (``stats["test"]``)."""
     by_recipe: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         if "val" in r:
@@ -72,8 +78,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     for recipe, rs in by_recipe.items():
         stats: dict[str, Any] = {"seeds": [r["seed"] for r in rs], "n": len(rs)}
         for k in ("final", "kappa", "f1", "auc"):
-            v = np.array([r["val"][k] for r in rs], dtype=np.float64)
-            stats[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.tolist()}
+            stats[k] = _mean_sd([r["val"][k] for r in rs])
+        if all("test" in r for r in rs):
+            stats["test"] = {k: _mean_sd([r["test"][k] for r in rs]) for k in ("final", "kappa", "f1", "auc")}
         stats["best_epochs"] = [r["best_epoch"] for r in rs]
         stats["train_s"] = [round(r["train_s"], 1) for r in rs]
         out[recipe] = stats
@@ -81,10 +88,19 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    lines = ["| recipe | seeds | val ODIR final | kappa | F1 (elem. acc.) | AUC | best epochs | s/run |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
+    """Validation columns, then held-out test columns when any recipe has them."""
+    with_test = any("test" in s for s in summary.values())
+    head = "| recipe | seeds | val ODIR final | kappa | F1 (elem. acc.) | AUC |"
+    rule = "|---|---|---:|---:|---:|---:|"
+    if with_test:
+        head += " test ODIR final | test kappa | test AUC |"
+        rule += "---:|---:|---:|"
+    lines = [head + " best epochs | s/run |", rule + "---|---|"]
     for recipe, s in summary.items():
         cells = [f"{s[k]['mean']:.4f} +- {s[k]['sd']:.4f}" for k in ("final", "kappa", "f1", "auc")]
+        if with_test:
+            t = s.get("test")
+            cells += [f"{t[k]['mean']:.4f} +- {t[k]['sd']:.4f}" if t else "-" for k in ("final", "kappa", "auc")]
         lines.append(f"| {recipe} | {','.join(map(str, s['seeds']))} | " + " | ".join(cells)
                      + f" | {s['best_epochs']} | {s['train_s']} |")
     return "\n".join(lines) + "\n"

@@ -65,6 +65,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--split-file", default=str(DEFAULT_SPLIT), help="split JSON; '' = make one (--val-fraction, --split-seed)")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=float, default=0.0, help="with --split-file '': also hold out this fraction as test")
     p.add_argument("--max-train-pairs", type=int, default=None, help="use only the first N train pairs (smoke tests)")
     p.add_argument("--max-val-pairs", type=int, default=None)
     p.add_argument("--model", default={}, type=_kv, action=_MergeDict, help="DMSNetConfig override KEY=VALUE (repeatable)")
@@ -300,30 +301,31 @@ def load_data(args: argparse.Namespace, pre_cfg: PreprocessConfig, *, cache_pool
     if args.split_file:
         split = read_split(args.split_file)
     else:
-        split = stratified_split(loaded.records, args.val_fraction, args.split_seed)
-    train_recs = select_patients(loaded.records, split["train"], source=str(args.split_file or "split"))
-    val_recs = select_patients(loaded.records, split["val"], source=str(args.split_file or "split"))
+        split = stratified_split(loaded.records, args.val_fraction, args.split_seed, test_fraction=args.test_fraction)
+    source = str(args.split_file or "split")
+    sides = {name: select_patients(loaded.records, ids, source=source) for name, ids in split.items()}
     if args.max_train_pairs:
-        train_recs = train_recs[: args.max_train_pairs]
-    if args.max_val_pairs:
-        val_recs = val_recs[: args.max_val_pairs]
+        sides["train"] = sides["train"][: args.max_train_pairs]
+    if args.max_val_pairs:  # also caps the held-out test side: smoke runs only
+        for name in ("val", "test"):
+            if name in sides:
+                sides[name] = sides[name][: args.max_val_pairs]
+    everyone = [r for recs in sides.values() for r in recs]
     key = (str(Path(args.labels).resolve()), json.dumps(pre_cfg.to_dict(), sort_keys=True))
     cache = (cache_pool or {}).get(key)
-    needed = [r.patient_id for r in train_recs + val_recs]
-    if cache is None or any(p not in set(cache.patient_ids) for p in needed):
-        cache = build_pair_cache(train_recs + val_recs, pre_cfg, workers=args.decode_workers,
+    if cache is None or any(r.patient_id not in set(cache.patient_ids) for r in everyone):
+        cache = build_pair_cache(everyone, pre_cfg, workers=args.decode_workers,
                                  cache_dir=args.cache_dir, progress=progress)
         if cache_pool is not None:
             cache_pool[key] = cache
-    idx = {"train": cache.index([r.patient_id for r in train_recs]), "val": cache.index([r.patient_id for r in val_recs])}
+    idx = {name: cache.index([r.patient_id for r in recs]) for name, recs in sides.items()}
     summary = loaded.summary() | {
         "split_file": str(args.split_file) if args.split_file else None,
         "split_seed": args.split_seed if not args.split_file else None,
-        "train": {"num_patients": len(train_recs)},
-        "val": {"num_patients": len(val_recs)},
     }
-    for name, recs in (("train", train_recs), ("val", val_recs)):
-        summary[name]["class_counts"] = {c: int(v) for c, v in zip("NDGCAHMO", np.stack([r.labels for r in recs]).sum(0))}
+    for name, recs in sides.items():
+        summary[name] = {"num_patients": len(recs),
+                         "class_counts": {c: int(v) for c, v in zip("NDGCAHMO", np.stack([r.labels for r in recs]).sum(0))}}
     return cache, idx, summary
 
 
@@ -380,6 +382,8 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     data_device = device if device.type == "cuda" else torch.device("cpu")
     train_data = to_device_tensors(cache, idx["train"], data_device)
     val_data = to_device_tensors(cache, idx["val"], data_device)
+    # Held-out patients: scored once, with the best epoch and the validation thresholds.
+    test_data = to_device_tensors(cache, idx["test"], data_device) if "test" in idx else None
     cache_s = time.time() - t0
     n_train = len(idx["train"])
     if n_train < args.batch_size * world:
@@ -524,6 +528,13 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
         report = full_report(labels, probs, thresholds)
         best["thresholds"] = [float(t) for t in thresholds]
         best["metrics"] = json.loads(json.dumps(report, default=float))
+        if test_data is not None:
+            test_probs = predict(model, test_data, **eval_kw)
+            test_report = full_report(test_data["labels"].cpu().numpy(), test_probs, thresholds)
+            best["metrics"]["held_out_test"] = json.loads(json.dumps(test_report, default=float))
+            np.save(out_dir / "test_probs.npy", test_probs)
+            (out_dir / "test_metrics.json").write_text(json.dumps(test_report, indent=1, default=float) + "\n")
+            result["test"] = test_report["official"]
         best["history"] = history
         torch.save(best, out_dir / "best.pt")
         np.save(out_dir / "val_probs.npy", probs)
@@ -533,6 +544,10 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
         print(f"best epoch {best_epoch}: val ODIR final {report['official']['final']:.4f} "
               f"(kappa {report['official']['kappa']:.4f}, F1 {report['official']['f1']:.4f}, AUC {report['official']['auc']:.4f}); "
               f"{stop_reason}; {result['train_s']:.0f}s total", flush=True)
+        if "test" in result:
+            t = result["test"]
+            print(f"held-out test ({len(idx['test'])} patients, never used for selection): ODIR final {t['final']:.4f} "
+                  f"(kappa {t['kappa']:.4f}, F1 {t['f1']:.4f}, AUC {t['auc']:.4f})", flush=True)
     if world > 1:
         dist.barrier()
     return result

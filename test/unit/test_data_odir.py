@@ -19,6 +19,7 @@ from training.paths import default_odir_dir
 DATA = default_odir_dir()
 LABELS = DATA / "labels.csv"
 SHIPPED_SPLIT = Path(__file__).resolve().parents[2] / "training" / "splits" / "odir5k_256_val15_seed0.json"
+SHIPPED_3WAY_SPLIT = SHIPPED_SPLIT.with_name("odir5k_256_val15_test15_seed0.json")
 needs_data = pytest.mark.skipif(not LABELS.is_file(), reason=f"real ODIR labels not found under {DATA}")
 
 OFFICIAL_HEADER = ["ID", "Patient Age", "Patient Sex", "Left-Fundus", "Right-Fundus",
@@ -154,6 +155,24 @@ def test_split_keeps_class_proportions_and_shipped_split_is_reproducible(tmp_pat
     assert json.loads((tmp_path / "s.json").read_text())["summary"]["val"]["num_patients"] == len(split["val"])
 
 
+@needs_data
+def test_three_way_split_holds_out_test_patients_with_class_proportions(tmp_path):
+    recs = load_odir(LABELS).records
+    split = stratified_split(recs, 0.15, seed=0, test_fraction=0.15)
+    sides = [set(split[k]) for k in ("train", "val", "test")]
+    assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    assert sum(map(len, sides)) == len(recs)
+    y_all = labels_matrix(recs).mean(0)
+    for name in ("val", "test"):
+        assert abs(len(split[name]) / len(recs) - 0.15) < 0.005, name
+        y = labels_matrix(select_patients(recs, split[name])).mean(0)
+        assert np.all(np.abs(y - y_all) < 0.01), (name, y, y_all)
+    assert read_split(SHIPPED_3WAY_SPLIT) == split  # the shipped 3-way split is reproducible
+    write_split(tmp_path / "s3.json", split, recs, seed=0, val_fraction=0.15, source=str(LABELS), test_fraction=0.15)
+    doc = json.loads((tmp_path / "s3.json").read_text())
+    assert doc["test_fraction"] == 0.15 and doc["summary"]["test"]["num_patients"] == len(split["test"])
+
+
 def test_read_split_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_split(tmp_path / "none.json")
@@ -163,3 +182,6 @@ def test_read_split_errors(tmp_path):
     (tmp_path / "overlap.json").write_text(json.dumps({"train": ["1", "2"], "val": ["2"]}))
     with pytest.raises(ValueError, match="in both train and val"):
         read_split(tmp_path / "overlap.json")
+    (tmp_path / "leak.json").write_text(json.dumps({"train": ["1"], "val": ["2"], "test": ["1"]}))
+    with pytest.raises(ValueError, match="in both train and test"):
+        read_split(tmp_path / "leak.json")

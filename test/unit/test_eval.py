@@ -79,3 +79,16 @@ def test_missing_model_is_one_line_error(tmp_path, capsys):
         main(["--model", str(tmp_path / "nope.pt"), "--labels", str(LABELS), "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not exist" in err
+
+
+@needs_data
+def test_subset_missing_from_split_is_one_line_error(trained, tmp_path, capsys):
+    """--subset test on a 2-way split names the sides it has and how to make a 3-way one."""
+    from training.evaluate import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", str(trained / "best.pt"), "--labels", str(LABELS), "--split-file", str(SPLIT),
+              "--subset", "test", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1
+    assert "no 'test' side" in err[0] and "--test-fraction" in err[0]

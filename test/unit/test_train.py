@@ -94,6 +94,27 @@ def test_run_suite_summarises_seeds(tmp_path):
 
 
 @needs_data
+def test_held_out_test_side_is_scored_once_with_the_best_epoch(tmp_path):
+    """A 3-way split: the trainer never selects on test, but reports it (result, checkpoint, suite table)."""
+    from training.run_suite import main
+
+    split = REPO / "training" / "splits" / "odir5k_256_val15_test15_seed0.json"
+    out = main(["--runs", "tiny_cpu:0", "--output-dir", str(tmp_path), "--train-args",
+                f"--labels {LABELS} --split-file {split} --max-train-pairs 16 --max-val-pairs 12 --epochs 2"])
+    run = out["runs"][0]
+    assert set(run["test"]) == {"kappa", "f1", "auc", "final"}
+    ck = _load(Path(run["output_dir"]) / "best.pt")
+    held_out = ck["metrics"]["held_out_test"]
+    assert held_out["num_patients"] == 12 and held_out["official"]["final"] == pytest.approx(run["test"]["final"])
+    assert ck["data_summary"]["test"]["num_patients"] == 12
+    test_probs = np.load(Path(run["output_dir"]) / "test_probs.npy")
+    assert test_probs.shape == (12, 8)
+    # the epoch was chosen on validation alone: best_final in the history is the val score
+    assert max(h["val_final"] for h in ck["history"]) == pytest.approx(ck["metrics"]["official"]["final"], abs=1e-6)
+    assert "test ODIR final" in (tmp_path / "summary.md").read_text()
+
+
+@needs_data
 def test_eval_transform_equals_preprocess_eye():
     cfg = PreprocessConfig(image_size=64)
     recs = load_odir(LABELS).records[:3]

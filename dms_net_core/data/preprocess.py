@@ -11,8 +11,8 @@ Steps (the paper's "Data process", made concrete):
    mask is ``max(R,G,B) > fov_threshold`` computed on a strided ~256 px view (cheap on a
    2048x1536 camera frame), the crop is its bounding box scaled back to full size. An
    image with no FOV found is used whole (the quality gate reports it).
-2. Resize the crop so its longest side is ``image_size`` (area interpolation), then pad
-   it to a square (centred, black) so the disc keeps its aspect ratio.
+2. Resize the crop so its longest side is ``image_size`` (area interpolation, see
+   `area_resize`), then pad it to a square (centred, black) so the disc keeps its aspect ratio.
 3. Non-uniform illumination correction (the paper names the step, not the method; we use
    the widely used "Graham" local-average subtraction): ``4*I - 4*GaussianBlur(I,
    sigma=illumination_sigma*image_size) + 128``, clipped to [0,255]; pixels outside the
@@ -109,6 +109,25 @@ def find_fov(rgb: np.ndarray, threshold: int = 15) -> tuple[tuple[int, int, int,
     return (x0, y0, min(x1, w), min(y1, h)), fraction
 
 
+def area_resize(img: np.ndarray, dsize: tuple[int, int]) -> np.ndarray:
+    """Anti-aliased downscale to ``dsize`` (w, h): an integer-factor area pass, then area to size.
+
+    OpenCV's INTER_AREA has a fast path only for integer ratios; a camera FOV crop
+    (~1490 px -> 256, ratio 5.8) takes the general path at ~18 ms an eye on one core. Averaging
+    k x k blocks first (k = the integer part of the ratio, the crop trimmed to a multiple of k:
+    under k full-resolution pixels, < 1 output pixel) and area-resizing the small rest costs
+    ~6 ms and is the same kind of box filter.
+    """
+    h, w = img.shape[:2]
+    k = min(w // dsize[0], h // dsize[1])
+    if k >= 2:
+        hk, wk = h // k, w // k
+        img = cv2.resize(img[: hk * k, : wk * k], (wk, hk), interpolation=cv2.INTER_AREA)
+    if (img.shape[1], img.shape[0]) == tuple(dsize):
+        return img
+    return cv2.resize(img, dsize, interpolation=cv2.INTER_AREA)
+
+
 def crop_pad_resize(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Steps 1-2: FOV crop, centred square pad and resize; returns uint8 HxWx3."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -126,8 +145,10 @@ def crop_pad_resize(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if (nh, nw) != (h, w):
-        interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-        img = cv2.resize(img, (nw, nh), interpolation=interp)
+        if scale < 1.0:
+            img = area_resize(img, (nw, nh))
+        else:
+            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
     if nh != nw:
         top, left = (size - nh) // 2, (size - nw) // 2
         img = cv2.copyMakeBorder(img, top, size - nh - top, left, size - nw - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))

@@ -23,6 +23,7 @@ setup(
             "dms-net-train=training.train:main",
             "dms-net-eval=training.evaluate:main",
             "dms-net-export=dms_net_core.export:main",
+            "dms-net-ensemble=training.ensemble:main",
             "dms-net-build-engine=dms_net_core.runtime.build_engine:main",
             "dms-net-bench=benchmarks.bench_backends:main",
             "dms-net-bag=dms_net_ros.bag.cli:main",

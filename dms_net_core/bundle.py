@@ -305,6 +305,7 @@ def export_bundle(
     opset: int = DEFAULT_OPSET,
     weights_dtype: str = "fp32",
     include_torch_weights: bool = True,
+    extra_meta: dict[str, Any] | None = None,
 ) -> ModelBundle:
     """Write a checked bundle directory and return it loaded.
 
@@ -315,6 +316,9 @@ def export_bundle(
     import torch
     from safetensors.torch import save_file
 
+    clash = sorted(set(extra_meta or {}) & {*_REQUIRED_KEYS, "export", "weights_dtype"})
+    if clash:
+        raise BundleError(f"extra_meta keys {clash} would overwrite the bundle's own model.json entries: rename them")
     if preprocess.image_size != model_config.image_size:
         raise BundleError(
             f"preprocess.image_size {preprocess.image_size} != model_config.image_size {model_config.image_size}: "
@@ -391,6 +395,7 @@ def export_bundle(
         "data_summary": _plain(data_summary or {}),
         "export": {"exporter": exporter, "opset": opset, "torch": torch.__version__, "onnx_check_max_abs_diff": max_diff},
         "weights_dtype": weights_dtype,
+        **_plain(extra_meta or {}),
         "files": {ONNX_FILE: sha256_file(out / ONNX_FILE),
                   **({WEIGHTS_FILE: sha256_file(weights_file)} if include_torch_weights else {})},
     }

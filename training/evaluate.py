@@ -31,24 +31,17 @@ from dms_net_core.metrics import format_official_table, full_report
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 
 
-class CheckpointBackend(InferenceBackend):
-    """Eager PyTorch on a training checkpoint (``best.pt``), behind the runtime interface."""
+class ModuleBackend(InferenceBackend):
+    """Eager PyTorch on any ``forward(left, right) -> (logits, att_l, att_r)`` module, behind the runtime interface."""
 
-    name = "torch-checkpoint"
+    name = "torch-module"
 
-    def __init__(self, checkpoint: dict[str, Any], device: str = "cpu") -> None:
+    def __init__(self, model: Any, device: str = "cpu") -> None:
         import torch
-
-        from dms_net_core.model import build_model
-        from dms_net_core.model.config import DMSNetConfig
 
         self._torch = torch
         self.device = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-        cfg = DMSNetConfig.from_dict(checkpoint["model_config"])
-        cfg.pretrained = None  # weights come from the checkpoint, never re-downloaded
-        self.model = build_model(cfg)
-        self.model.load_state_dict(checkpoint["model"])
-        self.model.to(self.device).eval()
+        self.model = model.to(self.device).eval()
 
     def infer(self, left: np.ndarray, right: np.ndarray) -> InferenceResult:
         torch = self._torch
@@ -65,7 +58,28 @@ class CheckpointBackend(InferenceBackend):
         )
 
     def describe(self) -> str:
-        return f"torch-checkpoint on {self.device}"
+        return f"{self.name} on {self.device}"
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> Any:
+    """The trained network of a ``dms-net-train`` checkpoint (never re-downloads ImageNet weights)."""
+    from dms_net_core.model import build_model
+    from dms_net_core.model.config import DMSNetConfig
+
+    cfg = DMSNetConfig.from_dict(checkpoint["model_config"])
+    cfg.pretrained = None  # weights come from the checkpoint
+    model = build_model(cfg)
+    model.load_state_dict(checkpoint["model"])
+    return model.float().eval()
+
+
+class CheckpointBackend(ModuleBackend):
+    """Eager PyTorch on a training checkpoint (``best.pt``), behind the runtime interface."""
+
+    name = "torch-checkpoint"
+
+    def __init__(self, checkpoint: dict[str, Any], device: str = "cpu") -> None:
+        super().__init__(model_from_checkpoint(checkpoint), device)
 
 
 def load_model_source(path: str, backend: str = "onnxruntime", device: str = "cpu") -> tuple[InferenceBackend, PreprocessConfig, np.ndarray, dict[str, Any]]:

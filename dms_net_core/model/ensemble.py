@@ -1,0 +1,51 @@
+"""A probability-averaging ensemble of DMS-Net / control models behind the one-model interface.
+
+Several trained models (seeds, or DMS-Net and the plain control) usually score better
+together than any one of them; the issue allows "a single model or a documented ensemble
+the node can run". The node runs one bundle with one ONNX graph, so the ensemble *is* one
+module: ``forward(left, right)`` runs every member and returns
+
+- ``logits = logit(mean_i sigmoid(logits_i))``: the members' probabilities averaged, written
+  as a logit so every consumer's ``sigmoid(logits)`` gives the mean probability;
+- the attention maps of the first DMS-Net member (the OSIM overlay the clinician sees; the
+  control has none), or the first member's all-ones maps when no member has OSIM.
+
+Members must agree on image size (they see the same preprocessed input; the exporter
+also checks their preprocessing).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+#: Probabilities are clamped to [EPS, 1 - EPS] before the logit, so a member that is certain
+#: cannot produce +-inf (fp32: 1 - 1e-7 is still < 1).
+EPS = 1e-7
+
+
+class EnsembleNet(nn.Module):
+    """Mean-probability ensemble; ``attention_from`` picks whose attention maps are returned."""
+
+    def __init__(self, members: Sequence[nn.Module], attention_from: int = 0) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}: export a single model with dms-net-export")
+        if not 0 <= attention_from < len(members):
+            raise ValueError(f"attention_from {attention_from} is not a member index (0..{len(members) - 1})")
+        self.members = nn.ModuleList(members)
+        self.attention_from = attention_from
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        probs = []
+        attention = None
+        for i, member in enumerate(self.members):
+            logits, att_left, att_right = member(left, right)
+            probs.append(torch.sigmoid(logits.float()))
+            if i == self.attention_from:
+                attention = (att_left, att_right)
+        p = torch.stack(probs, dim=0).mean(dim=0).clamp(EPS, 1.0 - EPS)
+        assert attention is not None
+        return torch.log(p) - torch.log1p(-p), attention[0], attention[1]

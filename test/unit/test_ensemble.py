@@ -1,0 +1,99 @@
+"""dms-net-ensemble: checkpoints -> one bundle whose ONNX gives the members' mean probability,
+with thresholds tuned on validation and a held-out test report; the node's backends run it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dms_net_core.bundle import ModelBundle
+from dms_net_core.runtime import create_backend
+from test.fakes.tiny_bundle import real_pair_batch
+from training.evaluate import model_from_checkpoint
+from training.paths import default_odir_dir
+
+LABELS = default_odir_dir() / "labels.csv"
+SPLIT3 = Path(__file__).resolve().parents[2] / "training" / "splits" / "odir5k_256_val15_test15_seed0.json"
+needs_data = pytest.mark.skipif(not LABELS.is_file(), reason=f"real ODIR labels not found under {LABELS.parent}")
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory) -> list[Path]:
+    """Two tiny models trained for one epoch on real pairs (seeds 0 and 1, the 3-way split)."""
+    from training.train import main
+
+    paths = []
+    for seed in (0, 1):
+        out = tmp_path_factory.mktemp(f"member{seed}")
+        main(["--config", "tiny_cpu", "--labels", str(LABELS), "--split-file", str(SPLIT3), "--max-train-pairs", "16",
+              "--max-val-pairs", "10", "--epochs", "1", "--seed", str(seed), "--output-dir", str(out)])
+        paths.append(out / "best.pt")
+    return paths
+
+
+@needs_data
+def test_ensemble_bundle_is_the_mean_of_its_members_on_real_images(members, tmp_path, capsys):
+    from training.ensemble import main
+
+    out = tmp_path / "ens"
+    assert main([*map(str, members), "--output", str(out), "--name", "tiny-ens", "--split-file", str(SPLIT3)]) == 0
+    printed = capsys.readouterr().out
+    assert "ensemble val  final" in printed and "ensemble test final" in printed
+
+    bundle = ModelBundle.load(out)
+    meta = bundle.meta
+    assert [m["seed"] for m in meta["ensemble"]["members"]] == [0, 1]
+    assert meta["ensemble"]["threshold_source"] == str(SPLIT3)
+    assert meta["metrics"]["num_patients"] == 365 and meta["metrics"]["held_out_test"]["num_patients"] == 364
+    assert not bundle.weights_path.exists()  # deployment-only
+
+    left, right = real_pair_batch(bundle.image_size)
+    expected = []
+    for path in members:
+        model = model_from_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+        with torch.inference_mode():
+            expected.append(torch.sigmoid(model(torch.from_numpy(left), torch.from_numpy(right))[0]).numpy())
+    backend = create_backend(bundle, backend="auto", device="cpu")
+    assert backend.name == "onnxruntime"
+    result = backend.infer(left, right)
+    np.testing.assert_allclose(result.probabilities, np.mean(expected, axis=0), atol=1e-4, rtol=0)
+    assert result.attention_left.shape[0] == 2
+    with pytest.raises(RuntimeError, match="deployment-only"):
+        create_backend(bundle, backend="torch", device="cpu")
+
+
+@needs_data
+def test_members_with_different_preprocessing_are_refused_in_one_line(members, tmp_path, capsys):
+    from training.ensemble import main
+
+    ck = torch.load(members[1], map_location="cpu", weights_only=True)
+    ck["preprocess"] = {**ck["preprocess"], "illumination_correction": True}
+    other = tmp_path / "other.pt"
+    torch.save(ck, other)
+    assert main([str(members[0]), str(other), "--output", str(tmp_path / "x"), "--no-tune"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "preprocesses differently" in err[0]
+    assert not (tmp_path / "x" / "model.json").exists()
+
+
+@needs_data
+def test_untuned_ensemble_keeps_member_thresholds_and_says_so(members, tmp_path, capsys):
+    from training.ensemble import main
+
+    assert main([*map(str, members), "--output", str(tmp_path / "e"), "--no-tune"]) == 0
+    assert "mean of the members'" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "e" / "model.json").read_text())
+    mean = np.mean([torch.load(p, map_location="cpu", weights_only=True)["thresholds"] for p in members], axis=0)
+    np.testing.assert_allclose(meta["thresholds"], mean, atol=1e-6)
+    assert meta["metrics"] == {}
+
+
+def test_one_checkpoint_is_not_an_ensemble(tmp_path, capsys):
+    from training.ensemble import main
+
+    assert main([str(tmp_path / "a.pt"), "--output", str(tmp_path / "e")]) == 2
+    assert "needs 2 or more" in capsys.readouterr().err

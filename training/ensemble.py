@@ -1,0 +1,155 @@
+"""``dms-net-ensemble``: several training checkpoints -> ONE checked model bundle the node runs.
+
+    dms-net-ensemble runs/suite/dms_net_effnet_lite0_seed{0,1,2}/best.pt --output bundles/dms-ens3 \
+        --split-file training/splits/odir5k_256_val15_test15_seed0.json --weights-dtype fp16
+
+The members (any mix of DMS-Net and the plain control, same image size and preprocessing) are
+wrapped in `dms_net_core.model.ensemble.EnsembleNet` (mean of the members' probabilities) and
+exported as one ONNX graph through `dms_net_core.bundle.export_bundle`, with the same ONNX
+Runtime-vs-PyTorch check as a single model. The bundle is deployment-only (ONNX, no
+safetensors): ONNX Runtime and TensorRT run it; the PyTorch backend says so and is skipped.
+
+Thresholds are tuned on the split's validation patients for the *ensemble's* probabilities
+(the members' own thresholds do not transfer to an average), and the validation report and,
+for a 3-way split, the held-out test report go into ``model.json`` like a trained model's.
+``model.json`` also gets an ``"ensemble"`` entry listing every member (checkpoint, recipe,
+seed, its own validation score) and how they are combined; its ``model_config`` is the
+member whose attention maps the bundle outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dms_net_core.bundle import DEFAULT_OPSET, BundleError, export_bundle, load_checkpoint
+from dms_net_core.data.odir import load_odir, select_patients
+from dms_net_core.data.preprocess import PreprocessConfig
+from dms_net_core.data.splits import read_split
+from dms_net_core.metrics import full_report, tune_thresholds
+from dms_net_core.model.config import DMSNetConfig
+from training.evaluate import ModuleBackend, evaluate_pairs, model_from_checkpoint
+from training.paths import default_odir_dir
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Export a mean-probability ensemble of checkpoints as one model bundle", add_help=add_help)
+    p.add_argument("checkpoints", nargs="+", type=Path, help="two or more best.pt files written by dms-net-train")
+    p.add_argument("--output", "-o", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--name", default="dms-net-ensemble", help="bundle name; the model id is <name>@<onnx sha256[:12]>")
+    p.add_argument("--labels", default=None, help="labels for threshold tuning (default: the shared ODIR-5K 256 px set)")
+    p.add_argument("--images-dir", default=None)
+    p.add_argument("--split-file", default=None,
+                   help="split whose 'val' side tunes the thresholds (default: the split the first member trained on)")
+    p.add_argument("--no-tune", action="store_true", help="keep the mean of the members' thresholds; no validation pass")
+    p.add_argument("--attention-from", type=int, default=None,
+                   help="member index whose attention maps the bundle outputs (default: the first DMS-Net member)")
+    p.add_argument("--weights-dtype", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--batch-size", type=int, default=16)
+    return p
+
+
+def _member_summary(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+    args = ckpt.get("args") or {}
+    official = ((ckpt.get("metrics") or {}).get("official")) or {}
+    cfg = ckpt["model_config"]
+    return {"checkpoint": str(path), "architecture": cfg.get("architecture"), "backbone": cfg.get("backbone"),
+            "recipe": args.get("config"), "seed": args.get("seed"), "epoch": ckpt.get("epoch"),
+            "val_official": official}
+
+
+def _split_for_tuning(args: argparse.Namespace, first: dict[str, Any]) -> tuple[str | None, str]:
+    """(split file or None, why) for threshold tuning."""
+    if args.no_tune:
+        return None, "--no-tune"
+    split = args.split_file or (first.get("data_summary") or {}).get("split_file")
+    if not split:
+        return None, "no --split-file and the first member records none"
+    if not Path(split).is_file():
+        return None, f"split file {split} not found (pass --split-file)"
+    return split, ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        if len(args.checkpoints) < 2:
+            raise ValueError(f"{len(args.checkpoints)} checkpoint given: an ensemble needs 2 or more (use dms-net-export for one)")
+        ckpts = [load_checkpoint(p) for p in args.checkpoints]
+        pres = [PreprocessConfig.from_dict(c.get("preprocess") or {}) for c in ckpts]
+        for path, pre in zip(args.checkpoints[1:], pres[1:]):
+            if pre != pres[0]:
+                raise ValueError(f"{path} preprocesses differently from {args.checkpoints[0]} ({pre} vs {pres[0]}): "
+                                 "ensemble only models trained on the same input")
+        configs = [DMSNetConfig.from_dict(c["model_config"]) for c in ckpts]
+        attention_from = args.attention_from
+        if attention_from is None:
+            attention_from = next((i for i, c in enumerate(configs) if c.architecture == "dms_net"), 0)
+        if not 0 <= attention_from < len(ckpts):
+            raise ValueError(f"--attention-from {attention_from} is not a member index (0..{len(ckpts) - 1})")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"dms-net-ensemble: error: {exc}", file=sys.stderr)
+        return 2
+
+    from dms_net_core.model.ensemble import EnsembleNet
+
+    ensemble = EnsembleNet([model_from_checkpoint(c) for c in ckpts], attention_from=attention_from).eval()
+    pre = pres[0]
+    member_thresholds = np.mean([np.asarray(c.get("thresholds", [0.5] * 8), np.float32) for c in ckpts], axis=0)
+    thresholds, metrics = member_thresholds, {}
+    split_file, why_not = _split_for_tuning(args, ckpts[0])
+    if split_file is None:
+        print(f"dms-net-ensemble: thresholds = mean of the members' ({why_not}); model.json carries no ensemble metrics")
+    else:
+        labels_path = args.labels or str(default_odir_dir() / "labels.csv")
+        try:
+            records = load_odir(labels_path, args.images_dir).records
+            split = read_split(split_file)
+            backend = ModuleBackend(ensemble)
+            val_recs = select_patients(records, split["val"], source=split_file)
+            val_labels, val_probs = evaluate_pairs(backend, val_recs, pre, args.batch_size, progress=sys.stderr.isatty())
+            thresholds = tune_thresholds(val_labels, val_probs)
+            metrics = full_report(val_labels, val_probs, thresholds)
+            if "test" in split:
+                test_recs = select_patients(records, split["test"], source=split_file)
+                test_labels, test_probs = evaluate_pairs(backend, test_recs, pre, args.batch_size, progress=sys.stderr.isatty())
+                metrics["held_out_test"] = full_report(test_labels, test_probs, thresholds)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"dms-net-ensemble: error: {exc}", file=sys.stderr)
+            return 2
+    members = [_member_summary(p, c) for p, c in zip(args.checkpoints, ckpts)]
+    try:
+        bundle = export_bundle(
+            ensemble, configs[attention_from], pre, args.output, thresholds=thresholds, metrics=metrics,
+            data_summary=ckpts[0].get("data_summary"), name=args.name, opset=args.opset,
+            weights_dtype=args.weights_dtype, include_torch_weights=False,
+            extra_meta={"ensemble": {"combination": "mean of member probabilities (logits = logit(mean p))",
+                                     "attention_from": attention_from, "threshold_source": split_file or why_not,
+                                     "members": members}},
+        )
+    except BundleError as exc:
+        print(f"dms-net-ensemble: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"model id      {bundle.model_id}")
+    print(f"bundle        {bundle.path}  (ONNX {bundle.onnx_path.stat().st_size / 2**20:.1f} MiB, deployment-only)")
+    for i, m in enumerate(members):
+        score = m["val_official"].get("final")
+        print(f"member {i}      {m['architecture']}/{m['backbone']} seed {m['seed']} epoch {m['epoch']}"
+              + (f"  val final {score:.4f}" if score is not None else "") + (" (attention)" if i == attention_from else ""))
+    if metrics:
+        o = metrics["official"]
+        print(f"ensemble val  final {o['final']:.4f}  kappa {o['kappa']:.4f}  F1 {o['f1']:.4f}  AUC {o['auc']:.4f}  ({metrics['num_patients']} patients)")
+        if "held_out_test" in metrics:
+            t = metrics["held_out_test"]["official"]
+            print(f"ensemble test final {t['final']:.4f}  kappa {t['kappa']:.4f}  F1 {t['f1']:.4f}  AUC {t['auc']:.4f}  (held out)")
+    print(f"thresholds    {' '.join(f'{c}={t:.2f}' for c, t in zip(bundle.class_codes, bundle.thresholds))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -187,8 +187,10 @@ def normalize(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Step 4: uint8 HxWx3 -> float32 3xHxW normalised with the bundle's mean/std."""
     lut = _normalisation_lut(cfg)
     out = np.empty((3, img.shape[0], img.shape[1]), dtype=np.float32)
+    # Fancy indexing, not np.take(..., out=): take buffers its output in the default
+    # mode="raise", which made this 5x slower (2.4 vs 0.43 ms for 256 px); same numbers.
     for c, plane in enumerate(cv2.split(np.ascontiguousarray(img))):
-        np.take(lut[c], plane, out=out[c])
+        out[c] = lut[c][plane]
     return out
 
 

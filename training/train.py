@@ -313,7 +313,7 @@ def load_data(args: argparse.Namespace, pre_cfg: PreprocessConfig, *, cache_pool
     everyone = [r for recs in sides.values() for r in recs]
     key = (str(Path(args.labels).resolve()), json.dumps(pre_cfg.to_dict(), sort_keys=True))
     cache = (cache_pool or {}).get(key)
-    if cache is None or any(r.patient_id not in set(cache.patient_ids) for r in everyone):
+    if cache is None or not {r.patient_id for r in everyone} <= set(cache.patient_ids):
         cache = build_pair_cache(everyone, pre_cfg, workers=args.decode_workers,
                                  cache_dir=args.cache_dir, progress=progress)
         if cache_pool is not None:

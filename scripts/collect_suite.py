@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from training.run_suite import markdown_table, summarize
+from training.run_suite import ensemble_scores, ensemble_table, markdown_table, summarize
 
 SLIM_KEYS = ("model", "model_config", "preprocess", "thresholds", "metrics", "data_summary", "epoch", "step", "args")
 PART_BYTES = 15 * 1024 * 1024
@@ -36,12 +36,13 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(f"no summary in {suite} (that group failed or was cut off)")
     by_recipe = summarize(runs)
-    table = markdown_table(by_recipe)
+    ensembles = ensemble_scores(runs)
+    table = markdown_table(by_recipe) + "\n" + ensemble_table(ensembles)
     best = {}
     for item in args.keep:
         recipe, _, path = item.rpartition("=")
         best[recipe] = keep_best(runs, recipe, path)
-    Path(args.out).write_text(json.dumps({"runs": runs, "by_recipe": by_recipe, "table": table,
+    Path(args.out).write_text(json.dumps({"runs": runs, "by_recipe": by_recipe, "ensembles": ensembles, "table": table,
                                           "best": best}, indent=1, default=str) + "\n")
     print(table)
 

@@ -8,7 +8,9 @@ wall-clock budget across the runs is what makes several models x seeds fit in mi
 Each run gets ``remaining_budget / remaining_runs`` (so a run that stops early donates its
 time to the next). Writes ``summary.json`` and ``summary.md`` (mean +- SD over seeds of the
 validation ODIR final / kappa / F1 / AUC per recipe) after every run, so a suite cut off by
-the machine's limit still leaves its finished results.
+the machine's limit still leaves its finished results. `ensemble_scores` adds what averaging
+the seeds' probabilities would score (from the probabilities each run saved), i.e. what
+``dms-net-ensemble`` of those checkpoints would give, before anyone builds it.
 """
 
 from __future__ import annotations
@@ -87,6 +89,58 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _saved_probs(run: dict[str, Any], side: str) -> tuple[np.ndarray, np.ndarray] | None:
+    out = Path(run.get("output_dir", ""))
+    probs, labels = out / f"{side}_probs.npy", out / f"{side}_labels.npy"
+    if not (probs.is_file() and labels.is_file()):
+        return None
+    return np.load(labels), np.load(probs)
+
+
+def ensemble_scores(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Official scores of mean-probability ensembles of finished runs, from their saved probabilities.
+
+    One ensemble per recipe with >= 2 finished seeds, and one of all seeds of every two such
+    recipes (e.g. DMS-Net + control). Runs whose patients differ (other split or caps) are
+    not mixed: their label arrays must be identical.
+    """
+    from dms_net_core.metrics import odir_official_score
+
+    finished: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if "val" in r and _saved_probs(r, "val") is not None:
+            finished.setdefault(r["recipe"], []).append(r)
+    groups = {name: rs for name, rs in finished.items() if len(rs) >= 2}
+    names = list(groups)
+    combos = {name: groups[name] for name in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            combos[f"{a} + {b}"] = groups[a] + groups[b]
+    out: dict[str, Any] = {}
+    for name, rs in combos.items():
+        entry: dict[str, Any] = {"members": [f"{r['recipe']}:{r['seed']}" for r in rs]}
+        for side in ("val", "test"):
+            loaded = [_saved_probs(r, side) for r in rs]
+            if any(x is None for x in loaded) or any(not np.array_equal(x[0], loaded[0][0]) for x in loaded):
+                continue
+            entry[side] = odir_official_score(loaded[0][0], np.mean([x[1] for x in loaded], axis=0))
+        if "val" in entry:
+            out[name] = entry
+    return out
+
+
+def ensemble_table(ensembles: dict[str, Any]) -> str:
+    if not ensembles:
+        return ""
+    lines = ["| mean-probability ensemble | members | val final | val kappa | test final | test kappa |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, e in ensembles.items():
+        test = e.get("test")
+        lines.append(f"| {name} | {len(e['members'])} | {e['val']['final']:.4f} | {e['val']['kappa']:.4f} | "
+                     + (f"{test['final']:.4f} | {test['kappa']:.4f} |" if test else "- | - |"))
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     """Validation columns, then held-out test columns when any recipe has them."""
     with_test = any("test" in s for s in summary.values())
@@ -131,11 +185,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             res = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"run {recipe} seed {seed} failed: {res['error']}", flush=True)
         results.append({"recipe": name, "seed": seed, **res})
-        summary = {"runs": results, "by_recipe": summarize(results), "wall_s": time.time() - t0}
+        summary = {"runs": results, "by_recipe": summarize(results), "ensembles": ensemble_scores(results),
+                   "wall_s": time.time() - t0}
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-        (out / "summary.md").write_text(markdown_table(summary["by_recipe"]))
-    print(markdown_table(summarize(results)), flush=True)
-    return {"runs": results, "by_recipe": summarize(results)}
+        (out / "summary.md").write_text(markdown_table(summary["by_recipe"]) + "\n" + ensemble_table(summary["ensembles"]))
+    final = {"runs": results, "by_recipe": summarize(results), "ensembles": ensemble_scores(results)}
+    print(markdown_table(final["by_recipe"]) + "\n" + ensemble_table(final["ensembles"]), flush=True)
+    return final
 
 
 if __name__ == "__main__":

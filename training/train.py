@@ -533,11 +533,13 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
             test_report = full_report(test_data["labels"].cpu().numpy(), test_probs, thresholds)
             best["metrics"]["held_out_test"] = json.loads(json.dumps(test_report, default=float))
             np.save(out_dir / "test_probs.npy", test_probs)
+            np.save(out_dir / "test_labels.npy", test_data["labels"].cpu().numpy())
             (out_dir / "test_metrics.json").write_text(json.dumps(test_report, indent=1, default=float) + "\n")
             result["test"] = test_report["official"]
         best["history"] = history
         torch.save(best, out_dir / "best.pt")
         np.save(out_dir / "val_probs.npy", probs)
+        np.save(out_dir / "val_labels.npy", labels)  # with the probs: seed ensembles are scored from files
         (out_dir / "val_metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
         result |= {"val": report["official"], "thresholds": best["thresholds"], "train_s": time.time() - t_start}
         (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -91,6 +91,16 @@ def test_run_suite_summarises_seeds(tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert "| tiny_cpu | 0,1 |" in md and "+-" in md
     assert json.loads((tmp_path / "summary.json").read_text())["by_recipe"]["tiny_cpu"]["seeds"] == [0, 1]
+    # the seed ensemble is scored from the probabilities each run saved: mean of the two
+    from dms_net_core.metrics import odir_official_score
+
+    runs = out["runs"]
+    labels = np.load(Path(runs[0]["output_dir"]) / "val_labels.npy")
+    mean = (np.load(Path(runs[0]["output_dir"]) / "val_probs.npy") + np.load(Path(runs[1]["output_dir"]) / "val_probs.npy")) / 2
+    ens = out["ensembles"]["tiny_cpu"]
+    assert ens["members"] == ["tiny_cpu:0", "tiny_cpu:1"] and "test" not in ens
+    assert ens["val"]["final"] == pytest.approx(odir_official_score(labels, mean)["final"])
+    assert "mean-probability ensemble" in md
 
 
 @needs_data
@@ -99,7 +109,7 @@ def test_held_out_test_side_is_scored_once_with_the_best_epoch(tmp_path):
     from training.run_suite import main
 
     split = REPO / "training" / "splits" / "odir5k_256_val15_test15_seed0.json"
-    out = main(["--runs", "tiny_cpu:0", "--output-dir", str(tmp_path), "--train-args",
+    out = main(["--runs", "tiny_cpu:0,1", "--output-dir", str(tmp_path), "--train-args",
                 f"--labels {LABELS} --split-file {split} --max-train-pairs 16 --max-val-pairs 12 --epochs 2"])
     run = out["runs"][0]
     assert set(run["test"]) == {"kappa", "f1", "auc", "final"}
@@ -112,6 +122,8 @@ def test_held_out_test_side_is_scored_once_with_the_best_epoch(tmp_path):
     # the epoch was chosen on validation alone: best_final in the history is the val score
     assert max(h["val_final"] for h in ck["history"]) == pytest.approx(ck["metrics"]["official"]["final"], abs=1e-6)
     assert "test ODIR final" in (tmp_path / "summary.md").read_text()
+    assert set(out["by_recipe"]["tiny_cpu"]["test"]) == {"final", "kappa", "f1", "auc"}
+    assert set(out["ensembles"]["tiny_cpu"]) == {"members", "val", "test"}  # the seed ensemble, held out too
 
 
 @needs_data

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -67,7 +68,9 @@ def _bn_replacement(bn: nn.BatchNorm2d) -> nn.Module | None:
 
 def _find_pairs(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], Any]:
     """Run ``model`` once; return the (conv, bn) pairs where a BN consumed a conv output, and the outputs."""
-    produced: dict[int, tuple[torch.Tensor, nn.Conv2d]] = {}  # id(tensor) -> (tensor kept alive, conv)
+    # id(tensor) -> (weak reference, conv): weak, so the trace does not hold every activation
+    # of the network (about a gigabyte for ResNet-152 at 448 px); a dead reference never matches.
+    produced: dict[int, tuple[weakref.ref, nn.Conv2d]] = {}
     seen: dict[int, set[int]] = {}  # id(bn) -> ids of the convs that fed it (several: not foldable)
     conv_uses: dict[int, int] = {}  # id(conv) -> number of calls
     pairs: dict[int, tuple[nn.Conv2d, nn.BatchNorm2d]] = {}
@@ -75,12 +78,12 @@ def _find_pairs(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> tup
     def after_conv(module: nn.Module, _inputs: Any, output: Any) -> None:
         conv_uses[id(module)] = conv_uses.get(id(module), 0) + 1
         if isinstance(output, torch.Tensor):
-            produced[id(output)] = (output, module)  # type: ignore[assignment]
+            produced[id(output)] = (weakref.ref(output), module)  # type: ignore[assignment]
 
     def before_bn(module: nn.Module, inputs: Any) -> None:
         source = produced.get(id(inputs[0])) if inputs else None
         feeders = seen.setdefault(id(module), set())
-        if source is None or source[0] is not inputs[0]:
+        if source is None or source[0]() is not inputs[0]:
             feeders.add(-1)  # fed by something that is not a conv output
             return
         feeders.add(id(source[1]))

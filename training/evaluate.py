@@ -28,6 +28,7 @@ from dms_net_core.data.odir import PatientRecord, labels_matrix, load_odir, sele
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, preprocess_eye
 from dms_net_core.data.splits import read_split
 from dms_net_core.metrics import format_official_table, full_report
+from dms_net_core.postprocess import sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 
 
@@ -50,7 +51,7 @@ class ModuleBackend(InferenceBackend):
             logits, att_l, att_r = self.model(torch.from_numpy(left).to(self.device), torch.from_numpy(right).to(self.device))
         logits = logits.float().cpu().numpy()
         return InferenceResult(
-            probabilities=(1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32),
+            probabilities=sigmoid(logits),
             logits=logits,
             attention_left=att_l.float().cpu().numpy(),
             attention_right=att_r.float().cpu().numpy(),

@@ -89,12 +89,11 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _saved_probs(run: dict[str, Any], side: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _saved_files(run: dict[str, Any], side: str) -> tuple[Path, Path] | None:
+    """(labels, probs) .npy files a finished run saved for ``side``, or None."""
     out = Path(run.get("output_dir", ""))
-    probs, labels = out / f"{side}_probs.npy", out / f"{side}_labels.npy"
-    if not (probs.is_file() and labels.is_file()):
-        return None
-    return np.load(labels), np.load(probs)
+    labels, probs = out / f"{side}_labels.npy", out / f"{side}_probs.npy"
+    return (labels, probs) if labels.is_file() and probs.is_file() else None
 
 
 def ensemble_scores(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,11 +107,11 @@ def ensemble_scores(results: list[dict[str, Any]]) -> dict[str, Any]:
 
     finished: dict[str, list[dict[str, Any]]] = {}
     for r in results:
-        if "val" in r and _saved_probs(r, "val") is not None:
+        if "val" in r and _saved_files(r, "val") is not None:
             finished.setdefault(r["recipe"], []).append(r)
     groups = {name: rs for name, rs in finished.items() if len(rs) >= 2}
     names = list(groups)
-    combos = {name: groups[name] for name in names}
+    combos = dict(groups)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             combos[f"{a} + {b}"] = groups[a] + groups[b]
@@ -120,8 +119,11 @@ def ensemble_scores(results: list[dict[str, Any]]) -> dict[str, Any]:
     for name, rs in combos.items():
         entry: dict[str, Any] = {"members": [f"{r['recipe']}:{r['seed']}" for r in rs]}
         for side in ("val", "test"):
-            loaded = [_saved_probs(r, side) for r in rs]
-            if any(x is None for x in loaded) or any(not np.array_equal(x[0], loaded[0][0]) for x in loaded):
+            files = [_saved_files(r, side) for r in rs]
+            if any(f is None for f in files):
+                continue
+            loaded = [(np.load(labels), np.load(probs)) for labels, probs in files]
+            if any(not np.array_equal(x[0], loaded[0][0]) for x in loaded):
                 continue
             entry[side] = odir_official_score(loaded[0][0], np.mean([x[1] for x in loaded], axis=0))
         if "val" in entry:
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.time()
     pool: dict = {}  # decoded image caches shared by all runs
     results: list[dict[str, Any]] = []
+    summary: dict[str, Any] | None = None
     for i, (recipe, seed) in enumerate(runs):
         name, recipe_args = run_arguments(recipe)
         run_dir = out / f"{name.replace('=', '-')}_seed{seed}"
@@ -189,9 +192,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "wall_s": time.time() - t0}
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
         (out / "summary.md").write_text(markdown_table(summary["by_recipe"]) + "\n" + ensemble_table(summary["ensembles"]))
-    final = {"runs": results, "by_recipe": summarize(results), "ensembles": ensemble_scores(results)}
-    print(markdown_table(final["by_recipe"]) + "\n" + ensemble_table(final["ensembles"]), flush=True)
-    return final
+    if summary is None:  # the budget was spent before the first run
+        summary = {"runs": results, "by_recipe": summarize(results), "ensembles": ensemble_scores(results)}
+    print(markdown_table(summary["by_recipe"]) + "\n" + ensemble_table(summary["ensembles"]), flush=True)
+    return {k: summary[k] for k in ("runs", "by_recipe", "ensembles")}
 
 
 if __name__ == "__main__":

@@ -95,23 +95,8 @@ class DualPathDenseBlock(nn.Module):
 
 
 class _AlignedPair(nn.Module):
-    """Shared 1x1 projection of both eyes to E channels, then CAFM (or identity when disabled)."""
-
-    def __init__(self, in_channels: int, dim: int, num_heads: int, use_cafm: bool, norm_layer: NormLayer) -> None:
-        super().__init__()
-        self.project = nn.Sequential(conv1x1(in_channels, dim), norm_layer(dim), nn.ReLU(inplace=True))
-        self.cafm = CAFM(dim, num_heads) if use_cafm else None
-
-    def align(self, x_left: torch.Tensor, x_right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        both = self.project(torch.cat([x_left, x_right], dim=0))  # one conv for both eyes
-        a_left, a_right = both.unflatten(0, (2, -1)).unbind(0)
-        if self.cafm is None:
-            return a_left, a_right
-        return self.cafm(a_left, a_right)
-
-
-class CCAM(_AlignedPair):
-    """Cross-modal Contrastive Alignment: dual-path block on A_l - A_r -> [B,E,h,w]."""
+    """What CCAM and CIAM share: a 1x1 projection of both eyes to E channels, CAFM (or identity
+    when disabled) and the dual-path block their forward applies to the combined eyes."""
 
     def __init__(
         self,
@@ -123,11 +108,24 @@ class CCAM(_AlignedPair):
         use_cafm: bool = True,
         norm_layer: NormLayer | None = None,
     ) -> None:
+        super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
-        super().__init__(in_channels, dim, num_heads, use_cafm, norm_layer)
+        self.project = nn.Sequential(conv1x1(in_channels, dim), norm_layer(dim), nn.ReLU(inplace=True))
+        self.cafm = CAFM(dim, num_heads) if use_cafm else None
         self.block = DualPathDenseBlock(dim, growth, layers, norm_layer)
         self.out_channels = dim
         init_weights(self)
+
+    def align(self, x_left: torch.Tensor, x_right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        both = self.project(torch.cat([x_left, x_right], dim=0))  # one conv for both eyes
+        a_left, a_right = both.unflatten(0, (2, -1)).unbind(0)
+        if self.cafm is None:
+            return a_left, a_right
+        return self.cafm(a_left, a_right)
+
+
+class CCAM(_AlignedPair):
+    """Cross-modal Contrastive Alignment: dual-path block on A_l - A_r -> [B,E,h,w]."""
 
     def forward(self, x_left: torch.Tensor, x_right: torch.Tensor) -> torch.Tensor:
         a_left, a_right = self.align(x_left, x_right)
@@ -150,12 +148,8 @@ class CIAM(_AlignedPair):
     ) -> None:
         if aggregation not in ("sum", "product"):
             raise ValueError(f"ciam_aggregation must be 'sum' or 'product', got {aggregation!r}")
-        norm_layer = norm_layer or nn.BatchNorm2d
-        super().__init__(in_channels, dim, num_heads, use_cafm, norm_layer)
+        super().__init__(in_channels, dim, num_heads, growth, layers, use_cafm, norm_layer)
         self.aggregation = aggregation
-        self.block = DualPathDenseBlock(dim, growth, layers, norm_layer)
-        self.out_channels = dim
-        init_weights(self)
 
     def forward(self, x_left: torch.Tensor, x_right: torch.Tensor) -> torch.Tensor:
         a_left, a_right = self.align(x_left, x_right)

@@ -1,15 +1,16 @@
-"""Merge the GPU job's suite summaries and keep the best checkpoint of one recipe, slim.
+"""Merge the GPU job's suite summaries and keep chosen checkpoints, slim.
 
 The device machine returns at most 8 files of 16 MiB each, so each kept checkpoint is
-stripped to what `dms-net-export` needs (weights, configs, thresholds, metrics; no
-optimizer state), stored fp16 (the demo bundle is exported with fp16 weights anyway) and
-split into <= 15 MiB parts (`NAME.part00`, ...); join them with `cat NAME.part* > NAME`.
+stripped to what `dms-net-export` and `dms-net-ensemble` need (weights, configs,
+thresholds, metrics; no optimizer state) and stored fp16 (bundles are exported with fp16
+weights anyway). `--keep` keeps the best seed of a recipe, `--keep-all` every finished seed
+(the members of a seed ensemble). scripts/gpu_job.sh tars the kept files and splits the
+tar into parts that fit the return limit.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
@@ -18,7 +19,6 @@ import torch
 from training.run_suite import ensemble_scores, ensemble_table, markdown_table, summarize
 
 SLIM_KEYS = ("model", "model_config", "preprocess", "thresholds", "metrics", "data_summary", "epoch", "step", "args")
-PART_BYTES = 15 * 1024 * 1024
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--suites", nargs="+", required=True, help="run_suite output directories")
     p.add_argument("--out", required=True, help="merged summary JSON")
     p.add_argument("--keep", nargs="+", default=[], metavar="RECIPE=PATH",
-                   help="keep the best run of RECIPE as a slim checkpoint at PATH (split in parts)")
+                   help="keep the best run of RECIPE as a slim checkpoint at PATH")
+    p.add_argument("--keep-all", nargs="+", default=[], metavar="RECIPE=DIR",
+                   help="keep every finished run of RECIPE as DIR/RECIPE_seedN.pt (slim)")
     args = p.parse_args(argv)
     runs = []
     for suite in args.suites:
@@ -42,29 +44,41 @@ def main(argv: list[str] | None = None) -> None:
     for item in args.keep:
         recipe, _, path = item.rpartition("=")
         best[recipe] = keep_best(runs, recipe, path)
+    kept = {}
+    for item in args.keep_all:
+        recipe, _, folder = item.rpartition("=")
+        kept[recipe] = [save_slim(r, Path(folder) / f"{recipe}_seed{r['seed']}.pt") for r in finished(runs, recipe)]
     Path(args.out).write_text(json.dumps({"runs": runs, "by_recipe": by_recipe, "ensembles": ensembles, "table": table,
-                                          "best": best}, indent=1, default=str) + "\n")
+                                          "best": best, "kept": kept}, indent=1, default=str) + "\n")
     print(table)
+
+
+def finished(runs: list[dict], recipe: str) -> list[dict]:
+    return [r for r in runs if r.get("recipe") == recipe and "val" in r]
 
 
 def keep_best(runs: list[dict], recipe: str, path: str) -> dict | None:
     """Save the best finished run of ``recipe`` (by validation final) as a slim fp16 checkpoint."""
-    candidates = [r for r in runs if r.get("recipe") == recipe and "val" in r]
+    candidates = finished(runs, recipe)
     if not candidates:
         print(f"no finished run of {recipe}: no checkpoint kept")
         return None
     best = max(candidates, key=lambda r: r["val"]["final"])
-    ckpt = torch.load(Path(best["output_dir"]) / "best.pt", map_location="cpu", weights_only=True)
+    save_slim(best, Path(path))
+    print(f"best {recipe}: seed {best['seed']} val final {best['val']['final']:.4f}")
+    return best
+
+
+def save_slim(run: dict, path: Path) -> str:
+    """``run``'s best.pt without optimizer state, floating weights in fp16; returns the path."""
+    ckpt = torch.load(Path(run["output_dir"]) / "best.pt", map_location="cpu", weights_only=True)
     slim = {k: ckpt[k] for k in SLIM_KEYS if k in ckpt}
     slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in slim["model"].items()}
-    buffer = io.BytesIO()
-    torch.save(slim, buffer)
-    data = buffer.getvalue()
-    for i in range(0, len(data), PART_BYTES):
-        Path(f"{path}.part{i // PART_BYTES:02d}").write_bytes(data[i:i + PART_BYTES])
-    print(f"best {recipe}: seed {best['seed']} val final {best['val']['final']:.4f}; "
-          f"checkpoint {len(data) / 2**20:.1f} MiB in {(len(data) + PART_BYTES - 1) // PART_BYTES} parts")
-    return best
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, path)
+    print(f"kept {run['recipe']} seed {run['seed']}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return str(path)
+
 
 if __name__ == "__main__":
     main()

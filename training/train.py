@@ -496,14 +496,12 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
             break
         if budget_s is not None:
             elapsed = time.time() - t_start
-            # The first epoch pays cuDNN autotuning and lazy CUDA init (50 s against 3 s
-            # for later ones was seen on an H200 with three jobs sharing it): never judge
-            # the schedule on it alone, or the budget ends a run after one epoch.
-            steady = epoch_times[1:] or epoch_times
-            per_epoch = float(np.median(steady[-3:]))
-            fit = int((budget_s - elapsed) // per_epoch)  # epochs that still fit
-            if len(epoch_times) == 1:
-                fit = max(fit, 1)
+            # The first epoch of an invocation pays cuDNN autotuning and lazy CUDA init
+            # (72-130 s against 10 s for later ones with six jobs sharing an H200): never
+            # judge the schedule on it, or the budget cuts a 30-epoch cosine to 5 epochs
+            # that would all have fit. Until a steady epoch is timed, only a spent budget stops.
+            steady = epoch_times[1:]
+            fit = int((budget_s - elapsed) // float(np.median(steady[-3:]))) if steady else int(elapsed < budget_s) * epochs_total
             if fit <= 0:
                 stop_reason = "time budget"
                 break

@@ -92,3 +92,35 @@ def test_subset_missing_from_split_is_one_line_error(trained, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1
     assert "no 'test' side" in err[0] and "--test-fraction" in err[0]
+
+
+@needs_data
+def test_console_script_exits_zero_with_the_table_only(trained, tmp_path):
+    """The installed ``dms-net-eval`` (what a shell or CI job runs) exits 0 and prints the table,
+    not a dump of the report dict on stderr (it once exited 1 after a successful evaluation)."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "dms-net-eval"
+    if not exe.is_file():
+        pytest.skip(f"{exe} not installed: run scripts/setup.sh")
+    proc = subprocess.run([str(exe), "--model", str(trained / "best.pt"), "--labels", str(LABELS), "--split-file",
+                           str(SPLIT), "--subset", "val", "--limit", "4", "--no-plots", "--output-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| best.pt |" in proc.stdout and "'official'" not in proc.stdout + proc.stderr
+
+
+def test_every_console_script_returns_an_exit_status():
+    """Each dms-net-* entry point in setup.py names a function annotated ``-> int`` (or None):
+    console scripts hand the return value to sys.exit."""
+    import importlib
+    import re
+    import typing
+
+    setup = (Path(__file__).resolve().parents[2] / "setup.py").read_text()
+    entries = re.findall(r'"(dms-net-[\w-]+)=([\w.]+):(\w+)"', setup)
+    assert len(entries) >= 7
+    for name, module, func in entries:
+        hints = typing.get_type_hints(getattr(importlib.import_module(module), func))
+        assert hints.get("return", type(None)) in (int, type(None)), f"{name} -> {module}:{func} returns {hints.get('return')}"

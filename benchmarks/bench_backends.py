@@ -5,7 +5,7 @@
     dms-net-bench                                                  # CPU default: resnet50 @ 224, < 2 min
 
 Each row is one backend variant (torch fp32/fp16, torch fp16 + CUDA graph, torch fp16 +
-torch.compile with and without its own CUDA graphs, ONNX Runtime, TensorRT fp16/fp32). The
+torch.compile with and without its own CUDA graphs or kernel autotuning, ONNX Runtime, TensorRT fp16/fp32). The
 torch rows fold BatchNorm into the convolutions (the backend's default); the ``-unfolded``
 rows keep it, so the table shows what folding buys in the same run. Latency = one pair (batch 1), p50/p95
 over ``--iterations`` after warm-up; throughput = pairs/s at each ``--batch-sizes``.
@@ -39,13 +39,16 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "torch-fp16-cudagraph-unfolded": ("torch", "fp16", {"cuda_graph": True, "fold_batchnorm": False}),
     "torch-fp16-compile": ("torch", "fp16", {"compile": True}),
     "torch-fp16-compile-cudagraphs": ("torch", "fp16", {"compile": True, "compile_mode": "reduce-overhead"}),
+    # Inductor also autotunes conv/GEMM kernels (Triton templates vs cuDNN/cuBLAS), with CUDA graphs:
+    # minutes to compile a ResNet-152, the next candidate after reduce-overhead's 3.44 ms (RESULTS.md 4)
+    "torch-fp16-compile-max-autotune": ("torch", "fp16", {"compile": True, "compile_mode": "max-autotune"}),
     "onnxruntime": ("onnxruntime", "fp32", {}),
     "tensorrt-fp16": ("tensorrt", "fp16", {}),
     "tensorrt-fp32": ("tensorrt", "fp32", {}),
 }
 GPU_ONLY = {
     "torch-fp16", "torch-fp16-cudagraph", "torch-fp16-cudagraph-unfolded", "torch-fp16-compile",
-    "torch-fp16-compile-cudagraphs", "tensorrt-fp16", "tensorrt-fp32",
+    "torch-fp16-compile-cudagraphs", "torch-fp16-compile-max-autotune", "tensorrt-fp16", "tensorrt-fp32",
 }
 
 

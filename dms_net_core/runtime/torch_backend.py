@@ -39,6 +39,10 @@ def _default_factory(cfg: Any) -> Any:
     return build_model(cfg)
 
 
+#: torch.compile modes the backend passes through (None = torch's default)
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 class TorchBackend(InferenceBackend):
     """`InferenceBackend` over eager (or graph-captured / compiled) PyTorch."""
 
@@ -71,6 +75,10 @@ class TorchBackend(InferenceBackend):
             raise ValueError("cuda_graph/compile are GPU options: drop them on CPU")
         if cuda_graph and compile:
             raise ValueError("choose cuda_graph or compile, not both")
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile_mode {compile_mode!r}: choose one of {', '.join(map(str, COMPILE_MODES))}")
+        if compile_mode is not None and not compile:
+            raise ValueError(f"compile_mode={compile_mode!r} without compile=True does nothing: set compile=True or drop it")
 
         self.bundle = bundle
         self.image_size = bundle.image_size

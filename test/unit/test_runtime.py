@@ -126,6 +126,10 @@ def test_explicit_errors(bundle):
         create_backend(bundle, backend="onnxruntime", cuda_graph=True)
     with pytest.raises(ValueError, match="precision"):
         create_backend(bundle, backend="onnxruntime", precision="fp16")
+    with pytest.raises(ValueError, match="unknown compile_mode 'fast': choose one of None, default, reduce-overhead"):
+        create_backend(bundle, backend="torch", device="cpu", compile_mode="fast")
+    with pytest.raises(ValueError, match="without compile=True does nothing"):
+        create_backend(bundle, backend="torch", device="cpu", compile_mode="max-autotune")
 
 
 def test_create_backend_accepts_a_path(bundle):

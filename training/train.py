@@ -357,6 +357,19 @@ def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(json.dumps(vars(args), default=str))
 
 
+def epochs_that_fit(epoch_times: list[float], elapsed_s: float, budget_s: float, epochs_total: int) -> int:
+    """How many more epochs the time budget holds, judged on steady epochs only.
+
+    The first epoch of an invocation pays cuDNN autotuning and lazy CUDA init (72-130 s
+    against 10 s for later ones with six jobs sharing an H200). Judging the schedule on it
+    cut every 30-epoch cosine to 5 epochs that would all have fit, so until a steady epoch
+    is timed only a spent budget stops a run (0), else the schedule is left alone."""
+    steady = epoch_times[1:]
+    if not steady:
+        return epochs_total if elapsed_s < budget_s else 0
+    return int((budget_s - elapsed_s) // float(np.median(steady[-3:])))
+
+
 def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> dict[str, Any]:
     """One training run (also called by `training.run_suite`); returns a result summary."""
     t_start = time.time()
@@ -496,12 +509,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
             break
         if budget_s is not None:
             elapsed = time.time() - t_start
-            # The first epoch of an invocation pays cuDNN autotuning and lazy CUDA init
-            # (72-130 s against 10 s for later ones with six jobs sharing an H200): never
-            # judge the schedule on it, or the budget cuts a 30-epoch cosine to 5 epochs
-            # that would all have fit. Until a steady epoch is timed, only a spent budget stops.
-            steady = epoch_times[1:]
-            fit = int((budget_s - elapsed) // float(np.median(steady[-3:]))) if steady else int(elapsed < budget_s) * epochs_total
+            fit = epochs_that_fit(epoch_times, elapsed, budget_s, epochs_total)
             if fit <= 0:
                 stop_reason = "time budget"
                 break

@@ -214,3 +214,15 @@ def test_run_suite_overrides_select_a_paper_ablation():
     assert plain.use_casfm is True and plain.multiscale == "osim"
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_runs(["tiny_cpu+use_casfm:0"])
+
+
+def test_time_budget_never_judges_the_schedule_on_the_warm_up_epoch():
+    """Regression: a 72 s first epoch (cuDNN autotuning, six jobs on one GPU) once shrank a
+    30-epoch schedule to 5 although 10 s epochs followed and all 30 fitted the budget."""
+    from training.train import epochs_that_fit
+
+    assert epochs_that_fit([72.0], elapsed_s=72.0, budget_s=426.0, epochs_total=30) == 30  # keep going, no shrink
+    assert epochs_that_fit([72.0], elapsed_s=430.0, budget_s=426.0, epochs_total=30) == 0  # budget spent: stop
+    # from the first steady epoch on, the median of the last three steady epochs decides
+    assert epochs_that_fit([72.0, 10.0], elapsed_s=82.0, budget_s=426.0, epochs_total=30) == 34
+    assert epochs_that_fit([72.0, 10.0, 12.0, 11.0, 30.0], elapsed_s=135.0, budget_s=426.0, epochs_total=30) == 24

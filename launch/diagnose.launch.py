@@ -21,6 +21,7 @@ PARAMETER_ARGUMENTS = {
     "backend": "auto | tensorrt | onnxruntime | torch",
     "device": "auto | cpu | cuda",
     "precision": "fp32 | fp16",
+    "torch_accel": "torch on CUDA: none | cuda_graph | compile | compile_cudagraphs",
     "image_transport": "raw | compressed",
     "qos": "sensor_data | reliable",
     "autostart": "true: configure+activate at start; false: wait for a lifecycle manager",

@@ -25,6 +25,21 @@ LOGGER = logging.getLogger("dms_net_core.runtime")
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
+#: the PyTorch backend's GPU accelerations by one name (a node or CLI parameter) -> its options.
+#: compile_cudagraphs was the fastest for one pair on an H200 (benchmarks/RESULTS.md section 4).
+TORCH_ACCELERATIONS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "cuda_graph": {"cuda_graph": True},
+    "compile": {"compile": True},
+    "compile_cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
+}
+
+
+def torch_acceleration_options(name: str) -> dict[str, Any]:
+    """Backend options for a ``TORCH_ACCELERATIONS`` name; a one-line error for any other."""
+    if name not in TORCH_ACCELERATIONS:
+        raise ValueError(f"unknown torch acceleration {name!r}: choose one of {', '.join(TORCH_ACCELERATIONS)}")
+    return dict(TORCH_ACCELERATIONS[name])
 
 #: pip requirement to suggest when a backend's module is missing
 _INSTALL_HINT = {
@@ -151,4 +166,4 @@ def _torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-__all__ = ["BACKENDS", "InferenceBackend", "InferenceResult", "create_backend"]
+__all__ = ["BACKENDS", "TORCH_ACCELERATIONS", "InferenceBackend", "InferenceResult", "create_backend", "torch_acceleration_options"]

@@ -106,6 +106,24 @@ def test_missing_bundle_fails_configure_with_one_line(tmp_path, ros_domain, ros_
     assert "configure failed" in log and "no_such_bundle" in log and "dms-net-export" in log
 
 
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ({"torch_accel": "turbo"}, "unknown torch acceleration 'turbo': choose one of none, cuda_graph, compile, compile_cudagraphs"),
+        ({"backend": "onnxruntime", "torch_accel": "cuda_graph"}, "torch_accel=cuda_graph applies to the torch backend only"),
+    ],
+)
+def test_bad_torch_accel_fails_configure_with_one_line(tiny_bundle, tmp_path, ros_domain, ros_namespace, params, expected):
+    node = NodeProcess(node_command(tiny_bundle, ros_namespace, params), tmp_path / "node.log")
+    try:
+        rc = node.proc.wait(30)
+    finally:
+        node.stop()
+    assert rc == 1
+    errors = [line for line in node.log_text().splitlines() if "configure failed: " in line]
+    assert len(errors) == 1 and expected in errors[0], node.log_text()[-2000:]  # one line naming cause and fix
+
+
 def test_overload_loses_no_accounting(tiny_bundle, ros_domain, ros_namespace, tmp_path):
     """Pairs published faster than the node serves them: results + counted drops = published.
 

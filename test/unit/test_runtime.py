@@ -149,3 +149,16 @@ def test_auto_prefers_torch_gpu_over_cpu_onnxruntime(bundle, caplog, monkeypatch
     assert "trying torch before onnxruntime" in caplog.text
     # explicit device=cpu keeps the documented order
     assert create_backend(bundle, device="cpu").name == "onnxruntime"
+
+
+def test_torch_accelerations_map_to_backend_options(bundle):
+    from dms_net_core.runtime import TORCH_ACCELERATIONS, torch_acceleration_options
+
+    assert torch_acceleration_options("none") == {}
+    assert torch_acceleration_options("compile_cudagraphs") == {"compile": True, "compile_mode": "reduce-overhead"}
+    assert set(TORCH_ACCELERATIONS) == {"none", "cuda_graph", "compile", "compile_cudagraphs"}
+    with pytest.raises(ValueError, match="unknown torch acceleration 'tensorrt': choose one of none, cuda_graph"):
+        torch_acceleration_options("tensorrt")
+    # auto on a CPU machine: the torch-only option does not stop ONNX Runtime from being chosen
+    backend = create_backend(bundle, backend="auto", device="cpu", **torch_acceleration_options("cuda_graph"))
+    assert backend.name == "onnxruntime"

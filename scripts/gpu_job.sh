@@ -53,7 +53,7 @@ if [ "${RUN_TRAIN:-1}" = 1 ]; then
   fi
   wait
   echo "training done after $(( $(date +%s) - START )) s" >> "$LOG"
-  for d in "${suites[@]}"; do echo "===== $d"; grep -v "^time budget" "$d.log" | tail -c 6000; done >> "$LOG"
+  for d in "${suites[@]}"; do echo "===== $d"; tail -c 6000 "$d.log"; done >> "$LOG"
   python3 scripts/collect_suite.py --suites "${suites[@]}" --out "$OUT/suite.json" \
     --keep dms_net_effnet_lite0=/tmp/kept/best_dmsnet.pt --keep-all plain_binocular_effnet_lite0=/tmp/kept >> "$LOG" 2>&1
   (cd /tmp/kept && tar cf - . | split -b 15M -d - "$OUT/kept.tar.part")

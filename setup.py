@@ -20,8 +20,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "dms-net-train=training.train:cli",
-            "dms-net-eval=training.evaluate:cli",
+            "dms-net-train=training.console:train",
+            "dms-net-eval=training.console:evaluate",
             "dms-net-export=dms_net_core.export:main",
             "dms-net-ensemble=training.ensemble:main",
             "dms-net-build-engine=dms_net_core.runtime.build_engine:main",

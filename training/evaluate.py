@@ -252,13 +252,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def cli() -> int:
-    """Console-script entry point (``dms-net-evaluate``). ``main`` returns its results for Python
-    callers; a console script passes its return value to ``sys.exit``, where a dict would be
-    dumped to stderr as exit status 1 and a shell pipeline would see a failure."""
-    main()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    main()

@@ -183,14 +183,26 @@ def _normalisation_lut(cfg: PreprocessConfig) -> np.ndarray:
 _LUTS: dict[tuple, np.ndarray] = {}
 
 
-def normalize(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Step 4: uint8 HxWx3 -> float32 3xHxW normalised with the bundle's mean/std."""
+def normalize(img: np.ndarray, cfg: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
+    """Step 4: uint8 HxWx3 -> float32 3xHxW normalised with the bundle's mean/std (into ``out`` if given)."""
     lut = _normalisation_lut(cfg)
-    out = np.empty((3, img.shape[0], img.shape[1]), dtype=np.float32)
+    if out is None:
+        out = np.empty((3, img.shape[0], img.shape[1]), dtype=np.float32)
     # Fancy indexing, not np.take(..., out=): take buffers its output in the default
     # mode="raise", which made this 5x slower (2.4 vs 0.43 ms for 256 px); same numbers.
     for c, plane in enumerate(cv2.split(np.ascontiguousarray(img))):
         out[c] = lut[c][plane]
+    return out
+
+
+def normalize_batch(images: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """`normalize` over a batch: uint8 [B,S,S,3] -> float32 [B,3,S,S] (the host side of the
+    backends' prepared-uint8 input, bit-identical to `preprocess_eye` per image)."""
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"normalize_batch expects uint8 [B,H,W,3], got {images.dtype} {images.shape}: stack prepare_eye_uint8 outputs")
+    out = np.empty((images.shape[0], 3, images.shape[1], images.shape[2]), dtype=np.float32)
+    for i, img in enumerate(images):
+        normalize(img, cfg, out=out[i])
     return out
 
 

@@ -1,8 +1,9 @@
 """The one inference interface every backend (TensorRT, ONNX Runtime, PyTorch) implements.
 
-Callers hand over preprocessed float32 batches ``left``/``right`` of shape [B,3,S,S] and
-get an `InferenceResult` back whatever the backend, so the node, the bag tools and the
-benchmarks never branch on the engine.
+Callers hand over a pair of batches ``left``/``right``, either prepared uint8 [B,S,S,3] eyes
+(the backend normalises them; the node's form) or normalised float32 [B,3,S,S] (see
+`dms_net_core.runtime.inputs`), and get an `InferenceResult` back whatever the backend, so
+the node, the bag tools and the benchmarks never branch on the engine.
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ class InferenceBackend(ABC):
     def infer(self, left: np.ndarray, right: np.ndarray) -> InferenceResult:
         """Run one batch. Raises ValueError (one line, naming the fix) on a wrong shape."""
 
-    def warmup(self, iterations: int = 2) -> None:
-        """Run dummy batches so the first real exam is not slowed by lazy initialisation."""
+    def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:
+        """Run dummy batches so the first real exam is not slowed by lazy initialisation.
+
+        ``dtype`` is the input form the caller will send ("uint8" prepared eyes or "float32"):
+        a CUDA graph or compiled region exists per form, so warm the one that will be used.
+        """
 
     def describe(self) -> str:
         """One line for logs and /diagnostics: backend, device, precision, engine file."""

@@ -17,7 +17,7 @@ import numpy as np
 from dms_net_core.bundle import ModelBundle
 from dms_net_core.postprocess import sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
-from dms_net_core.runtime.inputs import check_pair
+from dms_net_core.runtime.inputs import check_pair, float_pair, warmup_pair
 
 LOGGER = logging.getLogger("dms_net_core.runtime")
 
@@ -74,6 +74,7 @@ class OnnxRuntimeBackend(InferenceBackend):
     def infer(self, left: np.ndarray, right: np.ndarray) -> InferenceResult:
         left, right = check_pair(left, right, self.image_size)
         t0 = time.perf_counter()
+        left, right = float_pair(left, right, self.bundle.preprocess)
         values = self.session.run(self.output_names, {"left": left, "right": right})
         t1 = time.perf_counter()
         out = dict(zip(self.output_names, values))
@@ -86,10 +87,10 @@ class OnnxRuntimeBackend(InferenceBackend):
             timings_ms={"inference": (t1 - t0) * 1e3},
         )
 
-    def warmup(self, iterations: int = 2) -> None:
-        x = np.zeros((1, 3, self.image_size, self.image_size), dtype=np.float32)
+    def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:
+        pair = warmup_pair(1, self.image_size, dtype)
         for _ in range(iterations):
-            self.infer(x, x)
+            self.infer(*pair)
 
     def describe(self) -> str:
         return f"onnxruntime {self.device} fp32 providers={','.join(self.providers)} threads={self.intra_op_threads} model={self.bundle.model_id}"

@@ -37,7 +37,7 @@ from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized_engine, make_trt_logger, timing_cache_path
 from dms_net_core.runtime.cuda_api import load_cuda_api
 from dms_net_core.runtime.engine_cache import EngineCache, EngineFingerprint
-from dms_net_core.runtime.inputs import check_pair
+from dms_net_core.runtime.inputs import check_pair, float_pair, warmup_pair
 
 LOGGER = logging.getLogger("dms_net_core.runtime")
 
@@ -185,6 +185,7 @@ class TensorRTBackend(InferenceBackend):
         if left.shape[0] < self.min_batch:
             raise ValueError(f"batch {left.shape[0]} is below the engine's min batch {self.min_batch}: rebuild with --min-batch 1")
         t0 = time.perf_counter()
+        left, right = float_pair(left, right, self.bundle.preprocess)  # the engine takes the ONNX graph's float input
         staged = []  # host arrays must outlive their async copies (until the synchronise below)
         for name, arr in (("left", left), ("right", right)):
             arr = arr.astype(self.dtypes[name], copy=False)
@@ -213,10 +214,10 @@ class TensorRTBackend(InferenceBackend):
             timings_ms={"inference": (t2 - t0) * 1e3, "h2d_enqueue": (t1 - t0) * 1e3},
         )
 
-    def warmup(self, iterations: int = 2) -> None:
-        x = np.zeros((self.min_batch, 3, self.image_size, self.image_size), dtype=np.float32)
+    def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:
+        pair = warmup_pair(self.min_batch, self.image_size, dtype)
         for _ in range(iterations):
-            self.infer(x, x)
+            self.infer(*pair)
 
     def describe(self) -> str:
         return (

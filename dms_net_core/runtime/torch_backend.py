@@ -12,6 +12,10 @@ Both are GPU-only and off by default: capture/compilation costs seconds at start
 ``compile_mode="reduce-overhead"`` gives torch.compile's own CUDA graphs (fused kernels *and*
 no launch overhead), the candidate for the batch-1 latency target.
 
+What runs is `torch_serving.ServingModel`: prepared uint8 eyes are normalised on the device
+inside the graph (a quarter of the host->device bytes of float32), and the outputs come back
+in one packed copy. Normalised float32 input is accepted too.
+
 Before any of that, inference-mode BatchNorms are folded into their convolutions
 (``fold_batchnorm=True``, see `batchnorm_folding`): 155 fewer kernels and activation passes
 for ResNet-152, the same arithmetic as ONNX Runtime's and TensorRT's own BN folding.
@@ -28,7 +32,7 @@ import numpy as np
 from dms_net_core.bundle import ModelBundle
 from dms_net_core.postprocess import sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
-from dms_net_core.runtime.inputs import check_pair
+from dms_net_core.runtime.inputs import check_pair, warmup_pair
 
 LOGGER = logging.getLogger("dms_net_core.runtime")
 
@@ -111,30 +115,41 @@ class TorchBackend(InferenceBackend):
         model = model.to(dtype=self.dtype)
         if dev.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self._forward = torch.compile(model, mode=compile_mode) if compile else model
-        self._graphs: dict[int, tuple[Any, Any, Any, Any]] = {}
+        from dms_net_core.runtime.torch_serving import ServingModel
+
+        self.num_classes = int(bundle.model_config.num_classes)
+        self.model = ServingModel(model, bundle.preprocess, self.dtype, dev).eval()
+        self._forward = torch.compile(self.model, mode=compile_mode) if compile else self.model
+        self._graphs: dict[tuple[int, bool], tuple[Any, Any, Any, Any]] = {}
 
     # -- helpers -------------------------------------------------------------------------
     def _to_device(self, arr: np.ndarray) -> Any:
+        """Host array -> device tensor: uint8 as it is (normalised in the graph), float32 cast
+        to the model's dtype and layout."""
         import torch
 
         t = torch.from_numpy(arr)
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
+        if t.dtype == torch.uint8:
+            return t
         t = t.to(self.dtype)
         if self.device.type == "cuda":
             t = t.contiguous(memory_format=torch.channels_last)
         return t
 
-    def _graph_for(self, batch: int) -> tuple[Any, Any, Any, Any]:
-        """Capture (once per batch size) a CUDA graph reading from static input buffers."""
+    def _graph_for(self, batch: int, prepared_uint8: bool) -> tuple[Any, Any, Any, Any]:
+        """Capture (once per batch size and input form) a CUDA graph reading from static input buffers."""
         import torch
 
-        if batch in self._graphs:
-            return self._graphs[batch]
+        key = (batch, prepared_uint8)
+        if key in self._graphs:
+            return self._graphs[key]
         s = self.image_size
-        static_l = torch.zeros(batch, 3, s, s, device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+        if prepared_uint8:
+            static_l = torch.zeros(batch, s, s, 3, device=self.device, dtype=torch.uint8)
+        else:
+            static_l = torch.zeros(batch, 3, s, s, device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
         static_r = torch.zeros_like(static_l)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -145,29 +160,29 @@ class TorchBackend(InferenceBackend):
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph):
             static_out = self.model(static_l, static_r)
-        self._graphs[batch] = (graph, static_l, static_r, static_out)
-        LOGGER.info("torch backend: captured a CUDA graph for batch %d", batch)
-        return self._graphs[batch]
+        self._graphs[key] = (graph, static_l, static_r, static_out)
+        LOGGER.info("torch backend: captured a CUDA graph for batch %d (%s input)", batch, "uint8" if prepared_uint8 else "float")
+        return self._graphs[key]
 
     # -- InferenceBackend ----------------------------------------------------------------
     def infer(self, left: np.ndarray, right: np.ndarray) -> InferenceResult:
         import torch
 
+        from dms_net_core.runtime.torch_serving import unpack_outputs
+
         left, right = check_pair(left, right, self.image_size)
         t0 = time.perf_counter()
         with torch.inference_mode():
             if self.cuda_graph:
-                graph, static_l, static_r, outs = self._graph_for(left.shape[0])
+                graph, static_l, static_r, packed_t = self._graph_for(left.shape[0], left.dtype == np.uint8)
                 static_l.copy_(self._to_device(left))
                 static_r.copy_(self._to_device(right))
                 graph.replay()
             else:
-                outs = self._forward(self._to_device(left), self._to_device(right))
-            logits_t, att_l_t, att_r_t = outs
-            logits = logits_t.float().cpu().numpy()
-            att_l = att_l_t.float().cpu().numpy()
-            att_r = att_r_t.float().cpu().numpy()
+                packed_t = self._forward(self._to_device(left), self._to_device(right))
+            packed = packed_t.cpu().numpy()  # the one device->host copy (and synchronisation)
         t1 = time.perf_counter()
+        logits, att_l, att_r = unpack_outputs(packed, self.num_classes)
         return InferenceResult(
             probabilities=sigmoid(logits),
             logits=logits,
@@ -176,10 +191,10 @@ class TorchBackend(InferenceBackend):
             timings_ms={"inference": (t1 - t0) * 1e3},
         )
 
-    def warmup(self, iterations: int = 2) -> None:
-        x = np.zeros((1, 3, self.image_size, self.image_size), dtype=np.float32)
+    def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:
+        pair = warmup_pair(1, self.image_size, dtype)
         for _ in range(max(iterations, 3 if self.compiled else iterations)):
-            self.infer(x, x)
+            self.infer(*pair)
 
     def describe(self) -> str:
         mode = "cuda_graph" if self.cuda_graph else "compile" if self.compiled else "eager"

@@ -14,7 +14,7 @@ import numpy as np
 
 from training.paths import default_odir_dir
 
-from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, preprocess_eye
+from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, normalize_batch, prepare_eye_uint8
 from dms_net_core.model.config import DMSNetConfig
 
 DATA_DIR = default_odir_dir()
@@ -62,8 +62,8 @@ def copy_bundle(src: Path, dst: Path) -> Path:
     return dst
 
 
-def real_pair_batch(image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two real ODIR patients, preprocessed with THE preprocessing, as [2,3,S,S] batches."""
+def real_prepared_pair_batch(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two real ODIR patients as the node hands them over: prepared uint8 [2,S,S,3] batches."""
     cfg = PreprocessConfig(image_size=image_size)
     lefts, rights = [], []
     for lf, rf in REAL_PAIRS:
@@ -71,5 +71,12 @@ def real_pair_batch(image_size: int) -> tuple[np.ndarray, np.ndarray]:
             path = DATA_DIR / "images" / name
             if not path.is_file():
                 path = Path(__file__).resolve().parents[2] / ".device_data" / "odir5k_256" / "images" / name
-            acc.append(preprocess_eye(load_rgb(str(path)), cfg))
+            acc.append(prepare_eye_uint8(load_rgb(str(path)), cfg))
     return np.stack(lefts), np.stack(rights)
+
+
+def real_pair_batch(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same two patients preprocessed with THE preprocessing, as float32 [2,3,S,S] batches."""
+    cfg = PreprocessConfig(image_size=image_size)
+    left, right = real_prepared_pair_batch(image_size)
+    return normalize_batch(left, cfg), normalize_batch(right, cfg)

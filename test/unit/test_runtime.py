@@ -13,7 +13,7 @@ from dms_net_core.bundle import ModelBundle
 from dms_net_core.postprocess import sigmoid
 from dms_net_core.runtime import create_backend
 from dms_net_core.runtime.base import InferenceResult
-from test.fakes.tiny_bundle import build_tiny_model, real_pair_batch, tiny_bundle_path
+from test.fakes.tiny_bundle import build_tiny_model, real_pair_batch, real_prepared_pair_batch, tiny_bundle_path
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +162,71 @@ def test_torch_accelerations_map_to_backend_options(bundle):
     # auto on a CPU machine: the torch-only option does not stop ONNX Runtime from being chosen
     backend = create_backend(bundle, backend="auto", device="cpu", **torch_acceleration_options("cuda_graph"))
     assert backend.name == "onnxruntime"
+
+
+# -- prepared uint8 input: the node's form; the backend normalises ------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_prepared(bundle):
+    return real_prepared_pair_batch(bundle.image_size)
+
+
+def test_prepared_and_float_inputs_are_the_same_images(bundle, real_prepared, real_batch):
+    """Host normalisation of the batch is bit-identical to preprocess_eye per image."""
+    from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, preprocess_eye
+    from test.fakes.tiny_bundle import DATA_DIR, REAL_PAIRS
+
+    left_u8, _ = real_prepared
+    assert left_u8.shape == (2, 64, 64, 3) and left_u8.dtype == np.uint8
+    single = preprocess_eye(load_rgb(str(DATA_DIR / "images" / REAL_PAIRS[0][0])), PreprocessConfig(image_size=64))
+    np.testing.assert_array_equal(real_batch[0][0], single)
+
+
+@pytest.mark.parametrize("backend_name", ["onnxruntime", "torch"])
+def test_prepared_uint8_input_gives_the_float_input_result(bundle, backend_name, real_prepared, real_batch, eager):
+    backend = create_backend(bundle, backend=backend_name, device="cpu")
+    from_uint8 = backend.infer(*real_prepared)
+    _check_against_eager(from_uint8, eager)
+    from_float = backend.infer(*real_batch)
+    np.testing.assert_allclose(from_uint8.probabilities, from_float.probabilities, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(from_uint8.attention_left, from_float.attention_left, atol=1e-6, rtol=0)
+    backend.warmup(1, dtype="uint8")
+    backend.warmup(1, dtype="float32")
+    backend.close()
+
+
+def test_device_normalisation_is_bit_identical_to_host_preprocessing(bundle, real_prepared, real_batch):
+    """The torch backend normalises uint8 inside its graph with the host table's float32 arithmetic."""
+    from dms_net_core.runtime.torch_serving import ServingModel
+
+    serving = ServingModel(torch.nn.Identity(), bundle.preprocess, torch.float32, torch.device("cpu"))
+    got = serving.normalise(torch.from_numpy(real_prepared[0])).numpy()
+    np.testing.assert_array_equal(got, real_batch[0])
+
+
+@pytest.mark.parametrize("backend_name", ["onnxruntime", "torch"])
+@pytest.mark.parametrize(
+    "left, right, match",
+    [
+        (np.zeros((1, 3, 64, 64), np.uint8), np.zeros((1, 3, 64, 64), np.uint8), r"uint8 input has shape \(1, 3, 64, 64\), expected prepared RGB images \[B,64,64,3\]"),
+        (np.zeros((1, 64, 64, 3), np.uint8), np.zeros((1, 3, 64, 64), np.float32), "pass both eyes in the same form"),
+        (np.zeros((1, 64, 64, 3), np.uint16), np.zeros((1, 64, 64, 3), np.uint16), "expected uint8 .B,S,S,3. or float32"),
+    ],
+)
+def test_wrong_prepared_input_is_one_line_value_error(bundle, backend_name, left, right, match):
+    backend = create_backend(bundle, backend=backend_name, device="cpu")
+    with pytest.raises(ValueError, match=match) as exc:
+        backend.infer(left, right)
+    assert "\n" not in str(exc.value)
+
+
+def test_unpack_outputs_splits_and_rejects_a_foreign_width():
+    from dms_net_core.runtime.torch_serving import unpack_outputs
+
+    packed = np.arange(2 * (8 + 2 * 9), dtype=np.float32).reshape(2, -1)
+    logits, att_l, att_r = unpack_outputs(packed, 8)
+    assert logits.shape == (2, 8) and att_l.shape == att_r.shape == (2, 1, 3, 3)
+    assert att_l[1, 0, 0, 0] == packed[1, 8] and att_r[0, 0, 2, 2] == packed[0, -1]
+    with pytest.raises(RuntimeError, match="does not fit its bundle"):
+        unpack_outputs(np.zeros((1, 8 + 2 * 10), np.float32), 8)

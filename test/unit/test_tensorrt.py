@@ -20,7 +20,7 @@ from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized
 from dms_net_core.runtime.engine_cache import EngineCache, EngineFingerprint
 from dms_net_core.runtime.tensorrt_backend import TensorRTBackend
 from test.fakes import fake_tensorrt
-from test.fakes.tiny_bundle import copy_bundle, real_pair_batch, tiny_bundle_path
+from test.fakes.tiny_bundle import copy_bundle, real_pair_batch, real_prepared_pair_batch, tiny_bundle_path
 from training.paths import default_odir_dir
 
 
@@ -81,6 +81,16 @@ def test_build_then_outputs_equal_onnxruntime_on_real_images(bundle, gpu, refere
     assert not cfg.flags
     backend.close()
     assert not gpu.cuda.allocations and not gpu.cuda.streams  # everything freed
+
+
+def test_prepared_uint8_input_is_normalised_on_the_host(bundle, gpu, reference):
+    """The node's uint8 form: the engine still receives the ONNX graph's float input, same numbers."""
+    backend = TensorRTBackend(bundle, max_batch=4)
+    got = backend.infer(*real_prepared_pair_batch(bundle.image_size))
+    want = reference.infer(*real_pair_batch(bundle.image_size))
+    np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-5)
+    backend.warmup(1, dtype="uint8")
+    backend.close()
 
 
 @pytest.mark.parametrize("batch", [1, 3, 4])

@@ -1,0 +1,67 @@
+"""The module the PyTorch backend runs, captures or compiles: normalise, model, pack.
+
+Why a wrapper instead of calling the model directly: at batch 1 on a GPU the work *around*
+the network costs as much as the heads. Before this, every pair paid for two float32 host
+copies (2 x 3 x S x S x 4 bytes, 4.8 MB at 448 px), two eager cast and layout kernels, and
+three synchronising device->host copies with their own cast kernels. Here
+
+- prepared uint8 eyes ([B,S,S,3], the camera's own layout) cross to the device at a quarter
+  of the bytes and are normalised *inside* the CUDA graph / compiled region; the NHWC -> NCHW
+  permute of a uint8 NHWC tensor is already channels_last, so no layout copy is made;
+- the outputs leave as one float32 tensor ``[B, K + 2*h*w]`` (logits, then both attention
+  maps) with one device->host copy, which `unpack_outputs` splits on the host.
+
+The normalisation uses the float32 operations of `dms_net_core.data.preprocess.normalize`'s
+table, so on the CPU it is bit-identical to host preprocessing (a test holds it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from dms_net_core.data.preprocess import PreprocessConfig
+
+
+class ServingModel(nn.Module):
+    """``forward(left, right)`` on uint8 [B,S,S,3] or float [B,3,S,S] -> packed float32 outputs."""
+
+    def __init__(self, model: nn.Module, preprocess: PreprocessConfig, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        self.register_buffer("scale", torch.tensor(np.float32(1.0 / 255.0), device=device))
+        self.register_buffer("mean", torch.tensor(preprocess.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocess.std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B,S,S,3] -> the model's dtype [B,3,S,S] in its memory format."""
+        x = images.permute(0, 3, 1, 2).to(torch.float32) * self.scale
+        x = ((x - self.mean) / self.std).to(self.dtype)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        if left.dtype == torch.uint8:
+            left, right = self.normalise(left), self.normalise(right)
+        logits, attention_left, attention_right = self.model(left, right)
+        return torch.cat([logits.float(), attention_left.flatten(1).float(), attention_right.flatten(1).float()], dim=1)
+
+
+def unpack_outputs(packed: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[B, K + 2*h*w] -> (logits [B,K], attention_left [B,1,h,w], attention_right [B,1,h,w]).
+
+    The attention maps are square (square input, any CNN backbone), so h = w = sqrt(area).
+    """
+    area = (packed.shape[1] - num_classes) // 2
+    side = math.isqrt(area)
+    if side * side != area or packed.shape[1] != num_classes + 2 * area:
+        raise RuntimeError(f"packed output width {packed.shape[1]} does not hold {num_classes} logits and two square attention maps: the model does not fit its bundle")
+    batch = packed.shape[0]
+    logits = packed[:, :num_classes]
+    attention_left = packed[:, num_classes : num_classes + area].reshape(batch, 1, side, side)
+    attention_right = packed[:, num_classes + area :].reshape(batch, 1, side, side)
+    return logits, attention_left, attention_right

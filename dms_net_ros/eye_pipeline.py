@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dms_net_core.data.preprocess import PreprocessConfig, preprocess_eye
+from dms_net_core.data.preprocess import PreprocessConfig, prepare_eye_uint8
 from dms_net_core.data.quality import QualityReport, assess_quality
 from dms_net_ros.image_codec import ImageDecodeError, msg_to_rgb
 
@@ -26,7 +26,9 @@ class PreparedEye:
     rgb: np.ndarray | None = None
     error: str | None = None
     quality: QualityReport | None = None
-    tensor: np.ndarray | None = None  # float32 [3,S,S], None when ungradable or undecodable
+    #: uint8 [S,S,3], the prepared eye the backend normalises (on the GPU for the torch backend)
+    #: and the attention overlay is drawn on; None when ungradable or undecodable
+    image: np.ndarray | None = None
 
 
 def grade_eye(rgb: np.ndarray, quality_min_score: float) -> QualityReport:
@@ -44,7 +46,7 @@ def grade_eye(rgb: np.ndarray, quality_min_score: float) -> QualityReport:
 
 def prepare_eye(msg: Any, preprocess: PreprocessConfig, *, max_pixels: int, quality_gate: bool,
                 quality_min_score: float) -> PreparedEye:
-    """Decode, grade and preprocess one eye image message (never raises on bad input).
+    """Decode, grade and prepare one eye image message (never raises on bad input).
 
     ``rgb`` of the result may alias ``msg``'s buffer: keep the message while using it.
     """
@@ -57,7 +59,7 @@ def prepare_eye(msg: Any, preprocess: PreprocessConfig, *, max_pixels: int, qual
         rep = out.quality = grade_eye(rgb, quality_min_score)
         if not rep.gradable:
             return out
-    out.tensor = preprocess_eye(rgb, preprocess)
+    out.image = prepare_eye_uint8(rgb, preprocess)
     return out
 
 

@@ -416,7 +416,7 @@ class DiagnosisNode(LifecycleNode):
                 return
 
         try:
-            left, right = left_eye.tensor[None], right_eye.tensor[None]
+            left, right = left_eye.image[None], right_eye.image[None]  # prepared uint8; the backend normalises
             t1 = time.monotonic()
             result = backend.infer(left, right)
             t2 = time.monotonic()
@@ -430,7 +430,7 @@ class DiagnosisNode(LifecycleNode):
         attention = False
         if self._attention_pubs and result.attention_left is not None and result.attention_right is not None:
             for eye, att, msg in (("left", result.attention_left, pair.left), ("right", result.attention_right, pair.right)):
-                overlay = attention_overlay(prepare_eye_uint8(eyes[eye].rgb, bundle.preprocess), att[0, 0])
+                overlay = attention_overlay(eyes[eye].image, att[0, 0])
                 self._attention_pubs[eye].publish(rgb_to_image_msg(overlay, "rgb8", stamp=msg.header.stamp, frame_id=msg.header.frame_id))
             attention = True
 

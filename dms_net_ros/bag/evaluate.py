@@ -8,7 +8,7 @@ code, not a re-implementation:
        the pairer's clock is the bag's log time, as the node's is its receive time)
     -> `dms_net_ros.image_codec.msg_to_rgb`      (raw or compressed, from the connection type)
     -> `dms_net_core.data.quality.assess_quality` (the node's gate: UNGRADABLE status)
-    -> `dms_net_core.data.preprocess.preprocess_eye` with the bundle's PreprocessConfig
+    -> `dms_net_core.data.preprocess.prepare_eye_uint8` with the bundle's PreprocessConfig (the backend normalises)
     -> `dms_net_core.runtime.create_backend`     (same backend choice as the node)
 
 Each pair gets the exam id last published on the exam topic before its second eye (the
@@ -186,7 +186,7 @@ def _decode(eye: _Eye, max_pixels: int | None) -> np.ndarray:
 
 def prepare_pair(pair: Any, exam_id: str, preprocess_cfg: Any, settings: PipelineSettings) -> tuple[PairResult, tuple[np.ndarray, np.ndarray] | None]:
     """Decode, quality-gate and preprocess one pair; returns the result so far and the inputs."""
-    from dms_net_core.data.preprocess import preprocess_eye
+    from dms_net_core.data.preprocess import prepare_eye_uint8
     from dms_net_ros.image_codec import ImageDecodeError
 
     result = PairResult(exam_id=exam_id, left_stamp_ns=pair.left_stamp_ns, right_stamp_ns=pair.right_stamp_ns)
@@ -207,7 +207,8 @@ def prepare_pair(pair: Any, exam_id: str, preprocess_cfg: Any, settings: Pipelin
             reasons += [f"{eye}: {r}" for r in report.reasons] if not report.gradable else []
         if reasons:
             result.status, result.message = STATUS_UNGRADABLE, "; ".join(reasons)
-    inputs = (preprocess_eye(images["left"], preprocess_cfg), preprocess_eye(images["right"], preprocess_cfg))
+    # prepared uint8, as the node hands them over; the backend normalises
+    inputs = (prepare_eye_uint8(images["left"], preprocess_cfg), prepare_eye_uint8(images["right"], preprocess_cfg))
     return result, inputs
 
 

@@ -8,7 +8,7 @@ from test.ros.harness import require_ros, sample_rgb
 
 require_ros()
 
-from dms_net_core.data.preprocess import PreprocessConfig, preprocess_eye  # noqa: E402
+from dms_net_core.data.preprocess import PreprocessConfig, prepare_eye_uint8  # noqa: E402
 from dms_net_core.data.quality import assess_quality  # noqa: E402
 from dms_net_ros.eye_pipeline import PairPreparer  # noqa: E402
 from dms_net_ros.image_codec import rgb_to_image_msg  # noqa: E402
@@ -23,8 +23,8 @@ def test_two_threads_give_exactly_the_sequential_result():
     try:
         for _ in range(3):  # repeated: the pool is reused across pairs
             left, right = preparer.prepare(rgb_to_image_msg(left_rgb, "rgb8"), rgb_to_image_msg(right_rgb, "bgr8"), CFG, **OPTIONS)
-            np.testing.assert_array_equal(left.tensor, preprocess_eye(left_rgb, CFG))
-            np.testing.assert_array_equal(right.tensor, preprocess_eye(right_rgb, CFG))
+            np.testing.assert_array_equal(left.image, prepare_eye_uint8(left_rgb, CFG))
+            np.testing.assert_array_equal(right.image, prepare_eye_uint8(right_rgb, CFG))
             assert left.quality.score == assess_quality(left_rgb).score and right.quality.gradable
     finally:
         preparer.close()
@@ -40,5 +40,5 @@ def test_bad_eye_reports_instead_of_raising_and_the_other_eye_is_still_prepared(
         left, right = preparer.prepare(broken, rgb_to_image_msg(black, "rgb8"), CFG, **OPTIONS)
     finally:
         preparer.close()
-    assert left.error and "step" in left.error and left.tensor is None
-    assert right.error is None and not right.quality.gradable and right.tensor is None
+    assert left.error and "step" in left.error and left.image is None
+    assert right.error is None and not right.quality.gradable and right.image is None

@@ -9,8 +9,11 @@ torch.compile with and without its own CUDA graphs or kernel autotuning, ONNX Ru
 torch rows fold BatchNorm into the convolutions (the backend's default); the ``-unfolded``
 rows keep it, so the table shows what folding buys in the same run. Latency = one pair (batch 1), p50/p95
 over ``--iterations`` after warm-up; throughput = pairs/s at each ``--batch-sizes``.
-Every time is end to end as the node sees it: host float32 arrays in, host probabilities
-and attention maps out (H2D/D2H copies and sigmoid included). Variants that cannot run
+Every time is end to end as the node sees it: host arrays in, host probabilities and
+attention maps out (H2D/D2H copies, normalisation and sigmoid included). ``--inputs`` picks
+the input form: ``uint8`` prepared eyes [B,S,S,3] (what the node sends; the torch backend
+normalises them on the GPU, the others on the host) and/or ``float32`` normalised [B,3,S,S];
+each form is its own row, timed on the same loaded backend. Variants that cannot run
 here are listed with the reason instead of silently missing.
 Speed lives here, never in unit tests.
 """
@@ -52,9 +55,13 @@ GPU_ONLY = {
 }
 
 
+INPUT_FORMS = ("uint8", "float32")
+
+
 @dataclass
 class Row:
     variant: str
+    inputs: str = "uint8"
     describe: str = ""
     p50_ms: float | None = None
     p95_ms: float | None = None
@@ -75,6 +82,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None, help="batch-1 timed iterations (default 100 GPU / 10 CPU)")
     p.add_argument("--throughput-iterations", type=int, default=None, help="timed batches per batch size (default 20 GPU / 2 CPU)")
     p.add_argument("--batch-sizes", default=None, help="throughput batch sizes, comma list (default 8,32 GPU / 8 CPU)")
+    p.add_argument("--inputs", default="uint8", help="comma list of input forms to time: uint8 (prepared eyes, the node's) and/or float32 (normalised)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--output", type=Path, default=None, help="also write the table to this file")
     return p
@@ -142,10 +150,18 @@ def make_bundle(args: argparse.Namespace, out_dir: Path) -> Any:
     return export_bundle(model, cfg, PreprocessConfig(image_size=cfg.image_size), out_dir, name=f"bench-{cfg.backbone}-{cfg.image_size}")
 
 
-def _time_batches(backend: Any, batch: int, size: int, iterations: int, warmup: int) -> list[float]:
+def bench_pair(batch: int, size: int, inputs: str) -> tuple[np.ndarray, np.ndarray]:
+    """A random pair in the given input form (module docstring)."""
     rng = np.random.default_rng(batch)
-    left = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
-    right = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+    if inputs == "uint8":
+        shape = (batch, size, size, 3)
+        return rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 256, shape, dtype=np.uint8)
+    shape = (batch, 3, size, size)
+    return rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+
+
+def _time_batches(backend: Any, batch: int, size: int, iterations: int, warmup: int, inputs: str) -> list[float]:
+    left, right = bench_pair(batch, size, inputs)
     for _ in range(warmup):
         backend.infer(left, right)
     times = []
@@ -156,14 +172,16 @@ def _time_batches(backend: Any, batch: int, size: int, iterations: int, warmup: 
     return times
 
 
-def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: int, tp_iterations: int, batch_sizes: list[int]) -> Row:
+def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: int, tp_iterations: int, batch_sizes: list[int],
+                  input_forms: tuple[str, ...] = ("uint8",)) -> list[Row]:
+    """One loaded backend, one row per input form (a skipped variant gives one skipped row)."""
     from dms_net_core.runtime import create_backend
 
     backend_name, precision, options = VARIANTS[name]
-    row = Row(name)
+    skipped = Row(name, inputs=",".join(input_forms))
     if name in GPU_ONLY and not cuda:
-        row.skipped = "needs a CUDA GPU"
-        return row
+        skipped.skipped = "needs a CUDA GPU"
+        return [skipped]
     options = dict(options)
     if backend_name == "tensorrt":
         options["max_batch"] = max([1, *batch_sizes])
@@ -172,39 +190,46 @@ def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: i
     try:
         backend = create_backend(bundle, backend=backend_name, device=dev, precision=precision, **options)
     except ImportError as exc:
-        row.skipped = f"{exc.name or exc} not installed"
-        return row
+        skipped.skipped = f"{exc.name or exc} not installed"
+        return [skipped]
     except Exception as exc:  # noqa: BLE001 - report and continue with the next variant
-        row.skipped = f"failed to load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        return row
-    row.describe = backend.describe()
+        skipped.skipped = f"failed to load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return [skipped]
+    load_s = time.perf_counter() - t0
+    describe = backend.describe()
     if cuda and getattr(backend, "device", "cuda") == "cpu":
         # a CPU engine on a GPU machine (e.g. onnxruntime without CUDA EP): keep the run short
         iterations, tp_iterations = min(iterations, 10), min(tp_iterations, 2)
-        row.describe += f" (CPU: {iterations} latency iterations, {tp_iterations} batches)"
+        describe += f" (CPU: {iterations} latency iterations, {tp_iterations} batches)"
     size = bundle.image_size
     heavy_warmup = 3 if "compile" in name or "cudagraph" in name else 2
+    rows = []
     try:
-        backend.warmup(heavy_warmup)
-        row.startup_s = time.perf_counter() - t0
-        lat = _time_batches(backend, 1, size, iterations, warmup=heavy_warmup)
-        row.p50_ms, row.p95_ms = _percentile(lat, 50) * 1e3, _percentile(lat, 95) * 1e3
-        for b in batch_sizes:
-            times = _time_batches(backend, b, size, tp_iterations, warmup=heavy_warmup if cuda else 1)
-            row.throughput[b] = b * len(times) / sum(times)
-    except Exception as exc:  # noqa: BLE001
-        row.skipped = f"failed while running: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        for form in input_forms:
+            row = Row(name, inputs=form, describe=describe)
+            rows.append(row)
+            t1 = time.perf_counter()
+            try:
+                backend.warmup(heavy_warmup, dtype=form)
+                row.startup_s = load_s + time.perf_counter() - t1  # each form compiles/captures its own graph
+                lat = _time_batches(backend, 1, size, iterations, heavy_warmup, form)
+                row.p50_ms, row.p95_ms = _percentile(lat, 50) * 1e3, _percentile(lat, 95) * 1e3
+                for b in batch_sizes:
+                    times = _time_batches(backend, b, size, tp_iterations, heavy_warmup if cuda else 1, form)
+                    row.throughput[b] = b * len(times) / sum(times)
+            except Exception as exc:  # noqa: BLE001
+                row.skipped = f"failed while running: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     finally:
         backend.close()
         if cuda:
             import torch
 
             torch.cuda.empty_cache()
-    return row
+    return rows
 
 
 def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int], iterations: int, tp_iterations: int) -> str:
-    head = ["backend", "batch-1 p50 ms", "batch-1 p95 ms", *[f"pairs/s @ {b}" for b in batch_sizes], "start-up s", "details"]
+    head = ["backend", "input", "batch-1 p50 ms", "batch-1 p95 ms", *[f"pairs/s @ {b}" for b in batch_sizes], "start-up s", "details"]
     lines = [
         "# DMS-Net inference backends",
         "",
@@ -213,7 +238,8 @@ def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int
         f"Model: {model_line}",
         "",
         f"Latency: one pair, {iterations} timed iterations after warm-up. Throughput: {tp_iterations} timed batches per size. "
-        "Host arrays in, host probabilities + attention out (copies included).",
+        "Host arrays in (uint8: prepared eyes [B,S,S,3], normalised by the backend; float32: normalised [B,3,S,S]), "
+        "host probabilities + attention out (copies included).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
@@ -222,10 +248,10 @@ def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int
         if r.skipped:
             continue
         tp = [f"{r.throughput[b]:.1f}" if b in r.throughput else "-" for b in batch_sizes]
-        lines.append(f"| {r.variant} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | " + " | ".join(tp) + f" | {r.startup_s:.1f} | {r.describe} |")
+        lines.append(f"| {r.variant} | {r.inputs} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | " + " | ".join(tp) + f" | {r.startup_s:.1f} | {r.describe} |")
     skipped = [r for r in rows if r.skipped]
     if skipped:
-        lines += ["", "Skipped:", ""] + [f"- {r.variant}: {r.skipped}" for r in skipped]
+        lines += ["", "Skipped:", ""] + [f"- {r.variant} ({r.inputs}): {r.skipped}" for r in skipped]
     return "\n".join(lines) + "\n"
 
 
@@ -251,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"dms-net-bench: error: unknown backends {unknown}: choose from {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
+    input_forms = tuple(f.strip() for f in args.inputs.split(",") if f.strip())
+    if not input_forms or any(f not in INPUT_FORMS for f in input_forms):
+        print(f"dms-net-bench: error: --inputs {args.inputs!r}: choose from {', '.join(INPUT_FORMS)}", file=sys.stderr)
+        return 2
 
     from dms_net_core.bundle import BundleError, ModelBundle
 
@@ -267,10 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         print(model_line, flush=True)
         rows = []
         for name in names:
-            row = bench_variant(name, bundle, args.device, cuda, iterations, tp_iterations, batch_sizes)
-            status = row.skipped or f"p50 {row.p50_ms:.2f} ms, " + ", ".join(f"{v:.1f} pairs/s @ {b}" for b, v in row.throughput.items())
-            print(f"  {name}: {status}", flush=True)
-            rows.append(row)
+            for row in bench_variant(name, bundle, args.device, cuda, iterations, tp_iterations, batch_sizes, input_forms):
+                status = row.skipped or f"p50 {row.p50_ms:.2f} ms, " + ", ".join(f"{v:.1f} pairs/s @ {b}" for b, v in row.throughput.items())
+                print(f"  {name} ({row.inputs}): {status}", flush=True)
+                rows.append(row)
     table = render(rows, machine_description(cuda), model_line, batch_sizes, iterations, tp_iterations)
     print(table)
     if args.output:

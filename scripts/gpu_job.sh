@@ -16,7 +16,9 @@
 #   Split: training/splits/odir5k_256_val15_test15_seed0.json, so every run also reports the
 #   held-out test patients that neither epoch choice nor thresholds saw.
 #   RUN_TRAIN=0 / RUN_BENCH=0 skip a half. ABLATIONS=0 drops the Table 2 rows. BENCH_BACKENDS
-#   overrides the benchmark's rows (dms-net-bench --backends).
+#   overrides the benchmark's rows (dms-net-bench --backends), BENCH_INPUTS its input forms
+#   (default uint8,float32: the node's prepared uint8 eyes against normalised float32, same run).
+#   A latency-only call: RUN_TRAIN=0 bash scripts/gpu_job.sh
 #   Dry run of the whole flow on a CPU: LABELS=../shared/data/odir5k_256/labels.csv RUN_BENCH=0 \
 #     EPOCHS=1 EXTRA_TRAIN_ARGS="--max-train-pairs 8 --max-val-pairs 8 --batch-size 8 --device cpu" bash scripts/gpu_job.sh
 #   Files back (<= 8): logs.txt, suite.json, bench_gpu.md, kept.tar.partNN (join with cat, untar).
@@ -58,14 +60,22 @@ if [ "${RUN_TRAIN:-1}" = 1 ]; then
     --keep dms_net_effnet_lite0=/tmp/kept/best_dmsnet.pt --keep-all plain_binocular_effnet_lite0=/tmp/kept >> "$LOG" 2>&1
   (cd /tmp/kept && tar cf - . | split -b 15M -d - "$OUT/kept.tar.part")
 fi
+# Correctness before speed: every CUDA path of the torch backend (eager fp32/fp16, CUDA graph,
+# compile, compile + CUDA graphs) x both input forms against ONNX Runtime on real images.
+if [ "${RUN_BENCH:-1}" = 1 ]; then
+  timeout 240 python3 -m pytest -q -s -p no:cacheprovider test/gpu >> "$LOG" 2>&1 \
+    && echo "GPU agreement tests passed" >> "$LOG" || echo "GPU agreement tests FAILED (see above)" >> "$LOG"
+fi
 # Batch-1 latency candidates for the 2.5 ms target, in one process (rows print as they finish,
 # so a row cut off by the call's end loses only itself): the best so far (torch.compile with its
-# own CUDA graphs, 3.44 ms on an H200) as the same-run baseline, then max-autotune (long compile).
+# own CUDA graphs, 3.44 ms on an H200 with float32 input) with the node's uint8 input and with
+# float32 as the same-run baseline, the plain CUDA graph likewise, then max-autotune (long compile).
 LEFT=$(( CALL_S - ($(date +%s) - START) - 10 ))
 echo "benchmark gets ${LEFT} s" >> "$LOG"
 if [ "${RUN_BENCH:-1}" = 1 ] && [ "$LEFT" -gt 60 ]; then
   timeout "$LEFT" python3 -m benchmarks.bench_backends --config --backbone resnet152 --image-size 448 --device cuda \
-    --backends ${BENCH_BACKENDS:-torch-fp16-compile-cudagraphs,torch-fp16-compile-max-autotune} --batch-sizes 32 \
+    --backends ${BENCH_BACKENDS:-torch-fp16-compile-cudagraphs,torch-fp16-cudagraph,torch-fp16-compile-max-autotune} --batch-sizes 32 \
+    --inputs ${BENCH_INPUTS:-uint8,float32} \
     --output "$OUT/bench_gpu.md" >> "$LOG" 2>&1
 fi
 echo "job done after $(( $(date +%s) - START )) s" >> "$LOG"

@@ -68,6 +68,8 @@ class Row:
     throughput: dict[int, float] = field(default_factory=dict)
     skipped: str | None = None
     startup_s: float | None = None
+    #: batch-1 GPU-timeline split (p50 ms of upload, network, download) where the backend reports it
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -172,6 +174,23 @@ def _time_batches(backend: Any, batch: int, size: int, iterations: int, warmup: 
     return times
 
 
+STAGES = ("upload", "network", "download")
+
+
+def _stage_split(backend: Any, size: int, inputs: str, iterations: int) -> dict[str, float]:
+    """p50 of the backend's own stage timings at batch 1, in a separate pass after the timed one
+    (the CUDA events cost microseconds, so they never run inside the latency measurement)."""
+    if not hasattr(backend, "stage_timing") or getattr(backend.device, "type", backend.device) != "cuda":
+        return {}
+    left, right = bench_pair(1, size, inputs)
+    backend.stage_timing = True
+    try:
+        runs = [backend.infer(left, right).timings_ms for _ in range(iterations)]
+    finally:
+        backend.stage_timing = False
+    return {k: _percentile([r[k] for r in runs], 50) for k in STAGES if all(k in r for r in runs)}
+
+
 def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: int, tp_iterations: int, batch_sizes: list[int],
                   input_forms: tuple[str, ...] = ("uint8",)) -> list[Row]:
     """One loaded backend, one row per input form (a skipped variant gives one skipped row)."""
@@ -214,6 +233,7 @@ def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: i
                 row.startup_s = load_s + time.perf_counter() - t1  # each form compiles/captures its own graph
                 lat = _time_batches(backend, 1, size, iterations, heavy_warmup, form)
                 row.p50_ms, row.p95_ms = _percentile(lat, 50) * 1e3, _percentile(lat, 95) * 1e3
+                row.stages = _stage_split(backend, size, form, min(iterations, 30))
                 for b in batch_sizes:
                     times = _time_batches(backend, b, size, tp_iterations, heavy_warmup if cuda else 1, form)
                     row.throughput[b] = b * len(times) / sum(times)
@@ -229,7 +249,8 @@ def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: i
 
 
 def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int], iterations: int, tp_iterations: int) -> str:
-    head = ["backend", "input", "batch-1 p50 ms", "batch-1 p95 ms", *[f"pairs/s @ {b}" for b in batch_sizes], "start-up s", "details"]
+    head = ["backend", "input", "batch-1 p50 ms", "batch-1 p95 ms", *[f"pairs/s @ {b}" for b in batch_sizes], "start-up s",
+            "batch-1 upload / network / download ms", "details"]
     lines = [
         "# DMS-Net inference backends",
         "",
@@ -248,7 +269,8 @@ def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int
         if r.skipped:
             continue
         tp = [f"{r.throughput[b]:.1f}" if b in r.throughput else "-" for b in batch_sizes]
-        lines.append(f"| {r.variant} | {r.inputs} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | " + " | ".join(tp) + f" | {r.startup_s:.1f} | {r.describe} |")
+        split = " / ".join(f"{r.stages[k]:.2f}" for k in STAGES) if r.stages else "-"
+        lines.append(f"| {r.variant} | {r.inputs} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | " + " | ".join(tp) + f" | {r.startup_s:.1f} | {split} | {r.describe} |")
     skipped = [r for r in rows if r.skipped]
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- {r.variant} ({r.inputs}): {r.skipped}" for r in skipped]
@@ -299,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             for row in bench_variant(name, bundle, args.device, cuda, iterations, tp_iterations, batch_sizes, input_forms):
                 status = row.skipped or f"p50 {row.p50_ms:.2f} ms, " + ", ".join(f"{v:.1f} pairs/s @ {b}" for b, v in row.throughput.items())
+                if row.stages:
+                    status += ", batch-1 " + ", ".join(f"{k} {v:.2f} ms" for k, v in row.stages.items())
                 print(f"  {name} ({row.inputs}): {status}", flush=True)
                 rows.append(row)
     table = render(rows, machine_description(cuda), model_line, batch_sizes, iterations, tp_iterations)

@@ -57,6 +57,12 @@ def test_cuda_backend_agrees_with_onnxruntime(bundle, reference, precision, acce
         # batch of one = the first patient of the batch of two (the per-batch-size graph path)
         single = backend.infer(pair[0][:1], pair[1][:1])
         np.testing.assert_allclose(single.probabilities[0], reference.probabilities[0], atol=tol, rtol=0)
-        print(f"{precision} {accel} {form}: max |dp| {np.abs(got.probabilities - reference.probabilities).max():.2e}")
+        backend.stage_timing = True  # the benchmark's GPU-timeline split: three stages inside the call's wall time
+        timed = backend.infer(*pair).timings_ms
+        backend.stage_timing = False
+        stages = [timed["upload"], timed["network"], timed["download"]]
+        assert all(t >= 0 for t in stages) and sum(stages) <= timed["inference"] + 0.05
+        print(f"{precision} {accel} {form}: max |dp| {np.abs(got.probabilities - reference.probabilities).max():.2e}, "
+              f"upload/network/download {' / '.join(f'{t:.3f}' for t in stages)} ms of {timed['inference']:.3f}")
     finally:
         backend.close()

@@ -258,9 +258,12 @@ def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int
         "",
         f"Model: {model_line}",
         "",
-        f"Latency: one pair, {iterations} timed iterations after warm-up. Throughput: {tp_iterations} timed batches per size. "
-        "Host arrays in (uint8: prepared eyes [B,S,S,3], normalised by the backend; float32: normalised [B,3,S,S]), "
-        "host probabilities + attention out (copies included).",
+        (
+            f"Latency: one pair, {iterations} timed iterations after warm-up. Throughput: {tp_iterations} timed batches per size. "
+            "Host arrays in (uint8: prepared eyes [B,S,S,3], normalised by the backend; float32: normalised [B,3,S,S]), "
+            "host probabilities + attention out (copies included). The upload / network / download split is the CUDA "
+            "events' GPU timeline of one call, taken in a separate pass."
+        ),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",

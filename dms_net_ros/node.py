@@ -45,7 +45,6 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from dms_net_core.data.preprocess import prepare_eye_uint8
 from dms_net_core.postprocess import decide
 from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
 from dms_net_ros.eye_pipeline import PairPreparer

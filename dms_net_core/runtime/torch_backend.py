@@ -2,13 +2,16 @@
 
 It rebuilds the network with `dms_net_core.model.build_model(bundle.model_config)` and
 loads the bundle's safetensors weights (never a pickle). On CUDA it runs channels_last,
-optionally fp16, and optionally either
+optionally fp16, and optionally
 
 - ``cuda_graph=True``: one CUDA graph captured per batch size on static input buffers;
   replay removes the Python/kernel-launch overhead that dominates batch-1 latency, or
-- ``compile=True``: ``torch.compile`` (Inductor) of the model.
+- ``compile=True``: ``torch.compile`` (Inductor) of the model, or
+- both: Inductor's fused kernels captured in the backend's own CUDA graph (a replay is one
+  launch with no Python guards or cudagraph-tree bookkeeping per call; compile_mode must then
+  be one that records no CUDA graphs itself).
 
-Both are GPU-only and off by default: capture/compilation costs seconds at start-up.
+All are GPU-only and off by default: capture/compilation costs seconds at start-up.
 ``compile_mode="reduce-overhead"`` gives torch.compile's own CUDA graphs (fused kernels *and*
 no launch overhead), the candidate for the batch-1 latency target.
 
@@ -45,6 +48,9 @@ def _default_factory(cfg: Any) -> Any:
 
 #: torch.compile modes the backend passes through (None = torch's default)
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: modes whose compiled code records CUDA graphs itself (cudagraph trees), so the backend's own
+#: capture cannot wrap them
+SELF_GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 
 
 class TorchBackend(InferenceBackend):
@@ -75,14 +81,17 @@ class TorchBackend(InferenceBackend):
             raise ValueError(f"unknown precision {precision!r}: choose fp32 or fp16")
         if precision == "fp16" and dev.type != "cuda":
             raise ValueError("fp16 needs a CUDA device for the torch backend: use precision='fp32' on CPU")
-        if (cuda_graph or compile) and dev.type != "cuda":
-            raise ValueError("cuda_graph/compile are GPU options: drop them on CPU")
-        if cuda_graph and compile:
-            raise ValueError("choose cuda_graph or compile, not both")
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile_mode {compile_mode!r}: choose one of {', '.join(map(str, COMPILE_MODES))}")
         if compile_mode is not None and not compile:
             raise ValueError(f"compile_mode={compile_mode!r} without compile=True does nothing: set compile=True or drop it")
+        if cuda_graph and compile and compile_mode in SELF_GRAPHING_COMPILE_MODES:
+            raise ValueError(
+                f"compile_mode={compile_mode!r} already captures its own CUDA graphs: drop cuda_graph=True, "
+                "or keep it with compile_mode='default' to capture the compiled kernels in the backend's graph"
+            )
+        if (cuda_graph or compile) and dev.type != "cuda":
+            raise ValueError("cuda_graph/compile are GPU options: drop them on CPU")
 
         self.bundle = bundle
         self.image_size = bundle.image_size
@@ -157,12 +166,15 @@ class TorchBackend(InferenceBackend):
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(3):  # warm-up on a side stream, as torch.cuda.graphs docs require
-                self.model(static_l, static_r)
+            # warm-up on a side stream, as torch.cuda.graphs docs require; with compile=True this
+            # also compiles (and autotunes) for these buffers, so the capture replays Inductor's
+            # kernels and no guard can trigger a recompilation inside it
+            for _ in range(3):
+                self._forward(static_l, static_r)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph):
-            static_out = self.model(static_l, static_r)
+            static_out = self._forward(static_l, static_r)
         self._graphs[key] = (graph, static_l, static_r, static_out)
         LOGGER.info("torch backend: captured a CUDA graph for batch %d (%s input)", batch, "uint8" if prepared_uint8 else "float")
         return self._graphs[key]
@@ -220,7 +232,7 @@ class TorchBackend(InferenceBackend):
             self.infer(*pair)
 
     def describe(self) -> str:
-        mode = "cuda_graph" if self.cuda_graph else "compile" if self.compiled else "eager"
+        mode = "compile+cuda_graph" if self.cuda_graph and self.compiled else "cuda_graph" if self.cuda_graph else "compile" if self.compiled else "eager"
         folded = f" bn-folded={self.folded_batchnorms}" if self.folded_batchnorms else ""
         return f"torch {self.device.type} {self.precision} {mode}{folded} model={self.bundle.model_id}"
 

@@ -38,13 +38,18 @@ def reference(bundle):
     return result
 
 
+#: every node-selectable acceleration, plus compile captured in the backend's own graph (bench only)
+ACCELERATIONS = {name: torch_acceleration_options(name) for name in ("none", "cuda_graph", "compile", "compile_cudagraphs")}
+ACCELERATIONS["compile+owngraph"] = {"compile": True, "cuda_graph": True}
+
+
 @pytest.mark.parametrize(
     "precision, accel",
-    [("fp32", "none"), ("fp16", "none"), ("fp16", "cuda_graph"), ("fp16", "compile"), ("fp16", "compile_cudagraphs")],
+    [("fp32", "none"), ("fp16", "none"), ("fp16", "cuda_graph"), ("fp16", "compile"), ("fp16", "compile_cudagraphs"), ("fp16", "compile+owngraph")],
 )
 @pytest.mark.parametrize("form", ["uint8", "float32"])
 def test_cuda_backend_agrees_with_onnxruntime(bundle, reference, precision, accel, form):
-    backend = create_backend(bundle, backend="torch", device="cuda", precision=precision, **torch_acceleration_options(accel))
+    backend = create_backend(bundle, backend="torch", device="cuda", precision=precision, **ACCELERATIONS[accel])
     try:
         pair = real_prepared_pair_batch(bundle.image_size) if form == "uint8" else real_pair_batch(bundle.image_size)
         backend.warmup(2, dtype=form)

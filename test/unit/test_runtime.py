@@ -130,6 +130,10 @@ def test_explicit_errors(bundle):
         create_backend(bundle, backend="torch", device="cpu", compile_mode="fast")
     with pytest.raises(ValueError, match="without compile=True does nothing"):
         create_backend(bundle, backend="torch", device="cpu", compile_mode="max-autotune")
+    with pytest.raises(ValueError, match="'reduce-overhead' already captures its own CUDA graphs: drop cuda_graph=True"):
+        create_backend(bundle, backend="torch", device="cpu", compile=True, compile_mode="reduce-overhead", cuda_graph=True)
+    with pytest.raises(ValueError, match="GPU options: drop them on CPU"):  # compile + own graph is valid, but GPU-only
+        create_backend(bundle, backend="torch", device="cpu", compile=True, cuda_graph=True)
 
 
 def test_create_backend_accepts_a_path(bundle):

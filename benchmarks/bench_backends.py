@@ -42,6 +42,8 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "torch-fp16-cudagraph-unfolded": ("torch", "fp16", {"cuda_graph": True, "fold_batchnorm": False}),
     "torch-fp16-compile": ("torch", "fp16", {"compile": True}),
     "torch-fp16-compile-cudagraphs": ("torch", "fp16", {"compile": True, "compile_mode": "reduce-overhead"}),
+    # the same without cuDNN's autotuner (the backend's default turns it on): isolates that effect
+    "torch-fp16-compile-cudagraphs-nocudnnbench": ("torch", "fp16", {"compile": True, "compile_mode": "reduce-overhead", "cudnn_benchmark": False}),
     # Inductor's kernels inside the backend's own CUDA graph: replay without dynamo guards or
     # cudagraph-tree bookkeeping on the host (not yet run on a GPU)
     "torch-fp16-compile-owngraph": ("torch", "fp16", {"compile": True, "cuda_graph": True}),
@@ -54,7 +56,7 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 GPU_ONLY = {
     "torch-fp16", "torch-fp16-cudagraph", "torch-fp16-cudagraph-unfolded", "torch-fp16-compile",
-    "torch-fp16-compile-cudagraphs", "torch-fp16-compile-owngraph", "torch-fp16-compile-max-autotune", "tensorrt-fp16", "tensorrt-fp32",
+    "torch-fp16-compile-cudagraphs", "torch-fp16-compile-cudagraphs-nocudnnbench", "torch-fp16-compile-owngraph", "torch-fp16-compile-max-autotune", "tensorrt-fp16", "tensorrt-fp32",
 }
 
 
@@ -83,7 +85,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=None, help="backbone for --config (default: resnet152 on GPU, resnet50 on CPU)")
     p.add_argument("--image-size", type=int, default=None, help="input size for --config (default: 448 on GPU, 224 on CPU)")
     p.add_argument("--architecture", default="dms_net", choices=("dms_net", "plain_binocular"))
-    p.add_argument("--backends", default="all", help=f"comma list of {', '.join(VARIANTS)} (default all)")
+    p.add_argument("--backends", default="all", help=f"comma list of {', '.join(VARIANTS)} (default all); "
+                   "NAME@uint8 or NAME@float32 times that row with only that input form, overriding --inputs")
     p.add_argument("--iterations", type=int, default=None, help="batch-1 timed iterations (default 100 GPU / 10 CPU)")
     p.add_argument("--throughput-iterations", type=int, default=None, help="timed batches per batch size (default 20 GPU / 2 CPU)")
     p.add_argument("--batch-sizes", default=None, help="throughput batch sizes, comma list (default 8,32 GPU / 8 CPU)")
@@ -300,14 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     iterations = args.iterations or (100 if cuda else 10)
     tp_iterations = args.throughput_iterations or (20 if cuda else 2)
     batch_sizes = [int(b) for b in (args.batch_sizes or ("8,32" if cuda else "8")).split(",") if b.strip()]
-    names = list(VARIANTS) if args.backends == "all" else [n.strip() for n in args.backends.split(",") if n.strip()]
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        print(f"dms-net-bench: error: unknown backends {unknown}: choose from {', '.join(VARIANTS)}", file=sys.stderr)
-        return 2
     input_forms = tuple(f.strip() for f in args.inputs.split(",") if f.strip())
     if not input_forms or any(f not in INPUT_FORMS for f in input_forms):
         print(f"dms-net-bench: error: --inputs {args.inputs!r}: choose from {', '.join(INPUT_FORMS)}", file=sys.stderr)
+        return 2
+    entries = list(VARIANTS) if args.backends == "all" else [n.strip() for n in args.backends.split(",") if n.strip()]
+    plan = [(e.partition("@")[0], (e.partition("@")[2],) if "@" in e else input_forms) for e in entries]
+    unknown = [e for e, (name, forms) in zip(entries, plan) if name not in VARIANTS or any(f not in INPUT_FORMS for f in forms)]
+    if unknown:
+        print(f"dms-net-bench: error: unknown backends {unknown}: choose from {', '.join(VARIANTS)} (optionally @uint8 or @float32)", file=sys.stderr)
         return 2
 
     from dms_net_core.bundle import BundleError, ModelBundle
@@ -324,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         model_line = f"{cfg.architecture} / {cfg.backbone} @ {cfg.image_size} px ({bundle.model_id}; {source}; ONNX {bundle.onnx_path.stat().st_size / 2**20:.0f} MiB)"
         print(model_line, flush=True)
         rows = []
-        for name in names:
-            for row in bench_variant(name, bundle, args.device, cuda, iterations, tp_iterations, batch_sizes, input_forms):
+        for name, forms in plan:
+            for row in bench_variant(name, bundle, args.device, cuda, iterations, tp_iterations, batch_sizes, forms):
                 status = row.skipped or f"p50 {row.p50_ms:.2f} ms, " + ", ".join(f"{v:.1f} pairs/s @ {b}" for b, v in row.throughput.items())
                 if row.stages:
                     status += ", batch-1 " + ", ".join(f"{k} {v:.2f} ms" for k, v in row.stages.items())

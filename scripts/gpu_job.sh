@@ -16,8 +16,9 @@
 #   Split: training/splits/odir5k_256_val15_test15_seed0.json, so every run also reports the
 #   held-out test patients that neither epoch choice nor thresholds saw.
 #   RUN_TRAIN=0 / RUN_BENCH=0 skip a half. ABLATIONS=0 drops the Table 2 rows. BENCH_BACKENDS
-#   overrides the benchmark's rows (dms-net-bench --backends), BENCH_INPUTS its input forms
-#   (default uint8,float32: the node's prepared uint8 eyes against normalised float32, same run).
+#   overrides the benchmark's rows (dms-net-bench --backends, NAME@uint8 pins a row's input form),
+#   BENCH_INPUTS the forms of unpinned rows (default uint8,float32: the node's prepared uint8 eyes
+#   against normalised float32, same run).
 #   A latency-only call: RUN_TRAIN=0 bash scripts/gpu_job.sh
 #   Dry run of the whole flow on a CPU: LABELS=../shared/data/odir5k_256/labels.csv RUN_BENCH=0 \
 #     EPOCHS=1 EXTRA_TRAIN_ARGS="--max-train-pairs 8 --max-val-pairs 8 --batch-size 8 --device cpu" bash scripts/gpu_job.sh
@@ -60,6 +61,12 @@ if [ "${RUN_TRAIN:-1}" = 1 ]; then
     --keep dms_net_effnet_lite0=/tmp/kept/best_dmsnet.pt --keep-all plain_binocular_effnet_lite0=/tmp/kept >> "$LOG" 2>&1
   (cd /tmp/kept && tar cf - . | split -b 15M -d - "$OUT/kept.tar.part")
 fi
+# Rows in priority order (a row cut off by the call's end loses only itself). cuDNN's autotuner
+# is now on by default, so the compile + CUDA graphs rows isolate: uint8 vs float32 (same
+# autotuner), autotuner on vs off (same uint8), then the backend's own graph around Inductor's
+# kernels, the plain CUDA graph in both forms, and max-autotune (minutes of compiling) last.
+BENCH_ROWS=torch-fp16-compile-cudagraphs@uint8,torch-fp16-compile-cudagraphs@float32,torch-fp16-compile-cudagraphs-nocudnnbench@uint8
+BENCH_ROWS=$BENCH_ROWS,torch-fp16-compile-owngraph@uint8,torch-fp16-cudagraph,torch-fp16-compile-max-autotune@uint8
 # Correctness before speed: every CUDA path of the torch backend (eager fp32/fp16, CUDA graph,
 # compile, compile + CUDA graphs) x both input forms against ONNX Runtime on real images.
 if [ "${RUN_BENCH:-1}" = 1 ]; then
@@ -67,16 +74,13 @@ if [ "${RUN_BENCH:-1}" = 1 ]; then
   case $rc in 0) verdict=passed ;; 5) verdict="not run (no CUDA GPU visible)" ;; *) verdict="FAILED (rc $rc, see above)" ;; esac
   echo "GPU agreement tests: $verdict" >> "$LOG"
 fi
-# Batch-1 latency candidates for the 2.5 ms target, in one process (rows print as they finish,
-# so a row cut off by the call's end loses only itself): the best so far (torch.compile with its
-# own CUDA graphs, 3.44 ms on an H200 with float32 input) with the node's uint8 input and with
-# float32 as the same-run baseline, Inductor's kernels in the backend's own CUDA graph (no per-call
-# guard / cudagraph-tree host work), the plain CUDA graph, then max-autotune (long compile).
+# Batch-1 latency candidates for the 2.5 ms target (BENCH_ROWS above), in one process; the best so
+# far was torch.compile with its own CUDA graphs, 3.44 ms on an H200 with float32 input.
 LEFT=$(( CALL_S - ($(date +%s) - START) - 10 ))
 echo "benchmark gets ${LEFT} s" >> "$LOG"
 if [ "${RUN_BENCH:-1}" = 1 ] && [ "$LEFT" -gt 60 ]; then
   timeout "$LEFT" python3 -m benchmarks.bench_backends --config --backbone resnet152 --image-size 448 --device cuda \
-    --backends ${BENCH_BACKENDS:-torch-fp16-compile-cudagraphs,torch-fp16-compile-owngraph,torch-fp16-cudagraph,torch-fp16-compile-max-autotune} --batch-sizes 32 \
+    --backends ${BENCH_BACKENDS:-$BENCH_ROWS} --batch-sizes 32 \
     --inputs ${BENCH_INPUTS:-uint8,float32} \
     --output "$OUT/bench_gpu.md" >> "$LOG" 2>&1
 fi

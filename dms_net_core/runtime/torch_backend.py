@@ -67,6 +67,7 @@ class TorchBackend(InferenceBackend):
         compile: bool = False,  # noqa: A002 - mirrors torch.compile
         compile_mode: str | None = None,
         fold_batchnorm: bool = True,
+        cudnn_benchmark: bool = True,
         model_factory: Callable[[Any], Any] | None = None,
     ) -> None:
         import torch
@@ -93,6 +94,13 @@ class TorchBackend(InferenceBackend):
         if (cuda_graph or compile) and dev.type != "cuda":
             raise ValueError("cuda_graph/compile are GPU options: drop them on CPU")
 
+        if dev.type == "cuda":
+            # The input shape is fixed (the bundle's size, a few batch sizes), the case cuDNN's
+            # autotuner is for: each convolution shape is timed once during warm-up / graph capture
+            # and the fastest kernel kept, instead of cuDNN's heuristic pick. The flag is
+            # process-wide: the last backend constructed sets it (False turns it off).
+            torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+        self.cudnn_benchmark = dev.type == "cuda" and bool(cudnn_benchmark)
         self.bundle = bundle
         self.image_size = bundle.image_size
         self.device = dev
@@ -234,6 +242,7 @@ class TorchBackend(InferenceBackend):
     def describe(self) -> str:
         mode = "compile+cuda_graph" if self.cuda_graph and self.compiled else "cuda_graph" if self.cuda_graph else "compile" if self.compiled else "eager"
         folded = f" bn-folded={self.folded_batchnorms}" if self.folded_batchnorms else ""
+        folded += " cudnn-benchmark" if self.cudnn_benchmark else ""
         return f"torch {self.device.type} {self.precision} {mode}{folded} model={self.bundle.model_id}"
 
     def close(self) -> None:

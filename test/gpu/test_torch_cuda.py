@@ -50,6 +50,7 @@ ACCELERATIONS["compile+owngraph"] = {"compile": True, "cuda_graph": True}
 @pytest.mark.parametrize("form", ["uint8", "float32"])
 def test_cuda_backend_agrees_with_onnxruntime(bundle, reference, precision, accel, form):
     backend = create_backend(bundle, backend="torch", device="cuda", precision=precision, **ACCELERATIONS[accel])
+    assert "cudnn-benchmark" in backend.describe()  # fixed shapes: cuDNN's autotuner is on by default
     try:
         pair = real_prepared_pair_batch(bundle.image_size) if form == "uint8" else real_pair_batch(bundle.image_size)
         backend.warmup(2, dtype=form)

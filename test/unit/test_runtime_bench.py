@@ -39,6 +39,21 @@ def test_unknown_backend_is_rejected(capsys):
     assert "unknown backends ['tflite']" in capsys.readouterr().err
 
 
+def test_a_row_can_pin_its_input_form(tmp_path_factory, tmp_path):
+    bundle = tiny_bundle_path(tmp_path_factory.getbasetemp())
+    out = tmp_path / "table.md"
+    rc = main(["--bundle", str(bundle), "--device", "cpu", "--backends", "onnxruntime@float32,torch-fp32",
+               "--inputs", "uint8", "--iterations", "1", "--throughput-iterations", "1", "--batch-sizes", "2", "--output", str(out)])
+    assert rc == 0
+    rows = [line.split(" | ")[:2] for line in out.read_text().splitlines() if line.startswith(("| onnxruntime", "| torch-fp32"))]
+    assert rows == [["| onnxruntime", "float32"], ["| torch-fp32", "uint8"]]
+
+
+def test_unknown_row_form_is_rejected(capsys):
+    assert main(["--backends", "onnxruntime@float16", "--device", "cpu"]) == 2
+    assert "unknown backends ['onnxruntime@float16']" in capsys.readouterr().err
+
+
 def test_unknown_input_form_is_rejected(capsys):
     assert main(["--inputs", "float16", "--device", "cpu"]) == 2
     assert "--inputs 'float16': choose from uint8, float32" in capsys.readouterr().err

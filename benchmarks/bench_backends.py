@@ -47,6 +47,8 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # Inductor's kernels inside the backend's own CUDA graph: replay without dynamo guards or
     # cudagraph-tree bookkeeping on the host (not yet run on a GPU)
     "torch-fp16-compile-owngraph": ("torch", "fp16", {"compile": True, "cuda_graph": True}),
+    # Inductor freezing (weights as constants: pre-laid-out, folded) with its CUDA graphs (not yet run on a GPU)
+    "torch-fp16-compile-frozen-cudagraphs": ("torch", "fp16", {"compile": True, "compile_options": {"freezing": True, "triton.cudagraphs": True}}),
     # Inductor also autotunes conv/GEMM kernels (Triton templates vs cuDNN/cuBLAS), with CUDA graphs:
     # minutes to compile a ResNet-152, the next candidate after reduce-overhead's 3.44 ms (RESULTS.md 4)
     "torch-fp16-compile-max-autotune": ("torch", "fp16", {"compile": True, "compile_mode": "max-autotune"}),
@@ -56,7 +58,7 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 GPU_ONLY = {
     "torch-fp16", "torch-fp16-cudagraph", "torch-fp16-cudagraph-unfolded", "torch-fp16-compile",
-    "torch-fp16-compile-cudagraphs", "torch-fp16-compile-cudagraphs-nocudnnbench", "torch-fp16-compile-owngraph", "torch-fp16-compile-max-autotune", "tensorrt-fp16", "tensorrt-fp32",
+    "torch-fp16-compile-cudagraphs", "torch-fp16-compile-cudagraphs-nocudnnbench", "torch-fp16-compile-owngraph", "torch-fp16-compile-frozen-cudagraphs", "torch-fp16-compile-max-autotune", "tensorrt-fp16", "tensorrt-fp32",
 }
 
 

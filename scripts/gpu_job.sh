@@ -66,7 +66,7 @@ fi
 # autotuner), autotuner on vs off (same uint8), then the backend's own graph around Inductor's
 # kernels, the plain CUDA graph in both forms, and max-autotune (minutes of compiling) last.
 BENCH_ROWS=torch-fp16-compile-cudagraphs@uint8,torch-fp16-compile-cudagraphs@float32,torch-fp16-compile-cudagraphs-nocudnnbench@uint8
-BENCH_ROWS=$BENCH_ROWS,torch-fp16-compile-owngraph@uint8,torch-fp16-cudagraph,torch-fp16-compile-max-autotune@uint8
+BENCH_ROWS=$BENCH_ROWS,torch-fp16-compile-owngraph@uint8,torch-fp16-compile-frozen-cudagraphs@uint8,torch-fp16-cudagraph,torch-fp16-compile-max-autotune@uint8
 # Correctness before speed: every CUDA path of the torch backend (eager fp32/fp16, CUDA graph,
 # compile, compile + CUDA graphs) x both input forms against ONNX Runtime on real images.
 if [ "${RUN_BENCH:-1}" = 1 ]; then

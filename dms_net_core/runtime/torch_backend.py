@@ -13,7 +13,10 @@ optionally fp16, and optionally
 
 All are GPU-only and off by default: capture/compilation costs seconds at start-up.
 ``compile_mode="reduce-overhead"`` gives torch.compile's own CUDA graphs (fused kernels *and*
-no launch overhead), the candidate for the batch-1 latency target.
+no launch overhead), the candidate for the batch-1 latency target. ``compile_options`` passes
+Inductor options instead of a mode (torch.compile takes one or the other), e.g.
+``{"freezing": True, "triton.cudagraphs": True}``: weights become constants Inductor can
+pre-layout and fold, plus reduce-overhead's CUDA graphs.
 
 What runs is `torch_serving.ServingModel`: prepared uint8 eyes are normalised on the device
 inside the graph (a quarter of the host->device bytes of float32), and the outputs come back
@@ -66,6 +69,7 @@ class TorchBackend(InferenceBackend):
         cuda_graph: bool = False,
         compile: bool = False,  # noqa: A002 - mirrors torch.compile
         compile_mode: str | None = None,
+        compile_options: dict[str, Any] | None = None,
         fold_batchnorm: bool = True,
         cudnn_benchmark: bool = True,
         model_factory: Callable[[Any], Any] | None = None,
@@ -86,6 +90,13 @@ class TorchBackend(InferenceBackend):
             raise ValueError(f"unknown compile_mode {compile_mode!r}: choose one of {', '.join(map(str, COMPILE_MODES))}")
         if compile_mode is not None and not compile:
             raise ValueError(f"compile_mode={compile_mode!r} without compile=True does nothing: set compile=True or drop it")
+        if compile_options is not None and not compile:
+            raise ValueError("compile_options without compile=True do nothing: set compile=True or drop them")
+        if compile_options is not None and compile_mode is not None:
+            raise ValueError("torch.compile takes a mode or Inductor options, not both: drop compile_mode (options such as triton.cudagraphs cover it)")
+        self_graphing = compile_mode in SELF_GRAPHING_COMPILE_MODES or bool((compile_options or {}).get("triton.cudagraphs"))
+        if cuda_graph and compile and self_graphing and compile_options is not None:
+            raise ValueError("compile_options triton.cudagraphs=True already captures CUDA graphs: drop cuda_graph=True or that option")
         if cuda_graph and compile and compile_mode in SELF_GRAPHING_COMPILE_MODES:
             raise ValueError(
                 f"compile_mode={compile_mode!r} already captures its own CUDA graphs: drop cuda_graph=True, "
@@ -136,7 +147,11 @@ class TorchBackend(InferenceBackend):
 
         self.num_classes = int(bundle.model_config.num_classes)
         self.model = ServingModel(model, bundle.preprocess, self.dtype, dev).eval()
-        self._forward = torch.compile(self.model, mode=compile_mode) if compile else self.model
+        if compile:
+            kwargs = {"options": dict(compile_options)} if compile_options is not None else {"mode": compile_mode}
+            self._forward = torch.compile(self.model, **kwargs)
+        else:
+            self._forward = self.model
         self._graphs: dict[tuple[int, bool], tuple[Any, Any, Any, Any]] = {}
         #: on CUDA, time upload / network / download with CUDA events into ``timings_ms``
         #: (a few microseconds per call, so off unless a benchmark asks)

@@ -41,11 +41,13 @@ def reference(bundle):
 #: every node-selectable acceleration, plus compile captured in the backend's own graph (bench only)
 ACCELERATIONS = {name: torch_acceleration_options(name) for name in ("none", "cuda_graph", "compile", "compile_cudagraphs")}
 ACCELERATIONS["compile+owngraph"] = {"compile": True, "cuda_graph": True}
+ACCELERATIONS["compile-frozen-cudagraphs"] = {"compile": True, "compile_options": {"freezing": True, "triton.cudagraphs": True}}
 
 
 @pytest.mark.parametrize(
     "precision, accel",
-    [("fp32", "none"), ("fp16", "none"), ("fp16", "cuda_graph"), ("fp16", "compile"), ("fp16", "compile_cudagraphs"), ("fp16", "compile+owngraph")],
+    [("fp32", "none"), ("fp16", "none"), ("fp16", "cuda_graph"), ("fp16", "compile"), ("fp16", "compile_cudagraphs"), ("fp16", "compile+owngraph"),
+     ("fp16", "compile-frozen-cudagraphs")],
 )
 @pytest.mark.parametrize("form", ["uint8", "float32"])
 def test_cuda_backend_agrees_with_onnxruntime(bundle, reference, precision, accel, form):

@@ -22,7 +22,7 @@
 #   A latency-only call: RUN_TRAIN=0 bash scripts/gpu_job.sh
 #   Dry run of the whole flow on a CPU: LABELS=../shared/data/odir5k_256/labels.csv RUN_BENCH=0 \
 #     EPOCHS=1 EXTRA_TRAIN_ARGS="--max-train-pairs 8 --max-val-pairs 8 --batch-size 8 --device cpu" bash scripts/gpu_job.sh
-#   Files back (<= 8): logs.txt, suite.json, bench_gpu.md, kept.tar.partNN (join with cat, untar).
+#   Files back (<= 8): logs.txt, suite.json, bench_gpu*.md, kept.tar.partNN (join with cat, untar).
 set -uo pipefail
 START=$(date +%s)
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
@@ -64,9 +64,11 @@ fi
 # Rows in priority order (a row cut off by the call's end loses only itself). cuDNN's autotuner
 # is now on by default, so the compile + CUDA graphs rows isolate: uint8 vs float32 (same
 # autotuner), autotuner on vs off (same uint8), then the backend's own graph around Inductor's
-# kernels, the plain CUDA graph in both forms, and max-autotune (minutes of compiling) last.
+# kernels, Inductor freezing, and the plain CUDA graph in both forms. Then the same best row on
+# the plain binocular control with the same backbone (ResNet-152 on a pair with a linear head:
+# what DMS-Net's heads cost), and max-autotune (minutes of compiling) with what is left.
 BENCH_ROWS=torch-fp16-compile-cudagraphs@uint8,torch-fp16-compile-cudagraphs@float32,torch-fp16-compile-cudagraphs-nocudnnbench@uint8
-BENCH_ROWS=$BENCH_ROWS,torch-fp16-compile-owngraph@uint8,torch-fp16-compile-frozen-cudagraphs@uint8,torch-fp16-cudagraph,torch-fp16-compile-max-autotune@uint8
+BENCH_ROWS=$BENCH_ROWS,torch-fp16-compile-owngraph@uint8,torch-fp16-compile-frozen-cudagraphs@uint8,torch-fp16-cudagraph
 # Correctness before speed: every CUDA path of the torch backend (eager fp32/fp16, CUDA graph,
 # compile, compile + CUDA graphs) x both input forms against ONNX Runtime on real images.
 if [ "${RUN_BENCH:-1}" = 1 ]; then
@@ -74,15 +76,21 @@ if [ "${RUN_BENCH:-1}" = 1 ]; then
   case $rc in 0) verdict=passed ;; 5) verdict="not run (no CUDA GPU visible)" ;; *) verdict="FAILED (rc $rc, see above)" ;; esac
   echo "GPU agreement tests: $verdict" >> "$LOG"
 fi
-# Batch-1 latency candidates for the 2.5 ms target (BENCH_ROWS above), in one process; the best so
-# far was torch.compile with its own CUDA graphs, 3.44 ms on an H200 with float32 input.
-LEFT=$(( CALL_S - ($(date +%s) - START) - 10 ))
-echo "benchmark gets ${LEFT} s" >> "$LOG"
-if [ "${RUN_BENCH:-1}" = 1 ] && [ "$LEFT" -gt 60 ]; then
-  timeout "$LEFT" python3 -m benchmarks.bench_backends --config --backbone resnet152 --image-size 448 --device cuda \
-    --backends ${BENCH_BACKENDS:-$BENCH_ROWS} --batch-sizes 32 \
-    --inputs ${BENCH_INPUTS:-uint8,float32} \
-    --output "$OUT/bench_gpu.md" >> "$LOG" 2>&1
+bench() {  # output-name, rows, extra args: one dms-net-bench process with what is left of the call
+  local left=$(( CALL_S - ($(date +%s) - START) - 10 ))
+  echo "benchmark $1 gets ${left} s" >> "$LOG"
+  [ "$left" -gt 60 ] || return 0
+  timeout "$left" python3 -m benchmarks.bench_backends --config --backbone resnet152 --image-size 448 --device cuda \
+    --backends "$2" --batch-sizes 32 --inputs "${BENCH_INPUTS:-uint8,float32}" --output "$OUT/$1.md" "${@:3}" >> "$LOG" 2>&1
+}
+# Batch-1 latency candidates for the 2.5 ms target; the best so far was torch.compile with its
+# own CUDA graphs, 3.44 ms on an H200 with float32 input.
+if [ "${RUN_BENCH:-1}" = 1 ]; then
+  bench bench_gpu "${BENCH_BACKENDS:-$BENCH_ROWS}"
+  if [ -z "${BENCH_BACKENDS:-}" ]; then
+    bench bench_gpu_plain torch-fp16-compile-cudagraphs@uint8 --architecture plain_binocular
+    bench bench_gpu_autotune torch-fp16-compile-max-autotune@uint8
+  fi
 fi
 echo "job done after $(( $(date +%s) - START )) s" >> "$LOG"
 ls -la "$OUT" >> "$LOG"

@@ -56,6 +56,42 @@ COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotu
 SELF_GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 
 
+def check_torch_options(
+    device_type: str,
+    precision: str,
+    cuda_graph: bool,
+    compile: bool,  # noqa: A002 - mirrors torch.compile
+    compile_mode: str | None,
+    compile_options: dict[str, Any] | None,
+) -> None:
+    """Reject option combinations that would fail later or silently do nothing (one-line ValueError)."""
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"unknown precision {precision!r}: choose fp32 or fp16")
+    if precision == "fp16" and device_type != "cuda":
+        raise ValueError("fp16 needs a CUDA device for the torch backend: use precision='fp32' on CPU")
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile_mode {compile_mode!r}: choose one of {', '.join(map(str, COMPILE_MODES))}")
+    if compile_mode is not None and not compile:
+        raise ValueError(f"compile_mode={compile_mode!r} without compile=True does nothing: set compile=True or drop it")
+    if compile_options is not None and not compile:
+        raise ValueError("compile_options without compile=True do nothing: set compile=True or drop them")
+    if compile_options is not None and compile_mode is not None:
+        raise ValueError("torch.compile takes a mode or Inductor options, not both: drop compile_mode (options such as triton.cudagraphs cover it)")
+    if cuda_graph and compile:
+        source = (
+            f"compile_mode={compile_mode!r}" if compile_mode in SELF_GRAPHING_COMPILE_MODES
+            else "compile_options' triton.cudagraphs=True" if (compile_options or {}).get("triton.cudagraphs")
+            else None
+        )
+        if source:
+            raise ValueError(
+                f"{source} already captures its own CUDA graphs: drop cuda_graph=True, or compile without "
+                "them (compile_mode='default') to capture the compiled kernels in the backend's graph"
+            )
+    if (cuda_graph or compile) and device_type != "cuda":
+        raise ValueError("cuda_graph/compile are GPU options: drop them on CPU")
+
+
 class TorchBackend(InferenceBackend):
     """`InferenceBackend` over eager (or graph-captured / compiled) PyTorch."""
 
@@ -82,28 +118,7 @@ class TorchBackend(InferenceBackend):
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("torch sees no CUDA device: use device='cpu' or install a CUDA build of torch")
         dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"unknown precision {precision!r}: choose fp32 or fp16")
-        if precision == "fp16" and dev.type != "cuda":
-            raise ValueError("fp16 needs a CUDA device for the torch backend: use precision='fp32' on CPU")
-        if compile_mode not in COMPILE_MODES:
-            raise ValueError(f"unknown compile_mode {compile_mode!r}: choose one of {', '.join(map(str, COMPILE_MODES))}")
-        if compile_mode is not None and not compile:
-            raise ValueError(f"compile_mode={compile_mode!r} without compile=True does nothing: set compile=True or drop it")
-        if compile_options is not None and not compile:
-            raise ValueError("compile_options without compile=True do nothing: set compile=True or drop them")
-        if compile_options is not None and compile_mode is not None:
-            raise ValueError("torch.compile takes a mode or Inductor options, not both: drop compile_mode (options such as triton.cudagraphs cover it)")
-        self_graphing = compile_mode in SELF_GRAPHING_COMPILE_MODES or bool((compile_options or {}).get("triton.cudagraphs"))
-        if cuda_graph and compile and self_graphing and compile_options is not None:
-            raise ValueError("compile_options triton.cudagraphs=True already captures CUDA graphs: drop cuda_graph=True or that option")
-        if cuda_graph and compile and compile_mode in SELF_GRAPHING_COMPILE_MODES:
-            raise ValueError(
-                f"compile_mode={compile_mode!r} already captures its own CUDA graphs: drop cuda_graph=True, "
-                "or keep it with compile_mode='default' to capture the compiled kernels in the backend's graph"
-            )
-        if (cuda_graph or compile) and dev.type != "cuda":
-            raise ValueError("cuda_graph/compile are GPU options: drop them on CPU")
+        check_torch_options(dev.type, precision, cuda_graph, compile, compile_mode, compile_options)
 
         if dev.type == "cuda":
             # The input shape is fixed (the bundle's size, a few batch sizes), the case cuDNN's

@@ -136,7 +136,7 @@ def test_explicit_errors(bundle):
         create_backend(bundle, backend="torch", device="cpu", compile_options={"freezing": True})
     with pytest.raises(ValueError, match="a mode or Inductor options, not both"):
         create_backend(bundle, backend="torch", device="cpu", compile=True, compile_mode="default", compile_options={"freezing": True})
-    with pytest.raises(ValueError, match="triton.cudagraphs=True already captures CUDA graphs"):
+    with pytest.raises(ValueError, match="triton.cudagraphs=True already captures its own CUDA graphs: drop cuda_graph=True"):
         create_backend(bundle, backend="torch", device="cpu", compile=True, cuda_graph=True, compile_options={"triton.cudagraphs": True})
     with pytest.raises(ValueError, match="GPU options: drop them on CPU"):  # compile + own graph is valid, but GPU-only
         create_backend(bundle, backend="torch", device="cpu", compile=True, cuda_graph=True)

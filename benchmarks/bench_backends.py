@@ -235,6 +235,9 @@ def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: i
         for form in input_forms:
             row = Row(name, inputs=form, describe=describe)
             rows.append(row)
+            if form not in getattr(backend, "input_forms", INPUT_FORMS):
+                row.skipped = f"this backend takes only {' or '.join(backend.input_forms)} input"
+                continue
             t1 = time.perf_counter()
             try:
                 backend.warmup(heavy_warmup, dtype=form)

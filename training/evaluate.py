@@ -6,7 +6,7 @@
 A bundle directory runs through `dms_net_core.runtime.create_backend` (ONNX Runtime on CPU
 by default, like the robot without a GPU); a ``.pt`` checkpoint runs in eager PyTorch
 through a small `InferenceBackend` adapter, so both go through `evaluate_pairs`, which
-preprocesses with `preprocess_eye` and the model's own `PreprocessConfig` - the node's
+preprocesses with `prepare_eye_uint8` and the model's own `PreprocessConfig` - the node's
 path, not the trainer's cache. Writes ``report.json``, ``report.md``, ``probs.npy`` and
 plots (per-class ROC, per-class confusion matrices at the model's thresholds, a
 reliability diagram), and prints the ODIR official score table.
@@ -25,7 +25,7 @@ import numpy as np
 
 from dms_net_core.classes import CLASS_CODES
 from dms_net_core.data.odir import PatientRecord, labels_matrix, load_odir, select_patients
-from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, preprocess_eye
+from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, normalize_batch, prepare_eye_uint8
 from dms_net_core.data.splits import read_split
 from dms_net_core.metrics import format_official_table, full_report
 from dms_net_core.postprocess import sigmoid
@@ -36,6 +36,7 @@ class ModuleBackend(InferenceBackend):
     """Eager PyTorch on any ``forward(left, right) -> (logits, att_l, att_r)`` module, behind the runtime interface."""
 
     name = "torch-module"
+    input_forms = ("float32",)  # a bare module has no preprocessing config to normalise with
 
     def __init__(self, model: Any, device: str = "cpu") -> None:
         import torch
@@ -109,8 +110,9 @@ def evaluate_pairs(backend: InferenceBackend, records: Sequence[PatientRecord], 
                    batch_size: int = 16, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Run ``backend`` on every patient's pair: returns ``(labels [N,8] uint8, probs [N,8] float32)``.
 
-    Preprocessing is `preprocess_eye` with ``preprocess_cfg`` (the node's path); reused by
-    the bag tools and the node tests."""
+    Preprocessing is the node's: `prepare_eye_uint8` with ``preprocess_cfg``, handed over as
+    prepared uint8 when the backend takes it (normalised by the backend, as in the node) and
+    normalised on the host otherwise; reused by the bag tools and the node tests."""
     recs = list(records)
     probs = np.zeros((len(recs), len(CLASS_CODES)), np.float32)
     it = range(0, len(recs), batch_size)
@@ -123,8 +125,10 @@ def evaluate_pairs(backend: InferenceBackend, records: Sequence[PatientRecord], 
         missing = [r.patient_id for r in chunk if not r.has_both]
         if missing:
             raise ValueError(f"patients {missing[:3]} lack an eye: load the labels with skip_missing_eye=True")
-        left = np.stack([preprocess_eye(load_rgb(r.left_path), preprocess_cfg) for r in chunk])
-        right = np.stack([preprocess_eye(load_rgb(r.right_path), preprocess_cfg) for r in chunk])
+        left = np.stack([prepare_eye_uint8(load_rgb(r.left_path), preprocess_cfg) for r in chunk])
+        right = np.stack([prepare_eye_uint8(load_rgb(r.right_path), preprocess_cfg) for r in chunk])
+        if "uint8" not in getattr(backend, "input_forms", ("float32",)):
+            left, right = normalize_batch(left, preprocess_cfg), normalize_batch(right, preprocess_cfg)
         probs[s:s + len(chunk)] = backend.infer(left, right).probabilities
     return labels_matrix(recs), probs
 

@@ -30,6 +30,9 @@ class InferenceBackend(ABC):
 
     #: "tensorrt", "onnxruntime" or "torch"
     name: str = "abstract"
+    #: the input forms `infer` accepts: "uint8" (prepared eyes [B,S,S,3], the node's) and/or
+    #: "float32" (normalised [B,3,S,S]); a TensorRT engine built for uint8 takes only uint8
+    input_forms: tuple[str, ...] = ("uint8", "float32")
 
     @abstractmethod
     def infer(self, left: np.ndarray, right: np.ndarray) -> InferenceResult:

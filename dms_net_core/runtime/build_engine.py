@@ -8,8 +8,10 @@ listed) -> builder config with the WORKSPACE memory-pool limit, FP16 when reques
 ``platform_has_fast_fp16``, one optimization profile (min/opt/max batch for "left" and
 "right") and a persistent timing cache -> ``build_serialized_network``.
 
-``--verify`` runs the engine and ONNX Runtime on the same inputs (real preprocessed
-fundus images with ``--left/--right``, else random) and prints the max difference: how a
+``--input-form uint8`` (the default; what the node loads) builds from the bundle's graph with
+the prepared-uint8 input in front (`prepared_input_onnx`): the engine normalises on the GPU.
+``--verify`` runs the engine and ONNX Runtime on the same inputs (real fundus images prepared
+as the node does with ``--left/--right``, else random) and prints the max difference: how a
 user checks a Jetson (JetPack 6: TensorRT 10.3, Python 3.10) before deployment.
 Nothing in this repository has run against real TensorRT; see runtime/README.md.
 """
@@ -60,8 +62,14 @@ def build_serialized_engine(
     workspace_mib: int = 1024,
     timing_cache: Path | None = None,
     logger: Any = None,
+    input_form: str = "float32",
+    preprocess: Any = None,
 ) -> bytes:
-    """Parse ``onnx_path`` and build a serialized engine (bytes). Raises `EngineBuildError`."""
+    """Parse ``onnx_path`` and build a serialized engine (bytes). Raises `EngineBuildError`.
+
+    ``input_form="uint8"`` builds from `prepared_input_model` (prepared uint8 eyes in,
+    normalised on the GPU with ``preprocess``'s mean/std) instead of the float32 graph.
+    """
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise EngineBuildError(f"batch range min {min_batch} <= opt {opt_batch} <= max {max_batch} violated: fix --min/--opt/--max-batch")
     logger = logger or make_trt_logger(trt)
@@ -70,9 +78,24 @@ def build_serialized_engine(
     flags = 0 if trt_major(trt) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
+    if input_form == "uint8":
+        if preprocess is None:
+            raise EngineBuildError("a uint8-input engine needs the bundle's PreprocessConfig (mean/std): pass preprocess=bundle.preprocess")
+        from dms_net_core.runtime.prepared_input_onnx import prepared_input_model
+
+        model_bytes = prepared_input_model(onnx_path, preprocess)
+        input_shape: tuple[int, ...] = (image_size, image_size, 3)
+    elif input_form == "float32":
+        model_bytes = Path(onnx_path).read_bytes()
+        input_shape = (3, image_size, image_size)
+    else:
+        raise EngineBuildError(f"unknown input form {input_form!r}: choose uint8 (prepared eyes) or float32 (normalised)")
+    if not parser.parse(model_bytes):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineBuildError(f"TensorRT cannot parse {onnx_path}: {' | '.join(errors) or 'no error reported'}; re-export with another --opset")
+        fix = "re-export with another --opset"
+        if input_form == "uint8" and any("UINT8" in e for e in errors):
+            fix = "this TensorRT takes no uint8 network inputs (needs 8.6+): build with --input-form float32 (input_form='float32')"
+        raise EngineBuildError(f"TensorRT cannot parse {onnx_path}: {' | '.join(errors) or 'no error reported'}; {fix}")
 
     config = builder.create_builder_config()
     workspace = int(workspace_mib) << 20
@@ -88,9 +111,8 @@ def build_serialized_engine(
         raise EngineBuildError(f"unknown precision {precision!r}: choose fp32 or fp16")
 
     profile = builder.create_optimization_profile()
-    chw = (3, image_size, image_size)
     for name in ("left", "right"):
-        profile.set_shape(name, (min_batch, *chw), (opt_batch, *chw), (max_batch, *chw))
+        profile.set_shape(name, (min_batch, *input_shape), (opt_batch, *input_shape), (max_batch, *input_shape))
     config.add_optimization_profile(profile)
 
     cache = None
@@ -127,6 +149,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--workspace-mib", type=int, default=1024, help="TensorRT WORKSPACE memory-pool limit")
     parser.add_argument("--engine-dir", type=Path, default=None, help="where to cache engines (default: BUNDLE/engines)")
     parser.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
+    parser.add_argument("--input-form", choices=("uint8", "float32"), default="uint8",
+                        help="uint8: the node's prepared eyes, normalised on the GPU (default, what the node loads); float32: normalised input")
     parser.add_argument("--verify", action="store_true", help="compare the engine with ONNX Runtime on the same inputs")
     parser.add_argument("--left", type=Path, default=None, help="left-eye image for --verify (default: random input)")
     parser.add_argument("--right", type=Path, default=None, help="right-eye image for --verify")
@@ -135,16 +159,20 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def verify_inputs(bundle: Any, left: Path | None, right: Path | None, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Real images preprocessed exactly as the node does, or a seeded random batch."""
+def verify_inputs(bundle: Any, left: Path | None, right: Path | None, batch: int, seed: int = 0,
+                  input_form: str = "uint8") -> tuple[np.ndarray, np.ndarray]:
+    """Real images prepared exactly as the node does, or a seeded random batch, in the engine's input form."""
     if (left is None) != (right is None):
         raise ValueError("give both --left and --right, or neither (random inputs)")
     if left is not None:
-        from dms_net_core.data.preprocess import load_rgb, preprocess_pair
+        from dms_net_core.data.preprocess import load_rgb, normalize_batch, prepare_eye_uint8
 
-        return preprocess_pair(load_rgb(str(left)), load_rgb(str(right)), bundle.preprocess)
+        pair = tuple(prepare_eye_uint8(load_rgb(str(p)), bundle.preprocess)[None] for p in (left, right))
+        return pair if input_form == "uint8" else (normalize_batch(pair[0], bundle.preprocess), normalize_batch(pair[1], bundle.preprocess))
     rng = np.random.default_rng(seed)
     s = bundle.image_size
+    if input_form == "uint8":
+        return rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8), rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
     return (rng.standard_normal((batch, 3, s, s), dtype=np.float32), rng.standard_normal((batch, 3, s, s), dtype=np.float32))
 
 
@@ -179,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             workspace_mib=args.workspace_mib,
             engine_dir=args.engine_dir,
             rebuild=args.rebuild,
+            input_form=args.input_form,
         )
     except ImportError as exc:
         print(f"dms-net-build-engine: error: {exc.name or exc} is not installed: install TensorRT (JetPack) and cuda-python", file=sys.stderr)
@@ -193,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         from dms_net_core.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
         try:
-            left, right = verify_inputs(bundle, args.left, args.right, min(args.batch, args.max_batch))
+            left, right = verify_inputs(bundle, args.left, args.right, min(args.batch, args.max_batch), input_form=args.input_form)
         except (ValueError, FileNotFoundError) as exc:
             print(f"dms-net-build-engine: error: {exc}", file=sys.stderr)
             return 2
@@ -201,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         diffs = compare_with_onnxruntime(backend, reference, left, right)
         tol = args.tolerance if args.tolerance is not None else (2e-2 if args.precision == "fp16" else 1e-3)
         ok = diffs["probabilities"] <= tol
-        source = "real images" if args.left else f"random batch {left.shape[0]}"
+        source = ("real images" if args.left else f"random batch {left.shape[0]}") + f", {args.input_form} input"
         print(
             f"verify  {source}: max |dp| {diffs['probabilities']:.2e}, |dlogit| {diffs['logits']:.2e}, "
             f"|dattention| {diffs['attention']:.2e} vs ONNX Runtime -> {'PASS' if ok else 'FAIL'} (tolerance {tol:g})"

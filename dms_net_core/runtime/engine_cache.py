@@ -1,8 +1,8 @@
 """TensorRT engine cache with a fingerprint sidecar: rebuild on mismatch, never fail to deserialize.
 
 A serialized TensorRT engine is only valid for the exact TensorRT version and GPU (compute
-capability) that built it, and for the ONNX graph, precision and batch range it was built
-from. Loading a stale engine is the most common failure of TensorRT ROS nodes ("Serialization
+capability) that built it, and for the ONNX graph, input form, precision and batch range it
+was built from. Loading a stale engine is the most common failure of TensorRT ROS nodes ("Serialization
 assertion failed", "version tag does not match"). So each engine file carries a JSON sidecar
 with that fingerprint; we load an engine only when every field matches and otherwise rebuild,
 logging which field differed.
@@ -36,6 +36,9 @@ class EngineFingerprint:
     min_batch: int
     opt_batch: int
     max_batch: int
+    #: "uint8": the engine takes prepared uint8 eyes [B,S,S,3] and normalises on the GPU;
+    #: "float32": the ONNX graph's normalised [B,3,S,S]. Engines before this field count as a mismatch.
+    input_form: str = "float32"
 
     def to_dict(self) -> dict:
         return asdict(self)

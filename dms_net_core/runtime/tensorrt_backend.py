@@ -3,7 +3,11 @@
 Flow (TensorRT 8.6+ and 10.x Python API, named-tensor interface):
 
 1. Fingerprint = TensorRT version, GPU name, compute capability, ONNX sha256, precision,
-   batch range. `EngineCache` loads ``engines/<precision>_b<min>-<max>_<fp12>.engine`` when its
+   batch range, input form. ``input_form="uint8"`` (the default, the node's form) builds the
+   engine from the bundle's graph with the prepared-uint8 input in front
+   (`prepared_input_onnx`), so normalisation and the NHWC->NCHW change run on the GPU and a pair
+   crosses to it at a quarter of float32's bytes; ``"float32"`` builds the graph as exported
+   (prepared uint8 is then normalised on the host). `EngineCache` loads ``engines/<precision>_b<min>-<max>_<fp12>.engine`` when its
    sidecar matches, otherwise builds (`build_engine.build_serialized_engine`) and logs which
    field differed. A file that fails ``deserialize_cuda_engine`` is rebuilt, not fatal.
    A build failure raises, so ``create_backend("auto")`` falls back to ONNX Runtime.
@@ -77,7 +81,10 @@ class TensorRTBackend(InferenceBackend):
         workspace_mib: int = 1024,
         engine_dir: str | os.PathLike | None = None,
         rebuild: bool = False,
+        input_form: str = "uint8",
     ) -> None:
+        if input_form not in ("uint8", "float32"):
+            raise ValueError(f"unknown input_form {input_form!r}: choose uint8 (prepared eyes, normalised on the GPU) or float32")
         if device == "cpu":
             raise ValueError("tensorrt runs on a CUDA GPU only: use device='auto' or 'cuda', or the onnxruntime backend on CPU")
         if precision not in ("fp32", "fp16"):
@@ -89,6 +96,8 @@ class TensorRTBackend(InferenceBackend):
         self.bundle = bundle
         self.image_size = bundle.image_size
         self.precision = precision
+        self.input_form = input_form
+        self.input_forms = ("uint8",) if input_form == "uint8" else ("uint8", "float32")
         self.min_batch, self.max_batch = int(min_batch), int(max_batch)
         self._logger = make_trt_logger(trt)
         self._buffers: dict[str, int] = {}
@@ -107,6 +116,7 @@ class TensorRTBackend(InferenceBackend):
             min_batch=int(min_batch),
             opt_batch=int(opt_batch),
             max_batch=int(max_batch),
+            input_form=input_form,
         )
         cache_dir = _writable_engine_dir(bundle, engine_dir)
         cache = EngineCache(cache_dir)
@@ -125,6 +135,8 @@ class TensorRTBackend(InferenceBackend):
                 workspace_mib=workspace_mib,
                 timing_cache=timing_cache_path(cache_dir, self.fingerprint.tensorrt_version, info.name, info.compute_capability),
                 logger=self._logger,
+                input_form=input_form,
+                preprocess=bundle.preprocess,
             )
 
         def validate(data: bytes) -> bool:
@@ -167,9 +179,10 @@ class TensorRTBackend(InferenceBackend):
         self._stream = self.cuda.stream_create()
         # size every buffer for the largest batch, bind once: addresses never change
         s = self.image_size
+        shape = (self.max_batch, s, s, 3) if self.input_form == "uint8" else (self.max_batch, 3, s, s)
         for name in INPUTS:
-            if not self.context.set_input_shape(name, (self.max_batch, 3, s, s)):
-                raise EngineBuildError(f"engine rejects input shape {(self.max_batch, 3, s, s)} for {name!r}: rebuild it (--rebuild)")
+            if not self.context.set_input_shape(name, shape):
+                raise EngineBuildError(f"engine rejects input shape {shape} for {name!r}: rebuild it (--rebuild)")
         for name in (*INPUTS, *self.outputs):
             shape = tuple(self.context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
@@ -184,8 +197,14 @@ class TensorRTBackend(InferenceBackend):
         left, right = check_pair(left, right, self.image_size, max_batch=self.max_batch)
         if left.shape[0] < self.min_batch:
             raise ValueError(f"batch {left.shape[0]} is below the engine's min batch {self.min_batch}: rebuild with --min-batch 1")
+        if self.input_form == "uint8" and left.dtype != np.uint8:
+            raise ValueError(
+                "this engine takes prepared uint8 eyes [B,S,S,3] and normalises them on the GPU: pass prepare_eye_uint8 output, "
+                "or load the backend with input_form='float32' for normalised float32 input"
+            )
         t0 = time.perf_counter()
-        left, right = float_pair(left, right, self.bundle.preprocess)  # the engine takes the ONNX graph's float input
+        if self.input_form == "float32":
+            left, right = float_pair(left, right, self.bundle.preprocess)  # normalised on the host for a float engine
         staged = []  # host arrays must outlive their async copies (until the synchronise below)
         for name, arr in (("left", left), ("right", right)):
             arr = arr.astype(self.dtypes[name], copy=False)
@@ -215,13 +234,13 @@ class TensorRTBackend(InferenceBackend):
         )
 
     def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:
-        pair = warmup_pair(self.min_batch, self.image_size, dtype)
+        pair = warmup_pair(self.min_batch, self.image_size, "uint8" if self.input_form == "uint8" else dtype)
         for _ in range(iterations):
             self.infer(*pair)
 
     def describe(self) -> str:
         return (
-            f"tensorrt {self.fingerprint.tensorrt_version} {self.gpu_name} {self.precision} "
+            f"tensorrt {self.fingerprint.tensorrt_version} {self.gpu_name} {self.precision} {self.input_form}-input "
             f"batch {self.min_batch}-{self.max_batch} engine={Path(self.engine_path).name} model={self.bundle.model_id}"
         )
 

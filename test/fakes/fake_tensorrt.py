@@ -52,9 +52,15 @@ class Dims(tuple):
 
 
 class DataType(enum.IntEnum):
+    """TensorRT's values. UINT8 is a network I/O type only (TensorRT >= 8.6), converted to
+    float32/float16 before any other layer; the parser rejects it on older versions."""
+
     FLOAT = 0
     HALF = 1
+    INT8 = 2
     INT32 = 3
+    BOOL = 4
+    UINT8 = 5
 
 
 class TensorIOMode(enum.IntEnum):
@@ -78,7 +84,14 @@ class MemoryPoolType(enum.IntEnum):
 
 
 def nptype(dtype: DataType):
-    return {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT32: np.int32}[DataType(dtype)]
+    return {
+        DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8,
+        DataType.INT32: np.int32, DataType.BOOL: np.bool_, DataType.UINT8: np.uint8,
+    }[DataType(dtype)]
+
+
+#: ONNX TensorProto element type -> TensorRT DataType, for network inputs
+_ONNX_TO_TRT = {1: DataType.FLOAT, 2: DataType.UINT8, 6: DataType.INT32, 9: DataType.BOOL, 10: DataType.HALF}
 
 
 class Logger:
@@ -202,6 +215,11 @@ class FakeTensorRT:
     def major(self) -> int:
         return int(self.version.split(".")[0])
 
+    @property
+    def version_tuple(self) -> tuple[int, int]:
+        major, minor = self.version.split(".")[:2]
+        return int(major), int(minor)
+
     def module(self) -> types.ModuleType:
         fake = self
         mod = types.ModuleType("tensorrt")
@@ -252,7 +270,7 @@ class FakeTensorRT:
                     "version": fake.version,
                     "precision": precision,
                     "profile": {k: [list(s) for s in v] for k, v in profile.shapes.items()},
-                    "inputs": [[t.name, list(t.shape)] for t in network.inputs],
+                    "inputs": [[t.name, list(t.shape), int(t.dtype)] for t in network.inputs],
                     "outputs": [[t.name, list(t.shape)] for t in network.outputs],
                 }
                 h = json.dumps(header).encode()
@@ -288,7 +306,17 @@ class FakeTensorRT:
                     return tuple(d.dim_value if d.dim_value else -1 for d in vi.type.tensor_type.shape.dim)
 
                 inits = {i.name for i in proto.graph.initializer}
-                self.network.inputs = [_Tensor(i.name, dims(i)) for i in proto.graph.input if i.name not in inits]
+                inputs = []
+                for i in proto.graph.input:
+                    if i.name in inits:
+                        continue
+                    elem = i.type.tensor_type.elem_type
+                    dtype = _ONNX_TO_TRT.get(elem)
+                    if dtype is None or (dtype == DataType.UINT8 and fake.version_tuple < (8, 6)):
+                        self.errors.append(_ParserError(f"Unsupported ONNX data type: {onnx.TensorProto.DataType.Name(elem)} ({elem})"))
+                        return False
+                    inputs.append(_Tensor(i.name, dims(i), dtype))
+                self.network.inputs = inputs
                 self.network.outputs = [_Tensor(o.name, dims(o)) for o in proto.graph.output]
                 self.network.onnx = bytes(model)
                 return True
@@ -297,9 +325,10 @@ class FakeTensorRT:
             def __init__(self, header: dict, onnx_bytes: bytes) -> None:
                 self.header = header
                 self.onnx_bytes = onnx_bytes
-                self.io = [(n, tuple(s), TensorIOMode.INPUT) for n, s in header["inputs"]] + [
+                self.io = [(n, tuple(s), TensorIOMode.INPUT) for n, s, _ in header["inputs"]] + [
                     (n, tuple(s), TensorIOMode.OUTPUT) for n, s in header["outputs"]
                 ]
+                self.input_dtypes = {n: DataType(d) for n, _, d in header["inputs"]}
                 self.profile = {k: tuple(tuple(s) for s in v) for k, v in header["profile"].items()}
                 self._session = None
 
@@ -323,7 +352,7 @@ class FakeTensorRT:
             def get_tensor_dtype(self, name: str) -> DataType:
                 if self._find(name) is None:
                     raise RuntimeError(f"unknown tensor {name}")
-                return DataType.FLOAT
+                return self.input_dtypes.get(name, DataType.FLOAT)
 
             def get_tensor_shape(self, name: str) -> Dims:
                 entry = self._find(name)
@@ -391,10 +420,11 @@ class FakeTensorRT:
                 for name, _, mode in self.engine.io:
                     if mode == TensorIOMode.INPUT:
                         shape = self.shapes[name]
-                        nbytes = int(np.prod(shape)) * 4
+                        dtype = np.dtype(nptype(self.engine.input_dtypes[name]))
+                        nbytes = int(np.prod(shape)) * dtype.itemsize
                         if cuda.find(self.addresses[name], nbytes) is None:
                             return False
-                        feeds[name] = np.frombuffer(cuda.read_device(self.addresses[name], nbytes), np.float32).reshape(shape)
+                        feeds[name] = np.frombuffer(cuda.read_device(self.addresses[name], nbytes), dtype).reshape(shape)
                 outs = self.engine.session().run(None, feeds)
                 names = [o.name for o in self.engine.session().get_outputs()]
                 for name, value in zip(names, outs):

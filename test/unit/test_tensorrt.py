@@ -52,11 +52,12 @@ def _engines(bundle):
 
 
 def test_build_then_outputs_equal_onnxruntime_on_real_images(bundle, gpu, reference):
+    """The default engine takes the node's prepared uint8 eyes and normalises them itself."""
     backend = TensorRTBackend(bundle, max_batch=4)
     assert backend.engine_built and gpu.trt.counters.builds == 1
-    assert backend.name == "tensorrt" and "tensorrt 10.3.0 Orin (nvgpu) fp32 batch 1-4" in backend.describe()
-    left, right = real_pair_batch(bundle.image_size)
-    got, want = backend.infer(left, right), reference.infer(left, right)
+    assert backend.name == "tensorrt" and "tensorrt 10.3.0 Orin (nvgpu) fp32 uint8-input batch 1-4" in backend.describe()
+    got = backend.infer(*real_prepared_pair_batch(bundle.image_size))
+    want = reference.infer(*real_pair_batch(bundle.image_size))
     np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-5)
     np.testing.assert_allclose(got.attention_left, want.attention_left, atol=1e-5)
     np.testing.assert_allclose(got.attention_right, want.attention_right, atol=1e-5)
@@ -73,32 +74,59 @@ def test_build_then_outputs_equal_onnxruntime_on_real_images(bundle, gpu, refere
         "min_batch": 1,
         "opt_batch": 1,
         "max_batch": 4,
+        "input_form": "uint8",
     }
     # builder settings as documented: one profile over the batch range, workspace limit, no FP16
     cfg = gpu.trt.last_config
-    assert cfg.profiles[0].shapes["left"] == ((1, 3, 64, 64), (1, 3, 64, 64), (4, 3, 64, 64))
+    assert cfg.profiles[0].shapes["left"] == ((1, 64, 64, 3), (1, 64, 64, 3), (4, 64, 64, 3))
+    assert backend.dtypes["left"] == np.uint8 and backend.dtypes["logits"] == np.float32
     assert cfg.pool_limits[sys.modules["tensorrt"].MemoryPoolType.WORKSPACE] == 1024 << 20
     assert not cfg.flags
     backend.close()
     assert not gpu.cuda.allocations and not gpu.cuda.streams  # everything freed
 
 
-def test_prepared_uint8_input_is_normalised_on_the_host(bundle, gpu, reference):
-    """The node's uint8 form: the engine still receives the ONNX graph's float input, same numbers."""
-    backend = TensorRTBackend(bundle, max_batch=4)
-    got = backend.infer(*real_prepared_pair_batch(bundle.image_size))
+def test_float32_engine_takes_both_forms(bundle, gpu, reference):
+    """input_form='float32' builds the graph as exported; prepared uint8 is then normalised on the host."""
+    backend = TensorRTBackend(bundle, max_batch=4, input_form="float32")
+    assert "fp32 float32-input" in backend.describe() and backend.dtypes["left"] == np.float32
+    assert gpu.trt.last_config.profiles[0].shapes["left"][2] == (4, 3, 64, 64)
     want = reference.infer(*real_pair_batch(bundle.image_size))
-    np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-5)
-    backend.warmup(1, dtype="uint8")
+    for pair in (real_pair_batch(bundle.image_size), real_prepared_pair_batch(bundle.image_size)):
+        np.testing.assert_allclose(backend.infer(*pair).probabilities, want.probabilities, atol=1e-5)
+    backend.warmup(1, dtype="float32")
     backend.close()
+
+
+def test_uint8_engine_refuses_float_input_in_one_line(bundle, gpu):
+    backend = TensorRTBackend(bundle, max_batch=2)
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    with pytest.raises(ValueError, match="this engine takes prepared uint8 eyes .* input_form='float32'") as exc:
+        backend.infer(x, x)
+    assert "\n" not in str(exc.value) and gpu.trt.counters.executions == 0
+
+
+def test_tensorrt_without_uint8_inputs_names_the_fix(bundle, monkeypatch):
+    """TensorRT < 8.6 has no UINT8 network inputs: the parse error says to build a float32 engine."""
+    fake_tensorrt.install(monkeypatch, version="8.5.3")
+    with pytest.raises(EngineBuildError, match="Unsupported ONNX data type: UINT8.*--input-form float32"):
+        TensorRTBackend(bundle)
+
+
+def test_input_forms_are_separate_cache_entries(bundle, gpu):
+    TensorRTBackend(bundle, max_batch=2).close()
+    TensorRTBackend(bundle, max_batch=2, input_form="float32").close()
+    assert gpu.trt.counters.builds == 2 and len(_engines(bundle)) == 2
+    TensorRTBackend(bundle, max_batch=2).close()
+    assert gpu.trt.counters.builds == 2  # the uint8 engine is still a hit
 
 
 @pytest.mark.parametrize("batch", [1, 3, 4])
 def test_dynamic_batch(bundle, gpu, reference, batch):
     backend = TensorRTBackend(bundle, max_batch=4)
     rng = np.random.default_rng(batch)
-    left = rng.standard_normal((batch, 3, 64, 64), dtype=np.float32)
-    right = rng.standard_normal((batch, 3, 64, 64), dtype=np.float32)
+    left = rng.integers(0, 256, (batch, 64, 64, 3), dtype=np.uint8)
+    right = rng.integers(0, 256, (batch, 64, 64, 3), dtype=np.uint8)
     got = backend.infer(left, right)
     assert got.probabilities.shape == (batch, 8) and got.attention_left.shape[0] == batch
     np.testing.assert_allclose(got.probabilities, reference.infer(left, right).probabilities, atol=1e-5)
@@ -125,6 +153,7 @@ def test_cache_hit_does_not_rebuild(bundle, gpu, caplog):
         ("min_batch", 2),
         ("opt_batch", 4),
         ("max_batch", 16),
+        ("input_form", "float32"),
     ],
 )
 def test_any_fingerprint_mismatch_rebuilds_and_names_the_field(bundle, gpu, caplog, field, value):
@@ -163,29 +192,30 @@ def test_corrupt_engine_file_rebuilds(bundle, gpu, caplog):
     with caplog.at_level(logging.WARNING, logger="dms_net_core.runtime"):
         second = TensorRTBackend(bundle)
     assert gpu.trt.counters.builds == 2 and "failed to deserialize" in caplog.text
-    x = np.zeros((1, 3, 64, 64), np.float32)
+    x = np.zeros((1, 64, 64, 3), np.uint8)
     assert second.infer(x, x).probabilities.shape == (1, 8)
 
 
 def test_tensorrt_8_network_uses_explicit_batch(bundle, monkeypatch, reference):
     stack = fake_tensorrt.install(monkeypatch, version="8.6.1", legacy_cuda_layout=True)
-    backend = TensorRTBackend(bundle, max_batch=2)
-    x = np.ones((2, 3, 64, 64), np.float32)
-    np.testing.assert_allclose(backend.infer(x, -x).probabilities, reference.infer(x, -x).probabilities, atol=1e-5)
+    backend = TensorRTBackend(bundle, max_batch=2)  # 8.6 takes UINT8 network inputs
+    x = np.full((2, 64, 64, 3), 90, np.uint8)
+    np.testing.assert_allclose(backend.infer(x, 255 - x).probabilities, reference.infer(x, 255 - x).probabilities, atol=1e-5)
     assert stack.trt.counters.parses == 1
 
 
 @pytest.mark.parametrize(
-    "shape, match",
+    "shape, dtype, match",
     [
-        ((5, 3, 64, 64), "exceeds the engine's max batch 4"),
-        ((1, 3, 48, 48), r"expected \[B,3,64,64\]"),
-        ((3, 64, 64), "add a batch axis"),
+        ((5, 64, 64, 3), np.uint8, "exceeds the engine's max batch 4"),
+        ((1, 48, 48, 3), np.uint8, r"expected prepared RGB images \[B,64,64,3\]"),
+        ((64, 64, 3), np.uint8, "add a batch axis"),
+        ((1, 3, 48, 48), np.float32, r"expected \[B,3,64,64\]"),
     ],
 )
-def test_wrong_input_shape_is_one_line_value_error(bundle, gpu, shape, match):
+def test_wrong_input_shape_is_one_line_value_error(bundle, gpu, shape, dtype, match):
     backend = TensorRTBackend(bundle, max_batch=4)
-    x = np.zeros(shape, np.float32)
+    x = np.zeros(shape, dtype)
     with pytest.raises(ValueError, match=match) as exc:
         backend.infer(x, x)
     assert "\n" not in str(exc.value)
@@ -196,8 +226,8 @@ def test_fp16_engine(bundle, gpu, reference):
     backend = TensorRTBackend(bundle, precision="fp16", max_batch=2)
     assert sys.modules["tensorrt"].BuilderFlag.FP16 in gpu.trt.last_config.flags
     assert backend.engine_path.name.startswith("fp16_b1-2_")
-    left, right = real_pair_batch(64)
-    np.testing.assert_allclose(backend.infer(left, right).probabilities, reference.infer(left, right).probabilities, atol=2e-3)
+    got = backend.infer(*real_prepared_pair_batch(64))
+    np.testing.assert_allclose(got.probabilities, reference.infer(*real_pair_batch(64)).probabilities, atol=2e-3)
 
 
 def test_fp16_without_fast_fp16_is_a_build_error(bundle, monkeypatch):
@@ -269,13 +299,18 @@ def test_build_engine_cli_verify(bundle, gpu, capsys):
     rc = build_main([str(bundle.path), "--precision", "fp32", "--max-batch", "4", "--verify", "--batch", "3"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "built now" in out and "random batch 3" in out and "PASS" in out
+    assert "built now" in out and "random batch 3, uint8 input" in out and "PASS" in out
     left = str(default_odir_dir() / "images" / "0_left.jpg")
     right = str(default_odir_dir() / "images" / "0_right.jpg")
     rc = build_main([str(bundle.path), "--precision", "fp32", "--max-batch", "4", "--verify", "--left", left, "--right", right])
     out = capsys.readouterr().out
-    assert rc == 0 and "cache hit" in out and "real images" in out
+    assert rc == 0 and "cache hit" in out and "real images, uint8 input" in out
     assert gpu.trt.counters.builds == 1
+    rc = build_main([str(bundle.path), "--precision", "fp32", "--max-batch", "4", "--verify", "--input-form", "float32",
+                     "--left", left, "--right", right])
+    out = capsys.readouterr().out
+    assert rc == 0 and "built now" in out and "real images, float32 input" in out and "PASS" in out
+    assert gpu.trt.counters.builds == 2
 
 
 def test_build_engine_cli_without_tensorrt(bundle, monkeypatch, capsys):
@@ -283,3 +318,18 @@ def test_build_engine_cli_without_tensorrt(bundle, monkeypatch, capsys):
     rc = build_main([str(bundle.path)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "install TensorRT" in err
+
+
+def test_offline_evaluation_runs_a_uint8_engine_like_onnxruntime(bundle, gpu, reference):
+    """dms-net-eval hands prepared uint8 eyes to backends that take them (the node's path), so a
+    uint8-only engine evaluates, and gives ONNX Runtime's probabilities."""
+    from dms_net_core.data.odir import load_odir
+    from training.evaluate import evaluate_pairs
+
+    records = [r for r in load_odir(default_odir_dir() / "labels.csv").records if r.has_both][:3]
+    engine = TensorRTBackend(bundle, max_batch=4)
+    assert engine.input_forms == ("uint8",)
+    labels, p_trt = evaluate_pairs(engine, records, bundle.preprocess, batch_size=2)
+    _, p_ort = evaluate_pairs(reference, records, bundle.preprocess, batch_size=2)
+    assert labels.shape == (3, 8)
+    np.testing.assert_allclose(p_trt, p_ort, atol=1e-5)

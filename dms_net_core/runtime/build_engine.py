@@ -36,8 +36,14 @@ class EngineBuildError(RuntimeError):
     """TensorRT could not parse or build the network; the message names the fix."""
 
 
+def trt_version_tuple(trt: Any) -> tuple[int, int]:
+    """(major, minor) of the installed TensorRT."""
+    parts = (str(trt.__version__).split(".") + ["0"])[:2]
+    return int(parts[0]), int(parts[1])
+
+
 def trt_major(trt: Any) -> int:
-    return int(str(trt.__version__).split(".")[0])
+    return trt_version_tuple(trt)[0]
 
 
 def make_trt_logger(trt: Any, verbose: bool = False) -> Any:

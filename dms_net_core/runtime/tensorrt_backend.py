@@ -7,7 +7,7 @@ Flow (TensorRT 8.6+ and 10.x Python API, named-tensor interface):
    engine from the bundle's graph with the prepared-uint8 input in front
    (`prepared_input_onnx`), so normalisation and the NHWC->NCHW change run on the GPU and a pair
    crosses to it at a quarter of float32's bytes; ``"float32"`` builds the graph as exported
-   (prepared uint8 is then normalised on the host). `EngineCache` loads ``engines/<precision>_b<min>-<max>_<fp12>.engine`` when its
+   (prepared uint8 is then normalised on the host; also what TensorRT < 8.6 gets, with a log line). `EngineCache` loads ``engines/<precision>_b<min>-<max>_<fp12>.engine`` when its
    sidecar matches, otherwise builds (`build_engine.build_serialized_engine`) and logs which
    field differed. A file that fails ``deserialize_cuda_engine`` is rebuilt, not fatal.
    A build failure raises, so ``create_backend("auto")`` falls back to ONNX Runtime.
@@ -38,7 +38,7 @@ import numpy as np
 from dms_net_core.bundle import ModelBundle
 from dms_net_core.postprocess import sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
-from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized_engine, make_trt_logger, timing_cache_path
+from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized_engine, make_trt_logger, timing_cache_path, trt_version_tuple
 from dms_net_core.runtime.cuda_api import load_cuda_api
 from dms_net_core.runtime.engine_cache import EngineCache, EngineFingerprint
 from dms_net_core.runtime.inputs import check_pair, float_pair, warmup_pair
@@ -91,6 +91,12 @@ class TensorRTBackend(InferenceBackend):
             raise ValueError(f"unknown precision {precision!r}: choose fp32 or fp16")
         import tensorrt as trt
 
+        if input_form == "uint8" and trt_version_tuple(trt) < (8, 6):
+            LOGGER.warning(
+                "tensorrt %s has no uint8 network inputs (8.6+): building a float32-input engine; "
+                "prepared eyes are normalised on the host", trt.__version__,
+            )
+            input_form = "float32"
         self.trt = trt
         self.cuda = load_cuda_api()
         self.bundle = bundle

@@ -106,11 +106,17 @@ def test_uint8_engine_refuses_float_input_in_one_line(bundle, gpu):
     assert "\n" not in str(exc.value) and gpu.trt.counters.executions == 0
 
 
-def test_tensorrt_without_uint8_inputs_names_the_fix(bundle, monkeypatch):
-    """TensorRT < 8.6 has no UINT8 network inputs: the parse error says to build a float32 engine."""
-    fake_tensorrt.install(monkeypatch, version="8.5.3")
+def test_tensorrt_without_uint8_inputs_builds_a_float_engine_and_says_so(bundle, monkeypatch, caplog, reference):
+    """TensorRT < 8.6 (JetPack 5) has no UINT8 network inputs: the backend builds the float32
+    engine and normalises on the host, with a log line; a direct uint8 build names the fix."""
+    stack = fake_tensorrt.install(monkeypatch, version="8.5.3")
+    with caplog.at_level(logging.WARNING, logger="dms_net_core.runtime"):
+        backend = TensorRTBackend(bundle, max_batch=2)
+    assert backend.input_form == "float32" and "has no uint8 network inputs (8.6+)" in caplog.text
+    got = backend.infer(*real_prepared_pair_batch(64))
+    np.testing.assert_allclose(got.probabilities, reference.infer(*real_pair_batch(64)).probabilities, atol=1e-5)
     with pytest.raises(EngineBuildError, match="Unsupported ONNX data type: UINT8.*--input-form float32"):
-        TensorRTBackend(bundle)
+        build_serialized_engine(stack.trt.module(), bundle.onnx_path, image_size=64, input_form="uint8", preprocess=bundle.preprocess)
 
 
 def test_input_forms_are_separate_cache_entries(bundle, gpu):

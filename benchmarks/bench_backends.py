@@ -87,6 +87,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=None, help="backbone for --config (default: resnet152 on GPU, resnet50 on CPU)")
     p.add_argument("--image-size", type=int, default=None, help="input size for --config (default: 448 on GPU, 224 on CPU)")
     p.add_argument("--architecture", default="dms_net", choices=("dms_net", "plain_binocular"))
+    p.add_argument("--save-bundle", type=Path, default=None,
+                   help="with --config: keep the random-weight bundle here, so a later run can take it with --bundle (no second export)")
     p.add_argument("--backends", default="all", help=f"comma list of {', '.join(VARIANTS)} (default all); "
                    "NAME@uint8 or NAME@float32 times that row with only that input form, overriding --inputs")
     p.add_argument("--iterations", type=int, default=None, help="batch-1 timed iterations (default 100 GPU / 10 CPU)")
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dms-bench-") as tmp:
         t0 = time.perf_counter()
         try:
-            bundle = ModelBundle.load(args.bundle) if args.bundle else make_bundle(args, Path(tmp) / "bundle")
+            bundle = ModelBundle.load(args.bundle) if args.bundle else make_bundle(args, args.save_bundle or Path(tmp) / "bundle")
         except BundleError as exc:
             print(f"dms-net-bench: error: {exc}", file=sys.stderr)
             return 2

@@ -126,6 +126,9 @@ class TorchBackend(InferenceBackend):
             # and the fastest kernel kept, instead of cuDNN's heuristic pick. The flag is
             # process-wide: the last backend constructed sets it (False turns it off).
             torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+            # precision="fp32" means IEEE fp32 convolutions; torch's default runs them in TF32
+            # (10-bit mantissa), which misses the 1e-4 agreement with ONNX Runtime. Process-wide too.
+            torch.backends.cudnn.allow_tf32 = precision != "fp32"
         self.cudnn_benchmark = dev.type == "cuda" and bool(cudnn_benchmark)
         self.bundle = bundle
         self.image_size = bundle.image_size
@@ -164,7 +167,8 @@ class TorchBackend(InferenceBackend):
         self.model = ServingModel(model, bundle.preprocess, self.dtype, dev).eval()
         if compile:
             kwargs = {"options": dict(compile_options)} if compile_options is not None else {"mode": compile_mode}
-            self._forward = torch.compile(self.model, **kwargs)
+            # static shapes: the bundle fixes S, and a batch size gets its own graph anyway
+            self._forward = torch.compile(self.model, dynamic=False, **kwargs)
         else:
             self._forward = self.model
         self._graphs: dict[tuple[int, bool], tuple[Any, Any, Any, Any]] = {}
@@ -244,10 +248,16 @@ class TorchBackend(InferenceBackend):
                 packed_t = self._forward(left_t, right_t)
             if events:
                 events[2].record()
-            packed = packed_t.cpu().numpy()  # the one device->host copy (and synchronisation)
-            if events:
-                events[3].record()
-                events[3].synchronize()
+            if self.device.type == "cuda":
+                # the one device->host copy, into pinned memory (a DMA, no staging), then one sync
+                host = torch.empty(packed_t.shape, dtype=packed_t.dtype, pin_memory=True)
+                host.copy_(packed_t, non_blocking=True)
+                if events:
+                    events[3].record()
+                torch.cuda.current_stream().synchronize()
+                packed = host.numpy()
+            else:
+                packed = packed_t.numpy()
         t1 = time.perf_counter()
         logits, att_l, att_r = unpack_outputs(packed, self.num_classes)
         timings = {"inference": (t1 - t0) * 1e3}
@@ -279,3 +289,10 @@ class TorchBackend(InferenceBackend):
         self._graphs.clear()
         self.model = None
         self._forward = None
+        if self.compiled:
+            import torch
+
+            # Dynamo's compiled entries, shape history and cudagraph-tree pools hang on the
+            # (shared) ServingModel.forward code, not on this backend: without a reset, a later
+            # compiled backend in the same process inherits them (and its recompile limit).
+            torch._dynamo.reset()

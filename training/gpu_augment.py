@@ -7,9 +7,9 @@ waits for a CPU pipeline: per-sample flips, rotation/scale through ONE `affine_g
 partner. Each eye draws its own flips/affine/colour (the two photographs were taken
 separately); the CutMix box is shared by both eyes.
 
-`normalize_batch` is the device-side twin of `preprocess.normalize`: same float32
-operations in the same order, so the trainer's eval transform equals `preprocess_eye`
-(a test holds them equal).
+`normalize_batch` applies `dms_net_core.data.normalize_torch`, the device-side twin of
+`preprocess.normalize` the torch backend uses too, so the trainer's eval transform equals
+`preprocess_eye` (a test holds them equal).
 """
 
 from __future__ import annotations
@@ -20,20 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from dms_net_core.data.augment import AugmentConfig
+from dms_net_core.data.normalize_torch import normalisation_constants, normalize_float255, to_float_nchw
 from dms_net_core.data.preprocess import PreprocessConfig
-
-
-def to_float_nchw(x_uint8: torch.Tensor) -> torch.Tensor:
-    """[B,S,S,3] uint8 -> [B,3,S,S] float32 in [0,255]."""
-    return x_uint8.permute(0, 3, 1, 2).float()
 
 
 def normalize_batch(x255: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     """[B,3,S,S] float32 in [0,255] -> normalised, exactly like `preprocess.normalize`."""
-    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=x255.device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, dtype=torch.float32, device=x255.device).view(1, 3, 1, 1)
-    x = x255 * torch.tensor(1.0 / 255.0, dtype=torch.float32)
-    return (x - mean) / std
+    return normalize_float255(x255, *normalisation_constants(cfg, x255.device))
 
 
 def _affine(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator | None) -> torch.Tensor:

@@ -11,8 +11,8 @@ three synchronising device->host copies with their own cast kernels. Here
 - the outputs leave as one float32 tensor ``[B, K + 2*h*w]`` (logits, then both attention
   maps) with one device->host copy, which `unpack_outputs` splits on the host.
 
-The normalisation uses the float32 operations of `dms_net_core.data.preprocess.normalize`'s
-table, so on the CPU it is bit-identical to host preprocessing (a test holds it).
+The normalisation is `dms_net_core.data.normalize_torch` (shared with the trainer's GPU
+pipeline), bit-identical on the CPU to host preprocessing (a test holds it).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dms_net_core.data.normalize_torch import normalisation_constants, normalize_float255, to_float_nchw
 from dms_net_core.data.preprocess import PreprocessConfig
 
 
@@ -34,14 +35,14 @@ class ServingModel(nn.Module):
         self.model = model
         self.dtype = dtype
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-        self.register_buffer("scale", torch.tensor(np.float32(1.0 / 255.0), device=device))
-        self.register_buffer("mean", torch.tensor(preprocess.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(preprocess.std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+        scale, mean, std = normalisation_constants(preprocess, device)
+        self.register_buffer("scale", scale)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B,S,S,3] -> the model's dtype [B,3,S,S] in its memory format."""
-        x = images.permute(0, 3, 1, 2).to(torch.float32) * self.scale
-        x = ((x - self.mean) / self.std).to(self.dtype)
+        x = normalize_float255(to_float_nchw(images), self.scale, self.mean, self.std).to(self.dtype)
         return x.contiguous(memory_format=self.memory_format)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

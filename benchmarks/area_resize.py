@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(1)
     photo = load_rgb(str(REPO / "demo" / "samples" / "images" / "556_left.jpg"))
     dsize = (args.size, args.size)
-    print(f"| crop px | INTER_AREA ms | area_resize ms | speed-up | mean abs diff |\n|---:|---:|---:|---:|---:|")
+    print("| crop px | INTER_AREA ms | area_resize ms | speed-up | mean abs diff |\n|---:|---:|---:|---:|---:|")
     for side in (1536, 1490, 1411, 1600):
         crop = cv2.resize(photo, (side, side), interpolation=cv2.INTER_CUBIC)
         ref = cv2.resize(crop, dsize, interpolation=cv2.INTER_AREA)

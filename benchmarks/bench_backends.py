@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from dms_net_core.runtime.inputs import INPUT_FORMS, random_pair
+
 #: name -> (backend, precision, options); device is chosen per machine
 VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "torch-fp32": ("torch", "fp32", {}),
@@ -61,8 +63,6 @@ GPU_ONLY = {
     "torch-fp16-compile-cudagraphs", "torch-fp16-compile-cudagraphs-nocudnnbench", "torch-fp16-compile-owngraph", "torch-fp16-compile-frozen-cudagraphs", "torch-fp16-compile-max-autotune", "tensorrt-fp16", "tensorrt-fp32",
 }
 
-
-INPUT_FORMS = ("uint8", "float32")
 
 
 @dataclass
@@ -162,18 +162,8 @@ def make_bundle(args: argparse.Namespace, out_dir: Path) -> Any:
     return export_bundle(model, cfg, PreprocessConfig(image_size=cfg.image_size), out_dir, name=f"bench-{cfg.backbone}-{cfg.image_size}")
 
 
-def bench_pair(batch: int, size: int, inputs: str) -> tuple[np.ndarray, np.ndarray]:
-    """A random pair in the given input form (module docstring)."""
-    rng = np.random.default_rng(batch)
-    if inputs == "uint8":
-        shape = (batch, size, size, 3)
-        return rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 256, shape, dtype=np.uint8)
-    shape = (batch, 3, size, size)
-    return rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
-
-
 def _time_batches(backend: Any, batch: int, size: int, iterations: int, warmup: int, inputs: str) -> list[float]:
-    left, right = bench_pair(batch, size, inputs)
+    left, right = random_pair(batch, size, inputs, seed=batch)
     for _ in range(warmup):
         backend.infer(left, right)
     times = []
@@ -192,7 +182,7 @@ def _stage_split(backend: Any, size: int, inputs: str, iterations: int) -> dict[
     (the CUDA events cost microseconds, so they never run inside the latency measurement)."""
     if not hasattr(backend, "stage_timing") or getattr(backend.device, "type", backend.device) != "cuda":
         return {}
-    left, right = bench_pair(1, size, inputs)
+    left, right = random_pair(1, size, inputs, seed=1)
     backend.stage_timing = True
     try:
         runs = [backend.infer(left, right).timings_ms for _ in range(iterations)]
@@ -237,7 +227,7 @@ def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: i
         for form in input_forms:
             row = Row(name, inputs=form, describe=describe)
             rows.append(row)
-            if form not in getattr(backend, "input_forms", INPUT_FORMS):
+            if form not in backend.input_forms:
                 row.skipped = f"this backend takes only {' or '.join(backend.input_forms)} input"
                 continue
             t1 = time.perf_counter()

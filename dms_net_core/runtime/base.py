@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dms_net_core.runtime.inputs import INPUT_FORMS
+
 
 @dataclass
 class InferenceResult:
@@ -32,7 +34,7 @@ class InferenceBackend(ABC):
     name: str = "abstract"
     #: the input forms `infer` accepts: "uint8" (prepared eyes [B,S,S,3], the node's) and/or
     #: "float32" (normalised [B,3,S,S]); a TensorRT engine built for uint8 takes only uint8
-    input_forms: tuple[str, ...] = ("uint8", "float32")
+    input_forms: tuple[str, ...] = INPUT_FORMS
 
     @abstractmethod
     def infer(self, left: np.ndarray, right: np.ndarray) -> InferenceResult:

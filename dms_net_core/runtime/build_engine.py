@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dms_net_core.runtime.inputs import check_pair
+from dms_net_core.runtime.inputs import INPUT_FORMS, check_pair, float_pair, input_shape, random_pair
 
 LOGGER = logging.getLogger("dms_net_core.runtime")
 
@@ -90,10 +90,8 @@ def build_serialized_engine(
         from dms_net_core.runtime.prepared_input_onnx import prepared_input_model
 
         model_bytes = prepared_input_model(onnx_path, preprocess)
-        input_shape: tuple[int, ...] = (image_size, image_size, 3)
     elif input_form == "float32":
         model_bytes = Path(onnx_path).read_bytes()
-        input_shape = (3, image_size, image_size)
     else:
         raise EngineBuildError(f"unknown input form {input_form!r}: choose uint8 (prepared eyes) or float32 (normalised)")
     if not parser.parse(model_bytes):
@@ -117,8 +115,9 @@ def build_serialized_engine(
         raise EngineBuildError(f"unknown precision {precision!r}: choose fp32 or fp16")
 
     profile = builder.create_optimization_profile()
+    sample = input_shape(input_form, image_size)
     for name in ("left", "right"):
-        profile.set_shape(name, (min_batch, *input_shape), (opt_batch, *input_shape), (max_batch, *input_shape))
+        profile.set_shape(name, (min_batch, *sample), (opt_batch, *sample), (max_batch, *sample))
     config.add_optimization_profile(profile)
 
     cache = None
@@ -155,7 +154,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--workspace-mib", type=int, default=1024, help="TensorRT WORKSPACE memory-pool limit")
     parser.add_argument("--engine-dir", type=Path, default=None, help="where to cache engines (default: BUNDLE/engines)")
     parser.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
-    parser.add_argument("--input-form", choices=("uint8", "float32"), default="uint8",
+    parser.add_argument("--input-form", choices=INPUT_FORMS, default="uint8",
                         help="uint8: the node's prepared eyes, normalised on the GPU (default, what the node loads); float32: normalised input")
     parser.add_argument("--verify", action="store_true", help="compare the engine with ONNX Runtime on the same inputs")
     parser.add_argument("--left", type=Path, default=None, help="left-eye image for --verify (default: random input)")
@@ -171,15 +170,11 @@ def verify_inputs(bundle: Any, left: Path | None, right: Path | None, batch: int
     if (left is None) != (right is None):
         raise ValueError("give both --left and --right, or neither (random inputs)")
     if left is not None:
-        from dms_net_core.data.preprocess import load_rgb, normalize_batch, prepare_eye_uint8
+        from dms_net_core.data.preprocess import load_rgb, prepare_eye_uint8
 
-        pair = tuple(prepare_eye_uint8(load_rgb(str(p)), bundle.preprocess)[None] for p in (left, right))
-        return pair if input_form == "uint8" else (normalize_batch(pair[0], bundle.preprocess), normalize_batch(pair[1], bundle.preprocess))
-    rng = np.random.default_rng(seed)
-    s = bundle.image_size
-    if input_form == "uint8":
-        return rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8), rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8)
-    return (rng.standard_normal((batch, 3, s, s), dtype=np.float32), rng.standard_normal((batch, 3, s, s), dtype=np.float32))
+        left_u8, right_u8 = (prepare_eye_uint8(load_rgb(str(p)), bundle.preprocess)[None] for p in (left, right))
+        return (left_u8, right_u8) if input_form == "uint8" else float_pair(left_u8, right_u8, bundle.preprocess)
+    return random_pair(batch, bundle.image_size, input_form, seed)
 
 
 def compare_with_onnxruntime(engine_backend: Any, reference: Any, left: np.ndarray, right: np.ndarray) -> dict[str, float]:

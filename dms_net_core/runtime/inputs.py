@@ -24,6 +24,17 @@ import numpy as np
 from dms_net_core.data.preprocess import PreprocessConfig, normalize_batch
 
 
+#: the two input forms: "uint8" prepared eyes [B,S,S,3] (the node's), "float32" normalised [B,3,S,S]
+INPUT_FORMS = ("uint8", "float32")
+
+
+def input_shape(form: str, image_size: int) -> tuple[int, int, int]:
+    """Per-sample shape of an input form: (S,S,3) for uint8, (3,S,S) for float32."""
+    if form not in INPUT_FORMS:
+        raise ValueError(f"unknown input form {form!r}: choose uint8 (prepared eyes) or float32 (normalised)")
+    return (image_size, image_size, 3) if form == "uint8" else (3, image_size, image_size)
+
+
 def is_prepared_uint8(arr: np.ndarray) -> bool:
     """True for the prepared-uint8 form ``[B,S,S,3]`` (dtype decides; shapes are checked by `check_pair`)."""
     return arr.dtype == np.uint8
@@ -34,13 +45,13 @@ def _check_one(side: str, arr: object, image_size: int) -> None:
         raise ValueError(f"{side} input must be a numpy array, got {type(arr).__name__}: pass prepare_eye_uint8(...) or preprocess_eye(...) output with a batch axis")
     s = image_size
     if arr.dtype == np.uint8:
-        if arr.ndim != 4 or arr.shape[1:] != (s, s, 3) or arr.shape[0] < 1:
+        if arr.ndim != 4 or arr.shape[1:] != input_shape("uint8", s) or arr.shape[0] < 1:
             raise ValueError(
                 f"{side} uint8 input has shape {tuple(arr.shape)}, expected prepared RGB images [B,{s},{s},3]: "
                 f"prepare with dms_net_core.data.preprocess.prepare_eye_uint8 and the bundle's PreprocessConfig, and add a batch axis"
             )
     elif arr.dtype == np.float32:
-        if arr.ndim != 4 or arr.shape[1:] != (3, s, s) or arr.shape[0] < 1:
+        if arr.ndim != 4 or arr.shape[1:] != input_shape("float32", s) or arr.shape[0] < 1:
             raise ValueError(
                 f"{side} input has shape {tuple(arr.shape)}, expected [B,3,{s},{s}]: "
                 f"preprocess with the bundle's PreprocessConfig (image_size {s}) and add a batch axis"
@@ -80,10 +91,15 @@ def float_pair(left: np.ndarray, right: np.ndarray, preprocess: PreprocessConfig
 
 def warmup_pair(batch: int, image_size: int, dtype: str = "uint8") -> tuple[np.ndarray, np.ndarray]:
     """A zero pair in the given form, for `InferenceBackend.warmup`."""
-    if dtype == "uint8":
-        x = np.zeros((batch, image_size, image_size, 3), dtype=np.uint8)
-    elif dtype == "float32":
-        x = np.zeros((batch, 3, image_size, image_size), dtype=np.float32)
-    else:
-        raise ValueError(f"unknown input dtype {dtype!r}: choose uint8 (prepared eyes) or float32 (normalised)")
+    x = np.zeros((batch, *input_shape(dtype, image_size)), dtype=dtype)
     return x, x
+
+
+def random_pair(batch: int, image_size: int, form: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random pair in the given form (benchmarks, engine verification): uniform uint8
+    pixels, or standard-normal float32 (the scale of normalised input)."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, *input_shape(form, image_size))
+    if form == "uint8":
+        return rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)

@@ -7,7 +7,8 @@ Flow (TensorRT 8.6+ and 10.x Python API, named-tensor interface):
    engine from the bundle's graph with the prepared-uint8 input in front
    (`prepared_input_onnx`), so normalisation and the NHWC->NCHW change run on the GPU and a pair
    crosses to it at a quarter of float32's bytes; ``"float32"`` builds the graph as exported
-   (prepared uint8 is then normalised on the host; also what TensorRT < 8.6 gets, with a log line). `EngineCache` loads ``engines/<precision>_b<min>-<max>_<fp12>.engine`` when its
+   (prepared uint8 is then normalised on the host; also what TensorRT < 8.6 gets, with a log
+   line). `EngineCache` loads ``engines/<precision>_b<min>-<max>_<fp12>.engine`` when its
    sidecar matches, otherwise builds (`build_engine.build_serialized_engine`) and logs which
    field differed. A file that fails ``deserialize_cuda_engine`` is rebuilt, not fatal.
    A build failure raises, so ``create_backend("auto")`` falls back to ONNX Runtime.
@@ -41,7 +42,7 @@ from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized_engine, make_trt_logger, timing_cache_path, trt_version_tuple
 from dms_net_core.runtime.cuda_api import load_cuda_api
 from dms_net_core.runtime.engine_cache import EngineCache, EngineFingerprint
-from dms_net_core.runtime.inputs import check_pair, float_pair, warmup_pair
+from dms_net_core.runtime.inputs import INPUT_FORMS, check_pair, float_pair, input_shape, warmup_pair
 
 LOGGER = logging.getLogger("dms_net_core.runtime")
 
@@ -83,7 +84,7 @@ class TensorRTBackend(InferenceBackend):
         rebuild: bool = False,
         input_form: str = "uint8",
     ) -> None:
-        if input_form not in ("uint8", "float32"):
+        if input_form not in INPUT_FORMS:
             raise ValueError(f"unknown input_form {input_form!r}: choose uint8 (prepared eyes, normalised on the GPU) or float32")
         if device == "cpu":
             raise ValueError("tensorrt runs on a CUDA GPU only: use device='auto' or 'cuda', or the onnxruntime backend on CPU")
@@ -103,7 +104,7 @@ class TensorRTBackend(InferenceBackend):
         self.image_size = bundle.image_size
         self.precision = precision
         self.input_form = input_form
-        self.input_forms = ("uint8",) if input_form == "uint8" else ("uint8", "float32")
+        self.input_forms = ("uint8",) if input_form == "uint8" else INPUT_FORMS
         self.min_batch, self.max_batch = int(min_batch), int(max_batch)
         self._logger = make_trt_logger(trt)
         self._buffers: dict[str, int] = {}
@@ -184,8 +185,7 @@ class TensorRTBackend(InferenceBackend):
             raise EngineBuildError("TensorRT could not create an execution context (out of GPU memory?)")
         self._stream = self.cuda.stream_create()
         # size every buffer for the largest batch, bind once: addresses never change
-        s = self.image_size
-        shape = (self.max_batch, s, s, 3) if self.input_form == "uint8" else (self.max_batch, 3, s, s)
+        shape = (self.max_batch, *input_shape(self.input_form, self.image_size))
         for name in INPUTS:
             if not self.context.set_input_shape(name, shape):
                 raise EngineBuildError(f"engine rejects input shape {shape} for {name!r}: rebuild it (--rebuild)")

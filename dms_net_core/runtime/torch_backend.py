@@ -38,7 +38,7 @@ import numpy as np
 from dms_net_core.bundle import ModelBundle
 from dms_net_core.postprocess import sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
-from dms_net_core.runtime.inputs import check_pair, warmup_pair
+from dms_net_core.runtime.inputs import check_pair, input_shape, warmup_pair
 
 LOGGER = logging.getLogger("dms_net_core.runtime")
 
@@ -199,11 +199,11 @@ class TorchBackend(InferenceBackend):
         key = (batch, prepared_uint8)
         if key in self._graphs:
             return self._graphs[key]
-        s = self.image_size
+        shape = (batch, *input_shape("uint8" if prepared_uint8 else "float32", self.image_size))
         if prepared_uint8:
-            static_l = torch.zeros(batch, s, s, 3, device=self.device, dtype=torch.uint8)
+            static_l = torch.zeros(shape, device=self.device, dtype=torch.uint8)
         else:
-            static_l = torch.zeros(batch, 3, s, s, device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+            static_l = torch.zeros(shape, device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
         static_r = torch.zeros_like(static_l)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

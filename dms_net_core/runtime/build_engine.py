@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dms_net_core.bundle import INPUT_NAMES
 from dms_net_core.runtime.inputs import INPUT_FORMS, check_pair, float_pair, input_shape, random_pair
 
 LOGGER = logging.getLogger("dms_net_core.runtime")
@@ -116,7 +117,7 @@ def build_serialized_engine(
 
     profile = builder.create_optimization_profile()
     sample = input_shape(input_form, image_size)
-    for name in ("left", "right"):
+    for name in INPUT_NAMES:
         profile.set_shape(name, (min_batch, *sample), (opt_batch, *sample), (max_batch, *sample))
     config.add_optimization_profile(profile)
 

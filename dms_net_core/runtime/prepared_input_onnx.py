@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dms_net_core.bundle import INPUT_NAMES
 from dms_net_core.data.preprocess import PreprocessConfig
-
-INPUTS = ("left", "right")
 
 
 def prepared_input_model(onnx_model: str | Path | bytes, preprocess: PreprocessConfig) -> bytes:
@@ -34,7 +33,7 @@ def prepared_input_model(onnx_model: str | Path | bytes, preprocess: PreprocessC
     model = onnx.load_model_from_string(bytes(data))
     graph = model.graph
     by_name = {i.name: i for i in graph.input}
-    missing = [n for n in INPUTS if n not in by_name]
+    missing = [n for n in INPUT_NAMES if n not in by_name]
     if missing:
         raise ValueError(f"ONNX graph has no input {missing[0]!r} (inputs: {[i.name for i in graph.input]}): re-export the bundle")
     size = preprocess.image_size
@@ -47,7 +46,7 @@ def prepared_input_model(onnx_model: str | Path | bytes, preprocess: PreprocessC
         ]
     )
     nodes = []
-    for name in INPUTS:
+    for name in INPUT_NAMES:
         normalised = f"{prefix}/{name}_nchw"
         for node in graph.node:  # every reader of the old float input now reads the normalised tensor
             for i, inp in enumerate(node.input):
@@ -66,7 +65,7 @@ def prepared_input_model(onnx_model: str | Path | bytes, preprocess: PreprocessC
         batch_dim = batch.dim_param or (batch.dim_value if batch.dim_value else "batch")
         new = helper.make_tensor_value_info(name, TensorProto.UINT8, [batch_dim, size, size, 3])
         graph.input.remove(old)
-        graph.input.insert(INPUTS.index(name), new)
+        graph.input.insert(INPUT_NAMES.index(name), new)
     for node in reversed(nodes):  # topological order: the new nodes come first
         graph.node.insert(0, node)
     onnx.checker.check_model(model)

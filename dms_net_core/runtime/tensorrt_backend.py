@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from dms_net_core.bundle import ModelBundle
+from dms_net_core.bundle import INPUT_NAMES, OUTPUT_NAMES, ModelBundle
 from dms_net_core.postprocess import sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized_engine, make_trt_logger, timing_cache_path, trt_version_tuple
@@ -46,8 +46,6 @@ from dms_net_core.runtime.inputs import INPUT_FORMS, check_pair, float_pair, inp
 
 LOGGER = logging.getLogger("dms_net_core.runtime")
 
-INPUTS = ("left", "right")
-OUTPUTS = ("logits", "attention_left", "attention_right")
 
 
 def _writable_engine_dir(bundle: ModelBundle, engine_dir: str | os.PathLike | None) -> Path:
@@ -177,19 +175,19 @@ class TensorRTBackend(InferenceBackend):
             self.dtypes[name] = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
         inputs = sorted(n for n, m in modes.items() if m == trt.TensorIOMode.INPUT)
         outputs = sorted(n for n, m in modes.items() if m == trt.TensorIOMode.OUTPUT)
-        if inputs != sorted(INPUTS) or not set(OUTPUTS) <= set(outputs):
-            raise EngineBuildError(f"engine tensors {inputs} -> {outputs} are not left/right -> {list(OUTPUTS)}: re-export the bundle")
-        self.outputs = list(OUTPUTS)
+        if inputs != sorted(INPUT_NAMES) or not set(OUTPUT_NAMES) <= set(outputs):
+            raise EngineBuildError(f"engine tensors {inputs} -> {outputs} are not left/right -> {list(OUTPUT_NAMES)}: re-export the bundle")
+        self.outputs = list(OUTPUT_NAMES)
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EngineBuildError("TensorRT could not create an execution context (out of GPU memory?)")
         self._stream = self.cuda.stream_create()
         # size every buffer for the largest batch, bind once: addresses never change
         shape = (self.max_batch, *input_shape(self.input_form, self.image_size))
-        for name in INPUTS:
+        for name in INPUT_NAMES:
             if not self.context.set_input_shape(name, shape):
                 raise EngineBuildError(f"engine rejects input shape {shape} for {name!r}: rebuild it (--rebuild)")
-        for name in (*INPUTS, *self.outputs):
+        for name in (*INPUT_NAMES, *self.outputs):
             shape = tuple(self.context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 raise EngineBuildError(f"engine output {name!r} has unresolved shape {shape}: re-export the bundle")

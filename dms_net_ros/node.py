@@ -3,7 +3,7 @@
 Data path (the same functions the offline evaluator uses, from `dms_net_core`)::
 
     left/right Image | CompressedImage --(callback: stamp pairing only)--> bounded queue
-      --(one worker thread)--> decode -> quality gate -> preprocess (both eyes on two threads) -> backend.infer
+      --(one worker thread)--> decode -> quality gate -> prepare (both eyes on two threads; uint8) -> backend.infer (normalises)
       -> decide(thresholds) -> DiagnosisResult on `diagnosis` (+ attention overlays)
 
 Lifecycle (transitions own resources, so re-configuring never leaks):

@@ -25,11 +25,12 @@ import numpy as np
 
 from dms_net_core.classes import CLASS_CODES
 from dms_net_core.data.odir import PatientRecord, labels_matrix, load_odir, select_patients
-from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, normalize_batch, prepare_eye_uint8
+from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, prepare_eye_uint8
 from dms_net_core.data.splits import read_split
 from dms_net_core.metrics import format_official_table, full_report
 from dms_net_core.postprocess import sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
+from dms_net_core.runtime.inputs import float_pair
 
 
 class ModuleBackend(InferenceBackend):
@@ -127,8 +128,8 @@ def evaluate_pairs(backend: InferenceBackend, records: Sequence[PatientRecord], 
             raise ValueError(f"patients {missing[:3]} lack an eye: load the labels with skip_missing_eye=True")
         left = np.stack([prepare_eye_uint8(load_rgb(r.left_path), preprocess_cfg) for r in chunk])
         right = np.stack([prepare_eye_uint8(load_rgb(r.right_path), preprocess_cfg) for r in chunk])
-        if "uint8" not in getattr(backend, "input_forms", ("float32",)):
-            left, right = normalize_batch(left, preprocess_cfg), normalize_batch(right, preprocess_cfg)
+        if "uint8" not in backend.input_forms:
+            left, right = float_pair(left, right, preprocess_cfg)
         probs[s:s + len(chunk)] = backend.infer(left, right).probabilities
     return labels_matrix(recs), probs
 

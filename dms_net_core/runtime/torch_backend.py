@@ -281,9 +281,9 @@ class TorchBackend(InferenceBackend):
 
     def describe(self) -> str:
         mode = "compile+cuda_graph" if self.cuda_graph and self.compiled else "cuda_graph" if self.cuda_graph else "compile" if self.compiled else "eager"
-        folded = f" bn-folded={self.folded_batchnorms}" if self.folded_batchnorms else ""
-        folded += " cudnn-benchmark" if self.cudnn_benchmark else ""
-        return f"torch {self.device.type} {self.precision} {mode}{folded} model={self.bundle.model_id}"
+        extras = f" bn-folded={self.folded_batchnorms}" if self.folded_batchnorms else ""
+        extras += " cudnn-benchmark" if self.cudnn_benchmark else ""
+        return f"torch {self.device.type} {self.precision} {mode}{extras} model={self.bundle.model_id}"
 
     def close(self) -> None:
         self._graphs.clear()

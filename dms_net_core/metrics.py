@@ -199,3 +199,28 @@ def format_official_table(scores: dict[str, dict[str, float]]) -> str:
     for name, s in scores.items():
         lines.append(f"| {name} | {s['kappa']:.4f} | {s['f1']:.4f} | {s['auc']:.4f} | {s['final']:.4f} |")
     return "\n".join(lines)
+
+
+def per_eye_auc(eye_labels: dict[str, np.ndarray], eye_probs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """How well per-eye probabilities find each eye's own findings.
+
+    ``eye_labels``: ``left``/``right`` 0/1 [N,8] and ``left_known``/``right_known`` bool [N]
+    (keyword-derived, `dms_net_core.data.eye_labels`); ``eye_probs``: ``left``/``right`` [N,8].
+    Both eyes of every patient with a known per-eye label are pooled (2N eyes at most).
+    Returns ``{"eyes": count, "auc": flat AUC over eyes x classes, "macro_auc": mean of
+    the defined per-class AUCs, "per_class": {code: AUC or NaN}}``."""
+    ys, ps = [], []
+    for side in ("left", "right"):
+        known = np.asarray(eye_labels[f"{side}_known"], dtype=bool)
+        y, p = _check(np.asarray(eye_labels[side])[known], np.asarray(eye_probs[side])[known])
+        ys.append(y)
+        ps.append(p)
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    per_class = {code: _safe_auc(y[:, c], p[:, c]) if len(y) else float("nan") for c, code in enumerate(CLASS_CODES)}
+    defined = [v for v in per_class.values() if np.isfinite(v)]
+    return {
+        "eyes": int(len(y)),
+        "auc": _safe_auc(y.reshape(-1), p.reshape(-1)) if len(y) else float("nan"),
+        "macro_auc": float(np.mean(defined)) if defined else float("nan"),
+        "per_class": per_class,
+    }

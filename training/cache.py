@@ -18,18 +18,23 @@ from pathlib import Path
 
 import numpy as np
 
+from dms_net_core.data.eye_labels import eye_label_matrices
 from dms_net_core.data.odir import PatientRecord, labels_matrix
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, prepare_eye_uint8
 
 
 @dataclass
 class PairCache:
-    """Prepared uint8 images of both eyes, labels and ids in one order."""
+    """Prepared uint8 images of both eyes, labels and ids in one order.
+
+    ``eye_labels`` holds the per-eye keyword labels (`dms_net_core.data.eye_labels`):
+    ``left``/``right`` uint8 [N,8], ``left_known``/``right_known`` bool [N]."""
 
     patient_ids: list[str]
     left: np.ndarray  # [N,S,S,3] uint8
     right: np.ndarray  # [N,S,S,3] uint8
     labels: np.ndarray  # [N,8] uint8
+    eye_labels: dict[str, np.ndarray]
 
     def index(self, patient_ids: list[str]) -> np.ndarray:
         pos = {p: i for i, p in enumerate(self.patient_ids)}
@@ -66,13 +71,14 @@ def build_pair_cache(
     key = _cache_key(records, cfg)
     ids = [r.patient_id for r in records]
     labels = labels_matrix(records)
+    eyes = eye_label_matrices((r.keywords.get("left"), r.keywords.get("right")) for r in records)
     if cache_dir is not None:
         base = Path(cache_dir) / f"pair_cache_{key}"
         if base.with_suffix(".left.npy").is_file() and base.with_suffix(".right.npy").is_file():
             left = np.load(base.with_suffix(".left.npy"), mmap_mode=None)
             right = np.load(base.with_suffix(".right.npy"), mmap_mode=None)
             if len(left) == len(ids):
-                return PairCache(ids, left, right, labels)
+                return PairCache(ids, left, right, labels, eyes)
     s = cfg.image_size
     left = np.empty((len(records), s, s, 3), np.uint8)
     right = np.empty((len(records), s, s, 3), np.uint8)
@@ -90,4 +96,4 @@ def build_pair_cache(
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         np.save(base.with_suffix(".left.npy"), left)
         np.save(base.with_suffix(".right.npy"), right)
-    return PairCache(ids, left, right, labels)
+    return PairCache(ids, left, right, labels, eyes)

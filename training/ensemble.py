@@ -20,6 +20,7 @@ member whose attention maps the bundle outputs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ from dms_net_core.bundle import DEFAULT_OPSET, BundleError, export_bundle, load_
 from dms_net_core.data.odir import load_odir, select_patients
 from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.data.splits import read_split
-from dms_net_core.metrics import full_report, tune_thresholds
+from dms_net_core.classes import NUM_CLASSES
+from dms_net_core.metrics import full_report, per_eye_auc, tune_thresholds
 from dms_net_core.model.config import DMSNetConfig
-from training.evaluate import ModuleBackend, evaluate_pairs, model_from_checkpoint
+from training.evaluate import ModuleBackend, PairPredictions, model_from_checkpoint, predict_pairs
 from training.paths import default_odir_dir
 
 
@@ -75,6 +77,14 @@ def _split_for_tuning(args: argparse.Namespace, first: dict[str, Any]) -> tuple[
     return split, ""
 
 
+def side_report(pred: PairPredictions, thresholds: np.ndarray) -> dict[str, Any]:
+    """`full_report` of one split side, with the per-eye AUC when the ensemble has per-eye outputs."""
+    report = full_report(pred.labels, pred.probs, thresholds)
+    if pred.eye_probs is not None:
+        report["per_eye"] = per_eye_auc(pred.eye_labels, pred.eye_probs)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
@@ -98,9 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from dms_net_core.model.ensemble import EnsembleNet
 
-    ensemble = EnsembleNet([model_from_checkpoint(c) for c in ckpts], attention_from=attention_from).eval()
+    per_eye = any(c.per_eye_heads for c in configs)
+    ensemble = EnsembleNet([model_from_checkpoint(c) for c in ckpts], attention_from=attention_from, per_eye=per_eye).eval()
+    # the bundle's model_config describes the graph's outputs: per-eye outputs iff any member has them
+    bundle_config = dataclasses.replace(configs[attention_from], per_eye_heads=per_eye)
     pre = pres[0]
-    member_thresholds = np.mean([np.asarray(c.get("thresholds", [0.5] * 8), np.float32) for c in ckpts], axis=0)
+    member_thresholds = np.mean([np.asarray(c.get("thresholds", [0.5] * NUM_CLASSES), np.float32) for c in ckpts], axis=0)
     thresholds, metrics = member_thresholds, {}
     split_file, why_not = _split_for_tuning(args, ckpts[0])
     if split_file is None:
@@ -112,20 +125,20 @@ def main(argv: list[str] | None = None) -> int:
             split = read_split(split_file)
             backend = ModuleBackend(ensemble)
             val_recs = select_patients(records, split["val"], source=split_file)
-            val_labels, val_probs = evaluate_pairs(backend, val_recs, pre, args.batch_size, progress=sys.stderr.isatty())
-            thresholds = tune_thresholds(val_labels, val_probs)
-            metrics = full_report(val_labels, val_probs, thresholds)
+            val = predict_pairs(backend, val_recs, pre, args.batch_size, progress=sys.stderr.isatty())
+            thresholds = tune_thresholds(val.labels, val.probs)
+            metrics = side_report(val, thresholds)
             if "test" in split:
                 test_recs = select_patients(records, split["test"], source=split_file)
-                test_labels, test_probs = evaluate_pairs(backend, test_recs, pre, args.batch_size, progress=sys.stderr.isatty())
-                metrics["held_out_test"] = full_report(test_labels, test_probs, thresholds)
+                test = predict_pairs(backend, test_recs, pre, args.batch_size, progress=sys.stderr.isatty())
+                metrics["held_out_test"] = side_report(test, thresholds)
         except (FileNotFoundError, ValueError) as exc:
             print(f"dms-net-ensemble: error: {exc}", file=sys.stderr)
             return 2
     members = [_member_summary(p, c) for p, c in zip(args.checkpoints, ckpts)]
     try:
         bundle = export_bundle(
-            ensemble, configs[attention_from], pre, args.output, thresholds=thresholds, metrics=metrics,
+            ensemble, bundle_config, pre, args.output, thresholds=thresholds, metrics=metrics,
             data_summary=ckpts[0].get("data_summary"), name=args.name, opset=args.opset,
             weights_dtype=args.weights_dtype, include_torch_weights=False,
             extra_meta={"ensemble": {"combination": "mean of member probabilities (logits = logit(mean p))",

@@ -15,6 +15,12 @@ DMS-Net recipes use 0.5: a full neg/pos weight (H: ~31x) makes the model over-pr
 classes, which costs official F1 (= element accuracy), while plain BCE under-predicts
 them at 0.5 (the issue's finding); the square root is the middle.
 
+Per-eye supervision: a model built with ``per_eye_heads`` also outputs per-eye logits; they
+are trained with the same weighted BCE on the per-eye keyword labels
+(`dms_net_core.data.eye_labels`), times ``--eye-loss-weight``, masked for eyes whose keywords
+name no class. Same-label CutMix then also requires equal per-eye labels, so a pasted box
+never carries a finding into an eye labelled without it.
+
 Checkpoints (format in the shared contract): ``last.pt`` after every epoch (for
 ``--resume``: model, optimizer, scheduler, scaler, epoch, step, RNG), ``best.pt`` for the
 epoch with the best validation ODIR final score, finally rewritten with per-class
@@ -40,14 +46,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from dms_net_core.classes import CLASS_CODES, NUM_CLASSES
 from dms_net_core.data.augment import AugmentConfig
 from dms_net_core.data.odir import load_odir, select_patients
 from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.data.splits import read_split, stratified_split
-from dms_net_core.metrics import full_report, odir_official_score, tune_thresholds
+from dms_net_core.metrics import full_report, odir_official_score, per_eye_auc, tune_thresholds
 from dms_net_core.model import build_model
 from dms_net_core.model.config import DMSNetConfig
 from training.cache import PairCache, build_pair_cache
+from training.freeze import freeze_backbone_stages, keep_frozen_in_eval
 from training.gpu_augment import augment_batch, eval_batch
 from training.paths import default_odir_dir
 
@@ -84,6 +92,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
     p.add_argument("--pos-weight-power", type=float, default=0.5, help="0 = plain BCE")
     p.add_argument("--pos-weight-max", type=float, default=10.0)
+    p.add_argument("--eye-loss-weight", type=float, default=0.5,
+                   help="weight of the per-eye keyword-label loss (models with per_eye_heads)")
+    p.add_argument("--frozen-stages", type=int, default=0,
+                   help="freeze the backbone's stem and first N stages (weights and BN stats); ~2x faster on a CPU at N=2")
+    p.add_argument("--backbone-lr-mult", type=float, default=1.0,
+                   help="backbone learning rate = --lr x this (the heads get --lr)")
     p.add_argument("--early-stop-patience", type=int, default=8, help="epochs without val final gain; 0 = off")
     p.add_argument("--time-budget-minutes", type=float, default=None, help="shrink the schedule / stop to fit")
     p.add_argument("--seed", type=int, default=0)
@@ -219,9 +233,11 @@ def _autocast(device: torch.device, amp_dtype: str):
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler,
                     data: dict[str, torch.Tensor], order: torch.Tensor, *, batch_size: int, aug: AugmentConfig,
                     pre: PreprocessConfig, device: torch.device, amp_dtype: str, channels_last: bool,
-                    clip_grad_norm: float | None = None, progress: bool = False, desc: str = "train") -> dict[str, float]:
+                    clip_grad_norm: float | None = None, progress: bool = False, desc: str = "train",
+                    eye_loss_weight: float = 0.0, frozen: list[nn.Module] | None = None) -> dict[str, float]:
     """One pass over ``order`` (indices into the cached train tensors); returns mean loss."""
     model.train()
+    keep_frozen_in_eval(frozen or [])
     total, count = 0.0, 0
     starts = range(0, len(order) - batch_size + 1, batch_size) if len(order) >= batch_size else [0]  # drop_last
     it = starts
@@ -232,14 +248,21 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     for s in it:
         idx = order[s:s + batch_size].to(data["left"].device)
         labels = data["labels"][idx]
-        left, right = augment_batch(data["left"][idx], data["right"][idx], labels, aug, pre)
+        use_eyes = eye_loss_weight > 0 and "eye_left" in data
+        # CutMix partners share the patient label set, and the per-eye labels when those are trained
+        mix_key = torch.cat([labels, data["eye_left"][idx], data["eye_right"][idx]], dim=1) if use_eyes else labels
+        left, right = augment_batch(data["left"][idx], data["right"][idx], mix_key, aug, pre)
         left, right = left.to(device, non_blocking=True), right.to(device, non_blocking=True)
         if channels_last:
             left, right = left.contiguous(memory_format=torch.channels_last), right.contiguous(memory_format=torch.channels_last)
         target = labels.to(device).float()
         with _autocast(device, amp_dtype):
-            logits = model(left, right)[0]
-        loss = criterion(logits.float(), target)
+            outputs = model(left, right)
+        loss = criterion(outputs[0].float(), target)
+        if use_eyes and len(outputs) == 5:
+            loss = loss + eye_loss_weight * masked_eye_loss(
+                criterion, outputs[3].float(), outputs[4].float(),
+                {k: data[k][idx].to(device) for k in ("eye_left", "eye_right", "eye_known")})
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at this step: lower --lr or use --amp-dtype bf16/none")
         optimizer.zero_grad(set_to_none=True)
@@ -263,12 +286,24 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     return {"loss": total / max(1, count), "lr": optimizer.param_groups[0]["lr"]}
 
 
+def masked_eye_loss(criterion: nn.BCEWithLogitsLoss, logits_left: torch.Tensor, logits_right: torch.Tensor,
+                    eyes: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The patient loss's weighted BCE on each eye's own keyword labels, averaged over the
+    eyes whose keywords name a class (``eye_known``); 0 when no eye in the batch has one."""
+    logits = torch.cat([logits_left, logits_right])
+    target = torch.cat([eyes["eye_left"], eyes["eye_right"]]).float()
+    known = torch.cat([eyes["eye_known"][:, 0], eyes["eye_known"][:, 1]]).float()
+    per_eye = F.binary_cross_entropy_with_logits(logits, target, pos_weight=criterion.pos_weight, reduction="none").mean(1)
+    return (per_eye * known).sum() / known.sum().clamp(min=1.0)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, data: dict[str, torch.Tensor], *, batch_size: int, pre: PreprocessConfig,
-            device: torch.device, amp_dtype: str, channels_last: bool) -> np.ndarray:
-    """Sigmoid probabilities [N,8] (float32, numpy) for all cached pairs, eval transform."""
+            device: torch.device, amp_dtype: str, channels_last: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """Sigmoid probabilities [N,8] (float32, numpy) for all cached pairs, eval transform, and
+    the per-eye probabilities ``{"left", "right"}`` [N,8] when the model has per-eye heads."""
     model.eval()
-    out = []
+    out, eyes = [], {"left": [], "right": []}
     n = len(data["labels"])
     for s in range(0, n, batch_size):
         left, right = eval_batch(data["left"][s:s + batch_size], data["right"][s:s + batch_size], pre)
@@ -276,19 +311,34 @@ def predict(model: nn.Module, data: dict[str, torch.Tensor], *, batch_size: int,
         if channels_last:
             left, right = left.contiguous(memory_format=torch.channels_last), right.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp_dtype):
-            logits = model(left, right)[0]
-        out.append(torch.sigmoid(logits.float()).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 8), np.float32)
+            outputs = model(left, right)
+        out.append(torch.sigmoid(outputs[0].float()).cpu())
+        if len(outputs) == 5:
+            eyes["left"].append(torch.sigmoid(outputs[3].float()).cpu())
+            eyes["right"].append(torch.sigmoid(outputs[4].float()).cpu())
+    probs = torch.cat(out).numpy() if out else np.zeros((0, NUM_CLASSES), np.float32)
+    eye_probs = {k: torch.cat(v).numpy() for k, v in eyes.items()} if eyes["left"] else None
+    return probs, eye_probs
 
 
-def evaluate(model: nn.Module, criterion: nn.Module, data: dict[str, torch.Tensor], **kw: Any) -> tuple[dict[str, float], np.ndarray]:
-    """Validation: official ODIR score (+ loss) and the probabilities."""
-    probs = predict(model, data, **kw)
+def eye_label_arrays(data: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The cached per-eye labels in `dms_net_core.metrics.per_eye_auc`'s layout."""
+    known = data["eye_known"].cpu().numpy()
+    return {"left": data["eye_left"].cpu().numpy(), "right": data["eye_right"].cpu().numpy(),
+            "left_known": known[:, 0], "right_known": known[:, 1]}
+
+
+def evaluate(model: nn.Module, criterion: nn.Module, data: dict[str, torch.Tensor],
+             **kw: Any) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray] | None]:
+    """Validation: official ODIR score (+ loss, + per-eye AUC) and the probabilities."""
+    probs, eye_probs = predict(model, data, **kw)
     labels = data["labels"].cpu().numpy()
     scores = odir_official_score(labels, probs)
     p = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7)
     scores["loss"] = float(F.binary_cross_entropy(p, torch.from_numpy(labels).float(), weight=None).item())
-    return scores, probs
+    if eye_probs is not None:
+        scores["eye_auc"] = per_eye_auc(eye_label_arrays(data), eye_probs)["auc"]
+    return scores, probs, eye_probs
 
 
 # ----------------------------------------------------------------------------- data
@@ -325,17 +375,21 @@ def load_data(args: argparse.Namespace, pre_cfg: PreprocessConfig, *, cache_pool
     }
     for name, recs in sides.items():
         summary[name] = {"num_patients": len(recs),
-                         "class_counts": {c: int(v) for c, v in zip("NDGCAHMO", np.stack([r.labels for r in recs]).sum(0))}}
+                         "class_counts": {c: int(v) for c, v in zip(CLASS_CODES, np.stack([r.labels for r in recs]).sum(0))}}
     return cache, idx, summary
 
 
 def to_device_tensors(cache: PairCache, index: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
     """uint8 images + labels of one subset, on ``device`` (a GPU holds all of ODIR-5K at 256 px)."""
     i = torch.from_numpy(index)
+    eyes = cache.eye_labels
     return {
         "left": torch.from_numpy(cache.left)[i].to(device),
         "right": torch.from_numpy(cache.right)[i].to(device),
         "labels": torch.from_numpy(cache.labels)[i].to(device),
+        "eye_left": torch.from_numpy(eyes["left"])[i].to(device),
+        "eye_right": torch.from_numpy(eyes["right"])[i].to(device),
+        "eye_known": torch.from_numpy(np.stack([eyes["left_known"], eyes["right_known"]], axis=1))[i].to(device),
     }
 
 
@@ -357,6 +411,12 @@ def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(json.dumps(vars(args), default=str))
 
 
+def save_eye_arrays(out_dir: Path, side: str, eye_probs: dict[str, np.ndarray], eye_labels: dict[str, np.ndarray]) -> None:
+    """Per-eye probabilities and labels beside ``<side>_probs.npy`` (ensembles are scored from files)."""
+    np.savez(out_dir / f"{side}_eye.npz", **{f"probs_{k}": v for k, v in eye_probs.items()},
+             **{f"labels_{k}": v for k, v in eye_labels.items()})
+
+
 def epochs_that_fit(epoch_times: list[float], elapsed_s: float, budget_s: float, epochs_total: int) -> int:
     """How many more epochs the time budget holds, judged on steady epochs only.
 
@@ -368,6 +428,18 @@ def epochs_that_fit(epoch_times: list[float], elapsed_s: float, budget_s: float,
     if not steady:
         return epochs_total if elapsed_s < budget_s else 0
     return int((budget_s - elapsed_s) // float(np.median(steady[-3:])))
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_mult: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and norms; the backbone at ``lr * backbone_lr_mult``."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = (name.startswith("backbone."), p.ndim <= 1 or name.endswith(".bias"))
+            groups.setdefault(key, []).append(p)
+    return [{"params": params, "lr": lr * (backbone_lr_mult if is_backbone else 1.0),
+             "weight_decay": 0.0 if no_decay else weight_decay}
+            for (is_backbone, no_decay), params in sorted(groups.items())]
 
 
 def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> dict[str, Any]:
@@ -405,12 +477,9 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     model = build_model(model_cfg).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    frozen = freeze_backbone_stages(model, args.frozen_stages)
+    eye_loss_weight = args.eye_loss_weight if model_cfg.per_eye_heads else 0.0
+    optimizer = torch.optim.AdamW(param_groups(model, args.lr, args.weight_decay, args.backbone_lr_mult), lr=args.lr)
     steps_per_epoch = n_train // (args.batch_size * world)
     schedule = WarmupCosine(round(args.warmup_epochs * steps_per_epoch), args.epochs * steps_per_epoch, args.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -468,9 +537,10 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
         train_stats = train_one_epoch(train_model, criterion, optimizer, scheduler, scaler, train_data, order,
                                       batch_size=args.batch_size, aug=aug_cfg, pre=pre_cfg, device=device,
                                       amp_dtype=amp_dtype, channels_last=args.channels_last,
-                                      clip_grad_norm=args.clip_grad_norm, progress=progress, desc=f"epoch {epoch}")
+                                      clip_grad_norm=args.clip_grad_norm, progress=progress, desc=f"epoch {epoch}",
+                                      eye_loss_weight=eye_loss_weight, frozen=frozen)
         step += len(order) // args.batch_size
-        val_scores, _ = evaluate(model, criterion, val_data, **eval_kw)
+        val_scores, _, _ = evaluate(model, criterion, val_data, **eval_kw)
         epoch_s = time.time() - te
         epoch_times.append(epoch_s)
         row = {"epoch": epoch, "step": step, "train_loss": train_stats["loss"], "lr": train_stats["lr"],
@@ -480,8 +550,10 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
         if improved:
             best_final, best_epoch = val_scores["final"], epoch
         if is_main:
+            eye_text = f" eye-auc {val_scores['eye_auc']:.4f}" if "eye_auc" in val_scores else ""
             print(f"epoch {epoch}/{epochs_total - 1} step {step} loss {train_stats['loss']:.4f} val final {val_scores['final']:.4f} "
-                  f"kappa {val_scores['kappa']:.4f} f1 {val_scores['f1']:.4f} auc {val_scores['auc']:.4f} ({epoch_s:.1f}s)", flush=True)
+                  f"kappa {val_scores['kappa']:.4f} f1 {val_scores['f1']:.4f} auc {val_scores['auc']:.4f}{eye_text} ({epoch_s:.1f}s)",
+                  flush=True)
             new = not log_path.exists()
             with open(log_path, "a", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(row))
@@ -493,7 +565,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                     if k not in ("epoch", "step"):
                         writer.add_scalar(k, v, step)
             base = {"model": model.state_dict(), "model_config": model_cfg.to_dict(), "preprocess": pre_cfg.to_dict(),
-                    "thresholds": [0.5] * 8, "metrics": {"official": {k: val_scores[k] for k in ("kappa", "f1", "auc", "final")}},
+                    "thresholds": [0.5] * NUM_CLASSES, "metrics": {"official": {k: val_scores[k] for k in ("kappa", "f1", "auc", "final")}},
                     "data_summary": data_summary, "epoch": epoch, "step": step, "args": _plain_args(args)}
             if improved:
                 torch.save(base, out_dir / "best.pt")
@@ -528,15 +600,21 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     if is_main:
         best = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(best["model"])
-        probs = predict(model, val_data, **eval_kw)
+        probs, eye_probs = predict(model, val_data, **eval_kw)
         labels = val_data["labels"].cpu().numpy()
         thresholds = tune_thresholds(labels, probs)
         report = full_report(labels, probs, thresholds)
+        if eye_probs is not None:
+            report["per_eye"] = per_eye_auc(eye_label_arrays(val_data), eye_probs)
+            save_eye_arrays(out_dir, "val", eye_probs, eye_label_arrays(val_data))
         best["thresholds"] = [float(t) for t in thresholds]
         best["metrics"] = json.loads(json.dumps(report, default=float))
         if test_data is not None:
-            test_probs = predict(model, test_data, **eval_kw)
+            test_probs, test_eye_probs = predict(model, test_data, **eval_kw)
             test_report = full_report(test_data["labels"].cpu().numpy(), test_probs, thresholds)
+            if test_eye_probs is not None:
+                test_report["per_eye"] = per_eye_auc(eye_label_arrays(test_data), test_eye_probs)
+                save_eye_arrays(out_dir, "test", test_eye_probs, eye_label_arrays(test_data))
             best["metrics"]["held_out_test"] = json.loads(json.dumps(test_report, default=float))
             np.save(out_dir / "test_probs.npy", test_probs)
             np.save(out_dir / "test_labels.npy", test_data["labels"].cpu().numpy())

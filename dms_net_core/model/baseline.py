@@ -5,6 +5,7 @@
 
 No OSIM/CASFM/CCAM/CIAM; same forward signature as ``DMSNet`` (attention maps are all ones at the
 backbone's feature resolution) so training, export and the runtime treat both identically.
+With ``per_eye_heads`` it also returns per-eye logits from one shared linear layer on f_l, f_r.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import nn
 
 from .backbones import create_backbone
 from .config import DMSNetConfig
-from .dms_net import run_siamese
+from .dms_net import linear_head, per_eye_logits, run_siamese
 from .layers import ones_attention
 
 
@@ -30,12 +31,14 @@ class PlainBinocularNet(nn.Module):
         self.config = cfg
         self.backbone, channels = create_backbone(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(3 * channels, cfg.num_classes)
-        nn.init.trunc_normal_(self.classifier.weight, std=0.02)
-        nn.init.zeros_(self.classifier.bias)
+        self.classifier = linear_head(3 * channels, cfg.num_classes)
+        self.eye_classifier = linear_head(channels, cfg.num_classes) if cfg.per_eye_heads else None
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
         map_left, map_right = run_siamese(self.backbone, left, right)
         f_left, f_right = map_left.mean(dim=(2, 3)), map_right.mean(dim=(2, 3))
         logits = self.classifier(self.dropout(torch.cat([f_left, f_right, (f_left - f_right).abs()], dim=1)))
-        return logits, ones_attention(map_left), ones_attention(map_right)
+        outputs = (logits, ones_attention(map_left), ones_attention(map_right))
+        if self.eye_classifier is None:
+            return outputs
+        return (*outputs, *per_eye_logits(self.eye_classifier, self.dropout, f_left, f_right))

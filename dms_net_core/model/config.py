@@ -52,6 +52,10 @@ class DMSNetConfig:
     dense_growth: int = 64
     dense_layers: int = 3
     dropout: float = 0.3
+    #: Beyond the paper: one classifier per eye (shared by both eyes, on each eye's pooled
+    #: features) trained on per-eye labels from the diagnostic keywords, so a result can say
+    #: which eye carries a finding. ``forward`` then also returns per-eye logits.
+    per_eye_heads: bool = False
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:

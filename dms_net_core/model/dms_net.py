@@ -18,7 +18,10 @@ Switches (``DMSNetConfig``), so the paper's Tables 1-3 can be rerun by config:
 
 ``forward(left, right)`` takes float32 [B,3,S,S] tensors (normalised per ``PreprocessConfig``) and
 returns ``(logits [B,num_classes], attention_left [B,1,h,w], attention_right [B,1,h,w])``;
-the attention maps are all ones for an eye without OSIM.
+the attention maps are all ones for an eye without OSIM. With ``per_eye_heads`` (beyond the
+paper) it also returns ``left_logits, right_logits`` [B,num_classes]: one linear classifier,
+shared by both eyes, on each eye's pooled multi-scale features (F_l, F_r), trained on the
+per-eye keyword labels (`dms_net_core.data.eye_labels`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,22 @@ def _multiscale_name(cfg: DMSNetConfig, use_osim_for_eye: bool) -> str:
     if cfg.multiscale == "osim" and not use_osim_for_eye:
         return "none"
     return cfg.multiscale
+
+
+def linear_head(in_features: int, num_classes: int) -> nn.Linear:
+    """A classifier layer initialised small (trunc-normal 0.02, zero bias) like ViT/timm heads."""
+    head = nn.Linear(in_features, num_classes)
+    nn.init.trunc_normal_(head.weight, std=0.02)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def per_eye_logits(classifier: nn.Module, dropout: nn.Module, v_left: torch.Tensor,
+                   v_right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-eye head: ONE classifier (siamese, like the backbone) on both eyes' pooled vectors."""
+    both = classifier(dropout(torch.cat([v_left, v_right], dim=0)))
+    eye_left, eye_right = both.unflatten(0, (2, -1)).unbind(0)
+    return eye_left, eye_right
 
 
 def run_siamese(backbone: nn.Module, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,11 +99,10 @@ class DMSNet(nn.Module):
         )
         head_in = dim * (1 + int(cfg.use_ccam) + int(cfg.use_ciam))
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(head_in, cfg.num_classes)
-        nn.init.trunc_normal_(self.classifier.weight, std=0.02)
-        nn.init.zeros_(self.classifier.bias)
+        self.classifier = linear_head(head_in, cfg.num_classes)
+        self.eye_classifier = linear_head(mid, cfg.num_classes) if cfg.per_eye_heads else None
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f_left, f_right = run_siamese(self.backbone, left, right)
         f_left, attention_left = self.multiscale_left(f_left)
         f_right, attention_right = self.multiscale_right(f_right)
@@ -94,4 +112,7 @@ class DMSNet(nn.Module):
         if self.ciam is not None:
             vectors.append(self.ciam(f_left, f_right).mean(dim=(2, 3)))
         logits = self.classifier(self.dropout(torch.cat(vectors, dim=1)))
-        return logits, attention_left, attention_right
+        if self.eye_classifier is None:
+            return logits, attention_left, attention_right
+        return (logits, attention_left, attention_right,
+                *per_eye_logits(self.eye_classifier, self.dropout, f_left.mean(dim=(2, 3)), f_right.mean(dim=(2, 3))))

@@ -8,7 +8,9 @@ module: ``forward(left, right)`` runs every member and returns
 - ``logits = logit(mean_i sigmoid(logits_i))``: the members' probabilities averaged, written
   as a logit so every consumer's ``sigmoid(logits)`` gives the mean probability;
 - the attention maps of the first DMS-Net member (the OSIM overlay the clinician sees; the
-  control has none), or the first member's all-ones maps when no member has OSIM.
+  control has none), or the first member's all-ones maps when no member has OSIM;
+- with ``per_eye=True`` (any member has per-eye heads), ``left_logits``/``right_logits``:
+  the mean per-eye probability of the members that have per-eye heads, as logits.
 
 Members must agree on image size (they see the same preprocessed input; the exporter
 also checks their preprocessing).
@@ -29,7 +31,7 @@ EPS = 1e-7
 class EnsembleNet(nn.Module):
     """Mean-probability ensemble; ``attention_from`` picks whose attention maps are returned."""
 
-    def __init__(self, members: Sequence[nn.Module], attention_from: int = 0) -> None:
+    def __init__(self, members: Sequence[nn.Module], attention_from: int = 0, per_eye: bool = False) -> None:
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}: export a single model with dms-net-export")
@@ -37,15 +39,29 @@ class EnsembleNet(nn.Module):
             raise ValueError(f"attention_from {attention_from} is not a member index (0..{len(members) - 1})")
         self.members = nn.ModuleList(members)
         self.attention_from = attention_from
+        self.per_eye = per_eye
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        probs = []
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        probs, eye_left, eye_right = [], [], []
         attention = None
         for i, member in enumerate(self.members):
-            logits, att_left, att_right = member(left, right)
+            logits, att_left, att_right, *eyes = member(left, right)
             probs.append(torch.sigmoid(logits.float()))
+            if eyes:
+                eye_left.append(torch.sigmoid(eyes[0].float()))
+                eye_right.append(torch.sigmoid(eyes[1].float()))
             if i == self.attention_from:
                 attention = (att_left, att_right)
-        p = torch.stack(probs, dim=0).mean(dim=0).clamp(EPS, 1.0 - EPS)
         assert attention is not None
-        return torch.log(p) - torch.log1p(-p), attention[0], attention[1]
+        outputs = (mean_probability_logit(probs), attention[0], attention[1])
+        if not self.per_eye:
+            return outputs
+        if not eye_left:
+            raise ValueError("per_eye=True but no member has per-eye heads: build the ensemble with per_eye=False")
+        return (*outputs, mean_probability_logit(eye_left), mean_probability_logit(eye_right))
+
+
+def mean_probability_logit(probs: list[torch.Tensor]) -> torch.Tensor:
+    """logit(mean p), clamped so a certain member cannot make it infinite."""
+    p = torch.stack(probs, dim=0).mean(dim=0).clamp(EPS, 1.0 - EPS)
+    return torch.log(p) - torch.log1p(-p)

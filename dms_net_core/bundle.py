@@ -6,7 +6,8 @@ A bundle is a directory::
                           names, per-class thresholds, input/output description, validation
                           metrics, data summary and the sha256 of every file below
     model.onnx            inputs "left", "right" float32 [B,3,S,S] (dynamic batch "batch");
-                          outputs "logits" [B,8], "attention_left", "attention_right"
+                          outputs "logits" [B,8], "attention_left", "attention_right", and
+                          "left_logits", "right_logits" [B,8] when the model has per-eye heads
     weights.safetensors   the same weights for the PyTorch backend (no pickle on the robot)
     engines/              TensorRT engines built on the target, each with a fingerprint sidecar
 
@@ -47,6 +48,13 @@ WEIGHTS_FILE = "weights.safetensors"
 ENGINES_DIR = "engines"
 INPUT_NAMES = ("left", "right")
 OUTPUT_NAMES = ("logits", "attention_left", "attention_right")
+#: Extra outputs of a model with per-eye heads (``DMSNetConfig.per_eye_heads``), after OUTPUT_NAMES.
+EYE_OUTPUT_NAMES = ("left_logits", "right_logits")
+
+
+def output_names(model_config: DMSNetConfig) -> tuple[str, ...]:
+    """The ONNX/engine output names of a model built from ``model_config``, in forward order."""
+    return OUTPUT_NAMES + (EYE_OUTPUT_NAMES if model_config.per_eye_heads else ())
 #: Legacy TorchScript exporter at opset 17: seconds instead of minutes, a symbolic "batch"
 #: dimension, and every op TensorRT 8.6 (JetPack 5) and 10.x parse. See `_export_onnx`.
 DEFAULT_OPSET = 17
@@ -119,6 +127,11 @@ class ModelBundle:
     @property
     def image_size(self) -> int:
         return int(self.meta["input"]["size"])
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The graph's outputs in order: `OUTPUT_NAMES`, then `EYE_OUTPUT_NAMES` for per-eye models."""
+        return output_names(self.model_config)
 
     @property
     def onnx_sha256(self) -> str:
@@ -216,7 +229,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def _export_onnx(model: "torch.nn.Module", example: tuple["torch.Tensor", "torch.Tensor"], out_path: Path, opset: int) -> str:
+def _export_onnx(model: "torch.nn.Module", example: tuple["torch.Tensor", "torch.Tensor"], out_path: Path, opset: int,
+                 outputs: tuple[str, ...] = OUTPUT_NAMES) -> str:
     """Write ``model.onnx``; returns which exporter produced it.
 
     The legacy TorchScript exporter is tried first: on torch 2.14 it exports DMS-Net in
@@ -228,7 +242,7 @@ def _export_onnx(model: "torch.nn.Module", example: tuple["torch.Tensor", "torch
 
     import torch
 
-    dynamic_axes = {name: {0: "batch"} for name in (*INPUT_NAMES, *OUTPUT_NAMES)}
+    dynamic_axes = {name: {0: "batch"} for name in (*INPUT_NAMES, *outputs)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -237,7 +251,7 @@ def _export_onnx(model: "torch.nn.Module", example: tuple["torch.Tensor", "torch
                 example,
                 str(out_path),
                 input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(outputs),
                 dynamic_axes=dynamic_axes,
                 opset_version=opset,
                 do_constant_folding=True,
@@ -252,7 +266,7 @@ def _export_onnx(model: "torch.nn.Module", example: tuple["torch.Tensor", "torch
         example,
         str(out_path),
         input_names=list(INPUT_NAMES),
-        output_names=list(OUTPUT_NAMES),
+        output_names=list(outputs),
         dynamic_shapes=({0: batch}, {0: batch}),
         opset_version=max(opset, 18),
         external_data=False,
@@ -268,6 +282,7 @@ def check_onnx_against_torch(
 
     Batch 2 is the contract's check; batch 3 (not the traced size) catches an exporter that
     baked the example batch into a Reshape, which would otherwise surface only on the robot.
+    Every logits output is compared (the patient's, and each eye's for per-eye models).
     """
     import onnxruntime as ort
     import torch
@@ -275,20 +290,24 @@ def check_onnx_against_torch(
     from dms_net_core.postprocess import sigmoid
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    compared = [(i, name) for i, name in enumerate(names) if name.endswith("logits")]
     gen = torch.Generator().manual_seed(seed)
     worst = 0.0
     for b in batch_sizes:
         left = torch.randn(b, 3, image_size, image_size, generator=gen)
         right = torch.randn(b, 3, image_size, image_size, generator=gen)
         with torch.inference_mode():
-            ref = model(left, right)[0].float().numpy()
+            refs = model(left, right)
         try:
-            got = sess.run(["logits"], {"left": left.numpy(), "right": right.numpy()})[0]
+            gots = sess.run([name for _, name in compared], {"left": left.numpy(), "right": right.numpy()})
         except Exception as exc:  # noqa: BLE001
             raise BundleError(f"ONNX model fails at batch {b} ({str(exc).splitlines()[0]}): the export is not batch-dynamic; fix the model's reshapes") from None
-        if got.shape != ref.shape:
-            raise BundleError(f"ONNX logits shape {got.shape} != PyTorch {ref.shape} at batch {b}: the export is not batch-dynamic")
-        worst = max(worst, float(np.max(np.abs(sigmoid(got) - sigmoid(ref)))))
+        for (i, name), got in zip(compared, gots):
+            ref = refs[i].float().numpy()
+            if got.shape != ref.shape:
+                raise BundleError(f"ONNX {name} shape {got.shape} != PyTorch {ref.shape} at batch {b}: the export is not batch-dynamic")
+            worst = max(worst, float(np.max(np.abs(sigmoid(got) - sigmoid(ref)))))
     return worst
 
 
@@ -360,9 +379,12 @@ def export_bundle(
     example = (torch.randn(2, 3, s, s, generator=gen), torch.randn(2, 3, s, s, generator=gen))
     with torch.inference_mode():
         outputs = model(*example)
-    if not isinstance(outputs, (tuple, list)) or len(outputs) != 3:
-        raise BundleError("model.forward(left, right) must return (logits, attention_left, attention_right): fix the model")
-    exporter = _export_onnx(model, example, out / ONNX_FILE, opset)
+    names = output_names(model_config)
+    if not isinstance(outputs, (tuple, list)) or len(outputs) != len(names):
+        raise BundleError(f"model.forward(left, right) must return {len(names)} tensors ({', '.join(names)}) for this "
+                          f"model_config, got {len(outputs) if isinstance(outputs, (tuple, list)) else type(outputs).__name__}: "
+                          "fix the model or its per_eye_heads setting")
+    exporter = _export_onnx(model, example, out / ONNX_FILE, opset, names)
 
     import onnx
 
@@ -390,6 +412,7 @@ def export_bundle(
             "logits": [-1, NUM_CLASSES],
             "attention_left": [-1, *outputs[1].shape[1:]],
             "attention_right": [-1, *outputs[2].shape[1:]],
+            **{name: [-1, NUM_CLASSES] for name in EYE_OUTPUT_NAMES if name in names},
         },
         "metrics": _plain(metrics or {}),
         "data_summary": _plain(data_summary or {}),

@@ -8,6 +8,7 @@ ODIR official score itself always uses 0.5 (see `dms_net_core.metrics`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
@@ -54,3 +55,39 @@ def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> Decision:
     disease = np.delete(positive, NORMAL_INDEX)
     referable = bool(disease.any() or not positive[NORMAL_INDEX])
     return Decision(probabilities=p, thresholds=t, positive=positive, referable=referable)
+
+
+def eye_probabilities(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+    """``left_probabilities``/``right_probabilities`` from a backend's named outputs (the
+    sigmoid of ``left_logits``/``right_logits``), None for a model without per-eye heads."""
+    if "left_logits" not in outputs or "right_logits" not in outputs:
+        return {"left_probabilities": None, "right_probabilities": None}
+    return {"left_probabilities": sigmoid(outputs["left_logits"]), "right_probabilities": sigmoid(outputs["right_logits"])}
+
+
+def finding_eyes(decision: Decision, left: np.ndarray | None, right: np.ndarray | None) -> list[str]:
+    """Which eye carries each positive finding, in `Decision.positive_codes` order.
+
+    An eye carries a patient-level positive when its own probability (per-eye head) is above
+    the class's threshold: "left", "right" or "both". When neither eye passes it on its own
+    (the patient head combines both eyes), the eye with the higher probability is named, so
+    every positive finding gets a side. Without per-eye outputs every entry is "" (unknown).
+    N ("normal") concerns both eyes by definition."""
+    codes = decision.positive_codes
+    if left is None or right is None:
+        return [""] * len(codes)
+    left = np.asarray(left, dtype=np.float32).reshape(-1)
+    right = np.asarray(right, dtype=np.float32).reshape(-1)
+    out = []
+    for i in np.flatnonzero(decision.positive):
+        if i == NORMAL_INDEX:
+            out.append("both")
+            continue
+        on_left, on_right = left[i] > decision.thresholds[i], right[i] > decision.thresholds[i]
+        if on_left and on_right:
+            out.append("both")
+        elif on_left or on_right:
+            out.append("left" if on_left else "right")
+        else:
+            out.append("left" if left[i] >= right[i] else "right")
+    return out

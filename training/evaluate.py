@@ -7,34 +7,39 @@ A bundle directory runs through `dms_net_core.runtime.create_backend` (ONNX Runt
 by default, like the robot without a GPU); a ``.pt`` checkpoint runs in eager PyTorch
 through a small `InferenceBackend` adapter, so both go through `evaluate_pairs`, which
 preprocesses with `prepare_eye_uint8` and the model's own `PreprocessConfig` - the node's
-path, not the trainer's cache. Writes ``report.json``, ``report.md``, ``probs.npy`` and
-plots (per-class ROC, per-class confusion matrices at the model's thresholds, a
-reliability diagram), and prints the ODIR official score table.
+path, not the trainer's cache. Writes the report of `dms_net_core.report` (``report.json``,
+``report.md``, ``probs.npy``, plots; per-eye AUC against the keyword-derived per-eye labels
+when the model has per-eye heads) and prints the ODIR official score table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from dms_net_core.classes import CLASS_CODES
+from dms_net_core.classes import NUM_CLASSES
+from dms_net_core.data.eye_labels import eye_label_matrices
 from dms_net_core.data.odir import PatientRecord, labels_matrix, load_odir, select_patients
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, prepare_eye_uint8
 from dms_net_core.data.splits import read_split
-from dms_net_core.metrics import format_official_table, full_report
+from dms_net_core.metrics import format_official_table
 from dms_net_core.postprocess import sigmoid
+from dms_net_core.report import write_report
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 from dms_net_core.runtime.inputs import float_pair
 
+__all__ = ["CheckpointBackend", "ModuleBackend", "PairPredictions", "evaluate_pairs", "main", "predict_pairs", "write_report"]
+
 
 class ModuleBackend(InferenceBackend):
-    """Eager PyTorch on any ``forward(left, right) -> (logits, att_l, att_r)`` module, behind the runtime interface."""
+    """Eager PyTorch on any ``forward(left, right) -> (logits, att_l, att_r[, left_logits, right_logits])``
+    module, behind the runtime interface."""
 
     name = "torch-module"
     input_forms = ("float32",)  # a bare module has no preprocessing config to normalise with
@@ -50,14 +55,17 @@ class ModuleBackend(InferenceBackend):
         torch = self._torch
         t0 = time.perf_counter()
         with torch.no_grad():
-            logits, att_l, att_r = self.model(torch.from_numpy(left).to(self.device), torch.from_numpy(right).to(self.device))
+            logits, att_l, att_r, *eyes = self.model(torch.from_numpy(left).to(self.device), torch.from_numpy(right).to(self.device))
         logits = logits.float().cpu().numpy()
+        eye_probs = [sigmoid(e.float().cpu().numpy()) for e in eyes] or [None, None]
         return InferenceResult(
             probabilities=sigmoid(logits),
             logits=logits,
             attention_left=att_l.float().cpu().numpy(),
             attention_right=att_r.float().cpu().numpy(),
             timings_ms={"inference": (time.perf_counter() - t0) * 1e3},
+            left_probabilities=eye_probs[0],
+            right_probabilities=eye_probs[1],
         )
 
     def describe(self) -> str:
@@ -103,19 +111,39 @@ def load_model_source(path: str, backend: str = "onnxruntime", device: str = "cp
             raise ValueError(f"{p} is not a dms-net-train checkpoint (no 'model'/'model_config'): pass best.pt or a bundle directory")
         be = CheckpointBackend(ckpt, device=device)
         pre = PreprocessConfig.from_dict(ckpt["preprocess"])
-        return be, pre, np.asarray(ckpt.get("thresholds", [0.5] * 8), np.float32), {"checkpoint": str(p), "epoch": ckpt.get("epoch"), "backend": be.describe()}
+        thresholds = np.asarray(ckpt.get("thresholds", [0.5] * NUM_CLASSES), np.float32)
+        return be, pre, thresholds, {"checkpoint": str(p), "epoch": ckpt.get("epoch"), "backend": be.describe()}
     raise FileNotFoundError(f"model {p} does not exist: pass a best.pt checkpoint or a model bundle directory")
+
+
+@dataclass
+class PairPredictions:
+    """What `predict_pairs` returns: patient labels and probabilities, per-eye labels from the
+    keywords (`eye_label_matrices` layout) and per-eye probabilities (None without per-eye heads)."""
+
+    labels: np.ndarray  # [N,8] uint8
+    probs: np.ndarray  # [N,8] float32
+    eye_labels: dict[str, np.ndarray]
+    eye_probs: dict[str, np.ndarray] | None
 
 
 def evaluate_pairs(backend: InferenceBackend, records: Sequence[PatientRecord], preprocess_cfg: PreprocessConfig,
                    batch_size: int = 16, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``backend`` on every patient's pair: returns ``(labels [N,8] uint8, probs [N,8] float32)``.
+    """`predict_pairs` reduced to ``(labels [N,8] uint8, probs [N,8] float32)``."""
+    pred = predict_pairs(backend, records, preprocess_cfg, batch_size, progress)
+    return pred.labels, pred.probs
+
+
+def predict_pairs(backend: InferenceBackend, records: Sequence[PatientRecord], preprocess_cfg: PreprocessConfig,
+                  batch_size: int = 16, progress: bool = False) -> PairPredictions:
+    """Run ``backend`` on every patient's pair (patient and, if present, per-eye probabilities).
 
     Preprocessing is the node's: `prepare_eye_uint8` with ``preprocess_cfg``, handed over as
     prepared uint8 when the backend takes it (normalised by the backend, as in the node) and
     normalised on the host otherwise; reused by the bag tools and the node tests."""
     recs = list(records)
-    probs = np.zeros((len(recs), len(CLASS_CODES)), np.float32)
+    probs = np.zeros((len(recs), NUM_CLASSES), np.float32)
+    eye_probs: dict[str, np.ndarray] | None = None
     it = range(0, len(recs), batch_size)
     if progress:
         from tqdm import tqdm
@@ -130,89 +158,15 @@ def evaluate_pairs(backend: InferenceBackend, records: Sequence[PatientRecord], 
         right = np.stack([prepare_eye_uint8(load_rgb(r.right_path), preprocess_cfg) for r in chunk])
         if "uint8" not in backend.input_forms:
             left, right = float_pair(left, right, preprocess_cfg)
-        probs[s:s + len(chunk)] = backend.infer(left, right).probabilities
-    return labels_matrix(recs), probs
-
-
-def _plots(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    files = []
-    fig, axes = plt.subplots(2, 4, figsize=(14, 7))
-    for k, ax in enumerate(axes.flat):
-        if labels[:, k].min() != labels[:, k].max():
-            fpr, tpr, _ = roc_curve(labels[:, k], probs[:, k])
-            ax.plot(fpr, tpr)
-        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-        ax.set_title(CLASS_CODES[k])
-        ax.set_xlabel("1 - specificity")
-        ax.set_ylabel("sensitivity")
-    fig.tight_layout()
-    fig.savefig(out / "roc_per_class.png", dpi=90)
-    plt.close(fig)
-    files.append("roc_per_class.png")
-
-    fig, axes = plt.subplots(2, 4, figsize=(12, 6.5))
-    for k, ax in enumerate(axes.flat):
-        pred = probs[:, k] > thresholds[k]
-        y = labels[:, k].astype(bool)
-        cm = np.array([[(~y & ~pred).sum(), (~y & pred).sum()], [(y & ~pred).sum(), (y & pred).sum()]])
-        ax.imshow(cm, cmap="Blues")
-        for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, str(v), ha="center", va="center")
-        ax.set_xticks([0, 1], ["pred -", "pred +"])
-        ax.set_yticks([0, 1], ["true -", "true +"])
-        ax.set_title(f"{CLASS_CODES[k]} (t={thresholds[k]:.2f})")
-    fig.tight_layout()
-    fig.savefig(out / "confusion_per_class.png", dpi=90)
-    plt.close(fig)
-    files.append("confusion_per_class.png")
-
-    bins = np.linspace(0, 1, 11)
-    p, y = probs.reshape(-1), labels.reshape(-1)
-    which = np.clip(np.digitize(p, bins) - 1, 0, 9)
-    conf = [p[which == b].mean() if (which == b).any() else np.nan for b in range(10)]
-    acc = [y[which == b].mean() if (which == b).any() else np.nan for b in range(10)]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.plot(conf, acc, "o-")
-    ax.set_xlabel("mean predicted probability")
-    ax.set_ylabel("observed positive rate")
-    ax.set_title("reliability (all classes, flat)")
-    fig.tight_layout()
-    fig.savefig(out / "reliability.png", dpi=90)
-    plt.close(fig)
-    files.append("reliability.png")
-    return files
-
-
-def write_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, out_dir: str | Path, *,
-                 provenance: dict[str, Any] | None = None, plots: bool = True, name: str = "model") -> dict[str, Any]:
-    """Write report.json / report.md / probs.npy (+ plots) and return the report dict."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    report = full_report(labels, probs, thresholds)
-    report["provenance"] = provenance or {}
-    if plots:
-        report["plots"] = _plots(labels, probs, np.asarray(thresholds), out)
-    np.save(out / "probs.npy", probs)
-    np.save(out / "labels.npy", labels)
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    lines = [f"# Evaluation: {name}", "", f"{report['num_patients']} patients. {json.dumps(report['provenance'])}", "",
-             "## ODIR-2019 official score (flat, prob > 0.5)", "", format_official_table({name: report["official"]}), "",
-             "## Per class (at the model's thresholds)", "",
-             "| class | AUC | F1 | sensitivity | specificity | threshold | support |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for c, m in report["per_class_at_thresholds"].items():
-        lines.append(f"| {c} | {m['auc']:.3f} | {m['f1']:.3f} | {m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['threshold']:.2f} | {m['support']} |")
-    lines += ["", "## Paper columns (averaging in the name)", "", "| metric | at 0.5 | at thresholds |", "|---|---:|---:|"]
-    for k, v in report["paper_columns_at_0.5"].items():
-        lines.append(f"| {k} | {v:.4f} | {report['paper_columns_at_thresholds'][k]:.4f} |")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    return report
+        result = backend.infer(left, right)
+        probs[s:s + len(chunk)] = result.probabilities
+        if result.left_probabilities is not None and result.right_probabilities is not None:
+            if eye_probs is None:
+                eye_probs = {side: np.zeros((len(recs), NUM_CLASSES), np.float32) for side in ("left", "right")}
+            eye_probs["left"][s:s + len(chunk)] = result.left_probabilities
+            eye_probs["right"][s:s + len(chunk)] = result.right_probabilities
+    eye_labels = eye_label_matrices((r.keywords.get("left"), r.keywords.get("right")) for r in recs)
+    return PairPredictions(labels_matrix(recs), probs, eye_labels, eye_probs)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -245,14 +199,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             records = select_patients(records, split[args.subset], source=args.split_file)
         if args.limit:
             records = records[: args.limit]
-        labels, probs = evaluate_pairs(backend, records, pre, args.batch_size, progress=sys.stderr.isatty())
+        pred = predict_pairs(backend, records, pre, args.batch_size, progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError) as exc:
         print(f"dms-net-eval: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     prov |= {"labels": args.labels, "split_file": args.split_file, "subset": args.subset}
-    report = write_report(labels, probs, thresholds, args.output_dir, provenance=prov, plots=not args.no_plots,
-                          name=Path(args.model).name)
+    report = write_report(pred.labels, pred.probs, thresholds, args.output_dir, provenance=prov, plots=not args.no_plots,
+                          name=Path(args.model).name, eye_labels=pred.eye_labels, eye_probs=pred.eye_probs)
     print(format_official_table({Path(args.model).name: report["official"]}))
+    per_eye = report["per_eye"]
+    if "skipped" in per_eye:
+        print(f"per-eye AUC: not reported ({per_eye['skipped']})")
+    else:
+        print(f"per-eye AUC ({per_eye['eyes']} eyes, keyword labels): flat {per_eye['auc']:.4f}, macro {per_eye['macro_auc']:.4f}; "
+              + " ".join(f"{c} {v:.3f}" for c, v in per_eye["per_class"].items()))
     print(f"report: {Path(args.output_dir) / 'report.md'}")
     return report
 

@@ -25,6 +25,10 @@ class InferenceResult:
     attention_left: np.ndarray | None  # [B, 1, h, w] float32 in [0,1], OSIM spatial attention
     attention_right: np.ndarray | None
     timings_ms: dict[str, float] = field(default_factory=dict)  # at least "inference"
+    #: [B, 8] float32 per-eye probabilities (each eye's own findings), for bundles whose model
+    #: has per-eye heads (``model_config.per_eye_heads``); None otherwise
+    left_probabilities: np.ndarray | None = None
+    right_probabilities: np.ndarray | None = None
 
 
 class InferenceBackend(ABC):

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from dms_net_core.bundle import ModelBundle
-from dms_net_core.postprocess import sigmoid
+from dms_net_core.postprocess import eye_probabilities, sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 from dms_net_core.runtime.inputs import check_pair, float_pair, warmup_pair
 
@@ -85,6 +85,7 @@ class OnnxRuntimeBackend(InferenceBackend):
             attention_left=out.get("attention_left"),
             attention_right=out.get("attention_right"),
             timings_ms={"inference": (t1 - t0) * 1e3},
+            **eye_probabilities(out),
         )
 
     def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from dms_net_core.bundle import INPUT_NAMES, OUTPUT_NAMES, ModelBundle
-from dms_net_core.postprocess import sigmoid
+from dms_net_core.postprocess import eye_probabilities, sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized_engine, make_trt_logger, timing_cache_path, trt_version_tuple
 from dms_net_core.runtime.cuda_api import load_cuda_api
@@ -177,7 +177,10 @@ class TensorRTBackend(InferenceBackend):
         outputs = sorted(n for n, m in modes.items() if m == trt.TensorIOMode.OUTPUT)
         if inputs != sorted(INPUT_NAMES) or not set(OUTPUT_NAMES) <= set(outputs):
             raise EngineBuildError(f"engine tensors {inputs} -> {outputs} are not left/right -> {list(OUTPUT_NAMES)}: re-export the bundle")
-        self.outputs = list(OUTPUT_NAMES)
+        # per-eye logits when the bundle's model has them (and the engine was built from that graph)
+        self.outputs = [n for n in self.bundle.output_names if n in outputs]
+        if self.outputs != list(self.bundle.output_names):
+            raise EngineBuildError(f"engine outputs {outputs} lack {sorted(set(self.bundle.output_names) - set(outputs))} of this bundle: rebuild it (--rebuild)")
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EngineBuildError("TensorRT could not create an execution context (out of GPU memory?)")
@@ -235,6 +238,7 @@ class TensorRTBackend(InferenceBackend):
             attention_left=host["attention_left"].astype(np.float32, copy=False),
             attention_right=host["attention_right"].astype(np.float32, copy=False),
             timings_ms={"inference": (t2 - t0) * 1e3, "h2d_enqueue": (t1 - t0) * 1e3},
+            **eye_probabilities(host),
         )
 
     def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dms_net_core.bundle import ModelBundle
-from dms_net_core.postprocess import sigmoid
+from dms_net_core.postprocess import eye_probabilities, sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 from dms_net_core.runtime.inputs import check_pair, input_shape, warmup_pair
 
@@ -164,6 +164,7 @@ class TorchBackend(InferenceBackend):
         from dms_net_core.runtime.torch_serving import ServingModel
 
         self.num_classes = int(bundle.model_config.num_classes)
+        self.per_eye = bool(bundle.model_config.per_eye_heads)
         self.model = ServingModel(model, bundle.preprocess, self.dtype, dev).eval()
         if compile:
             kwargs = {"options": dict(compile_options)} if compile_options is not None else {"mode": compile_mode}
@@ -259,7 +260,8 @@ class TorchBackend(InferenceBackend):
             else:
                 packed = packed_t.numpy()
         t1 = time.perf_counter()
-        logits, att_l, att_r = unpack_outputs(packed, self.num_classes)
+        out = unpack_outputs(packed, self.num_classes, per_eye=self.per_eye)
+        logits = out["logits"]
         timings = {"inference": (t1 - t0) * 1e3}
         if events:
             # GPU-timeline split of one call: where a batch-1 millisecond goes (dms-net-bench prints it)
@@ -269,9 +271,10 @@ class TorchBackend(InferenceBackend):
         return InferenceResult(
             probabilities=sigmoid(logits),
             logits=logits,
-            attention_left=att_l,
-            attention_right=att_r,
+            attention_left=out["attention_left"],
+            attention_right=out["attention_right"],
             timings_ms=timings,
+            **eye_probabilities(out),
         )
 
     def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:

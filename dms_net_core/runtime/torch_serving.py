@@ -9,7 +9,8 @@ three synchronising device->host copies with their own cast kernels. Here
   of the bytes and are normalised *inside* the CUDA graph / compiled region; the NHWC -> NCHW
   permute of a uint8 NHWC tensor is already channels_last, so no layout copy is made;
 - the outputs leave as one float32 tensor ``[B, K + 2*h*w]`` (logits, then both attention
-  maps) with one device->host copy, which `unpack_outputs` splits on the host.
+  maps; ``[B, 3K + 2*h*w]`` with the per-eye logits after the patient's for a model with
+  per-eye heads) with one device->host copy, which `unpack_outputs` splits on the host.
 
 The normalisation is `dms_net_core.data.normalize_torch` (shared with the trainer's GPU
 pipeline), bit-identical on the CPU to host preprocessing (a test holds it).
@@ -48,21 +49,27 @@ class ServingModel(nn.Module):
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         if left.dtype == torch.uint8:
             left, right = self.normalise(left), self.normalise(right)
-        logits, attention_left, attention_right = self.model(left, right)
-        return torch.cat([logits.float(), attention_left.flatten(1).float(), attention_right.flatten(1).float()], dim=1)
+        logits, attention_left, attention_right, *eye_logits = self.model(left, right)
+        return torch.cat([logits.float(), *(e.float() for e in eye_logits),
+                          attention_left.flatten(1).float(), attention_right.flatten(1).float()], dim=1)
 
 
-def unpack_outputs(packed: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[B, K + 2*h*w] -> (logits [B,K], attention_left [B,1,h,w], attention_right [B,1,h,w]).
+def unpack_outputs(packed: np.ndarray, num_classes: int, per_eye: bool = False) -> dict[str, np.ndarray]:
+    """[B, K(+2K) + 2*h*w] -> named outputs: ``logits`` [B,K], ``attention_left/right``
+    [B,1,h,w], and ``left_logits``/``right_logits`` [B,K] when ``per_eye``.
 
     The attention maps are square (square input, any CNN backbone), so h = w = sqrt(area).
     """
-    area = (packed.shape[1] - num_classes) // 2
+    heads = num_classes * (3 if per_eye else 1)
+    area = (packed.shape[1] - heads) // 2
     side = math.isqrt(area)
-    if side * side != area or packed.shape[1] != num_classes + 2 * area:
-        raise RuntimeError(f"packed output width {packed.shape[1]} does not hold {num_classes} logits and two square attention maps: the model does not fit its bundle")
+    if area <= 0 or side * side != area or packed.shape[1] != heads + 2 * area:
+        raise RuntimeError(f"packed output width {packed.shape[1]} does not hold {heads} logits and two square attention maps: the model does not fit its bundle")
     batch = packed.shape[0]
-    logits = packed[:, :num_classes]
-    attention_left = packed[:, num_classes : num_classes + area].reshape(batch, 1, side, side)
-    attention_right = packed[:, num_classes + area :].reshape(batch, 1, side, side)
-    return logits, attention_left, attention_right
+    out = {"logits": packed[:, :num_classes]}
+    if per_eye:
+        out["left_logits"] = packed[:, num_classes : 2 * num_classes]
+        out["right_logits"] = packed[:, 2 * num_classes : heads]
+    out["attention_left"] = packed[:, heads : heads + area].reshape(batch, 1, side, side)
+    out["attention_right"] = packed[:, heads + area :].reshape(batch, 1, side, side)
+    return out

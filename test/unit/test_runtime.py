@@ -235,8 +235,15 @@ def test_unpack_outputs_splits_and_rejects_a_foreign_width():
     from dms_net_core.runtime.torch_serving import unpack_outputs
 
     packed = np.arange(2 * (8 + 2 * 9), dtype=np.float32).reshape(2, -1)
-    logits, att_l, att_r = unpack_outputs(packed, 8)
-    assert logits.shape == (2, 8) and att_l.shape == att_r.shape == (2, 1, 3, 3)
+    out = unpack_outputs(packed, 8)
+    logits, att_l, att_r = out["logits"], out["attention_left"], out["attention_right"]
+    assert logits.shape == (2, 8) and att_l.shape == att_r.shape == (2, 1, 3, 3) and "left_logits" not in out
     assert att_l[1, 0, 0, 0] == packed[1, 8] and att_r[0, 0, 2, 2] == packed[0, -1]
     with pytest.raises(RuntimeError, match="does not fit its bundle"):
         unpack_outputs(np.zeros((1, 8 + 2 * 10), np.float32), 8)
+    # per-eye models: patient logits, then left and right logits, then the two maps
+    eyes = unpack_outputs(np.arange(2 * (3 * 8 + 2 * 9), dtype=np.float32).reshape(2, -1), 8, per_eye=True)
+    assert eyes["logits"][0, 0] == 0 and eyes["left_logits"][0, 0] == 8 and eyes["right_logits"][0, 0] == 16
+    assert eyes["attention_left"][0, 0, 0, 0] == 24 and eyes["attention_right"].shape == (2, 1, 3, 3)
+    with pytest.raises(RuntimeError, match="does not fit its bundle"):
+        unpack_outputs(np.zeros((1, 3 * 8 + 2 * 10), np.float32), 8, per_eye=True)

@@ -44,7 +44,20 @@ def load_samples(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def format_result(res: Any, truth: list[str]) -> str:
+def format_eyes(res: Any, keywords: dict[str, str] | None = None) -> str:
+    """Which eye carries each positive finding (the per-eye heads), beside the graders' keywords."""
+    if not res.left_probabilities:
+        return "by eye: the model has no per-eye heads"
+    names = dict(zip(res.class_codes, res.class_names))
+    found = [f"{names.get(c, c)} ({eye} eye{'s' if eye == 'both' else ''})"
+             for c, eye in zip(res.positive_codes, res.positive_eyes) if c != "N"]
+    text = "by eye: " + ("; ".join(found) if found else "no finding in either eye")
+    if keywords:
+        text += f"  | graders: left '{keywords.get('left') or '-'}', right '{keywords.get('right') or '-'}'"
+    return text
+
+
+def format_result(res: Any, truth: list[str], keywords: dict[str, str] | None = None) -> str:
     """A small readable block for one DiagnosisResult."""
     lines = [f"exam {res.exam_id or '-'}  status {STATUS.get(res.status, res.status)}  referable {'YES' if res.referable else 'no'}  truth {','.join(truth) or '-'}"]
     if res.status == 0:
@@ -53,6 +66,7 @@ def format_result(res: Any, truth: list[str]) -> str:
         pos = set(res.positive_codes)
         hits = sorted(pos & set(truth))
         lines.append(f"  positives {','.join(res.positive_codes) or '-'}  (matching truth: {','.join(hits) or 'none'})  {res.summary}")
+        lines.append("  " + format_eyes(res, keywords))
     else:
         lines.append(f"  {res.status_message}")
     q = lambda v: "n/a" if math.isnan(v) else f"{v:.2f}"  # noqa: E731
@@ -113,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res = results[-1]
             counts[STATUS.get(res.status, "ERROR")] += 1
-            print(f"[{i + 1}/{len(samples)}] " + format_result(res, row["truth"]) + "\n")
+            keywords = {"left": row.get("left_keywords", ""), "right": row.get("right_keywords", "")}
+            print(f"[{i + 1}/{len(samples)}] " + format_result(res, row["truth"], keywords) + "\n")
         print("results: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     except KeyboardInterrupt:
         code = 130

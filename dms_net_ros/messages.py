@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dms_net_core.postprocess import Decision
+from dms_net_core.postprocess import Decision, finding_eyes
 
 
 @dataclass
@@ -43,15 +43,22 @@ def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-def summarize(decision: Decision, class_codes: Sequence[str]) -> str:
-    """One display line, e.g. ``REFER: D 0.91, O 0.62`` or ``no referable finding (N 0.88)``."""
+def summarize(decision: Decision, class_codes: Sequence[str], eyes: Sequence[str] | None = None) -> str:
+    """One display line, e.g. ``REFER: C 0.91 (left eye), D 0.62 (both eyes)`` or
+    ``no referable finding (N 0.88)``; ``eyes`` (`finding_eyes`, parallel to the positive
+    codes) adds the side when the model has per-eye heads."""
     probs = decision.probabilities
+    side = dict(zip([c for c, p in zip(class_codes, decision.positive) if p], eyes or []))
     pos = [(c, float(p)) for c, p, is_pos in zip(class_codes, probs, decision.positive) if is_pos and c != "N"]
     if decision.referable:
         if pos:
-            return "REFER: " + ", ".join(f"{c} {p:.2f}" for c, p in sorted(pos, key=lambda x: -x[1]))
+            return "REFER: " + ", ".join(f"{c} {p:.2f}{_eye_text(side.get(c, ''))}" for c, p in sorted(pos, key=lambda x: -x[1]))
         return f"REFER: not confidently normal (N {float(probs[0]):.2f} <= threshold {float(decision.thresholds[0]):.2f})"
     return f"no referable finding (N {float(probs[0]):.2f})"
+
+
+def _eye_text(eye: str) -> str:
+    return {"left": " (left eye)", "right": " (right eye)", "both": " (both eyes)"}.get(eye, "")
 
 
 def _base(ctx: ResultContext, status: int, status_message: str) -> Any:
@@ -94,11 +101,19 @@ def ok_result(
     class_names: Sequence[str],
     *,
     attention_published: bool = False,
+    left_probabilities: np.ndarray | None = None,
+    right_probabilities: np.ndarray | None = None,
 ) -> Any:
-    """STATUS_OK: the network ran; per-class arrays filled from ``decision``."""
+    """STATUS_OK: the network ran; per-class arrays filled from ``decision``, per-eye arrays
+    from the per-eye heads' probabilities when the model has them."""
     from dms_net_ros.msg import DiagnosisResult
 
     msg = _base(ctx, DiagnosisResult.STATUS_OK, "ok")
+    eyes = finding_eyes(decision, left_probabilities, right_probabilities)
+    if left_probabilities is not None and right_probabilities is not None:
+        msg.left_probabilities = np.asarray(left_probabilities, dtype=np.float32).reshape(-1).tolist()
+        msg.right_probabilities = np.asarray(right_probabilities, dtype=np.float32).reshape(-1).tolist()
+    msg.positive_eyes = list(eyes)
     msg.class_codes = list(class_codes)
     msg.class_names = list(class_names)
     msg.probabilities = np.asarray(decision.probabilities, dtype=np.float32).tolist()
@@ -106,7 +121,7 @@ def ok_result(
     msg.positives = [bool(p) for p in decision.positive]
     msg.positive_codes = [c for c, p in zip(class_codes, decision.positive) if p]
     msg.referable = bool(decision.referable)
-    msg.summary = summarize(decision, class_codes)
+    msg.summary = summarize(decision, class_codes, eyes)
     msg.attention_published = bool(attention_published)
     return msg
 

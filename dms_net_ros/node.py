@@ -435,8 +435,14 @@ class DiagnosisNode(LifecycleNode):
 
         inference_ms = float(result.timings_ms.get("inference", (t2 - t1) * 1e3))
         ctx.timings_ms = {"preprocess": (t1 - t0) * 1e3, "inference": inference_ms, "total": (time.monotonic() - pair.received) * 1e3}
-        msg = ok_result(ctx, decision, bundle.class_codes, bundle.class_names, attention_published=attention)
+        msg = ok_result(ctx, decision, bundle.class_codes, bundle.class_names, attention_published=attention,
+                        left_probabilities=_first(result.left_probabilities), right_probabilities=_first(result.right_probabilities))
         self._publish_result(msg, ctx.timings_ms["total"])
+
+
+def _first(batch: np.ndarray | None) -> np.ndarray | None:
+    """Row 0 of a [1,8] per-eye output (None when the model has no per-eye heads)."""
+    return None if batch is None else batch[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,10 +27,14 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 def result_to_pair(msg: Any) -> PairResult:
     """A deserialized DiagnosisResult -> `PairResult` (probabilities only for OK)."""
     status = STATUS_BY_CODE.get(int(msg.status), STATUS_ERROR)
-    probs = np.asarray(msg.probabilities, dtype=np.float32) if len(msg.probabilities) else None
+    def array(values: Any) -> np.ndarray | None:
+        return np.asarray(values, dtype=np.float32) if len(values) else None
+
     return PairResult(exam_id=str(msg.exam_id), left_stamp_ns=io.stamp_to_ns(msg.left_stamp),
                       right_stamp_ns=io.stamp_to_ns(msg.right_stamp), status=status, message=str(msg.status_message),
-                      probabilities=probs, left_quality=float(msg.left_quality), right_quality=float(msg.right_quality))
+                      probabilities=array(msg.probabilities), left_quality=float(msg.left_quality),
+                      right_quality=float(msg.right_quality), left_probabilities=array(getattr(msg, "left_probabilities", [])),
+                      right_probabilities=array(getattr(msg, "right_probabilities", [])))
 
 
 @dataclass
@@ -102,6 +106,18 @@ def _drop_counts(values: dict[str, str]) -> dict[str, int]:
     return out
 
 
+def _compared_outputs(live: PairResult, offline: PairResult) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Patient probabilities, and each eye's when both sides have them (per-eye models)."""
+    pairs = [(live.probabilities, offline.probabilities)]
+    for side in ("left_probabilities", "right_probabilities"):
+        a, b = getattr(live, side), getattr(offline, side)
+        if (a is None) != (b is None):
+            return pairs + [(np.ones(1, np.float32), np.zeros(1, np.float32))]  # one side lacks them: a full mismatch
+        if a is not None:
+            pairs.append((a, b))
+    return pairs
+
+
 def compare(offline: list[PairResult], live: LiveRecording, offline_unpaired: int = 0) -> Comparison:
     """Match live results to offline pairs by ``(left_stamp_ns, right_stamp_ns)``."""
     answered = {}
@@ -132,7 +148,7 @@ def compare(offline: list[PairResult], live: LiveRecording, offline_unpaired: in
             continue
         if live_res.probabilities is not None and off.probabilities is not None:
             matched += 1
-            diffs.append(float(np.max(np.abs(live_res.probabilities - off.probabilities))))
+            diffs.append(max(float(np.max(np.abs(a - b))) for a, b in _compared_outputs(live_res, off)))
     explained_err = sum(1 for m in missing if m.left_stamp_ns in errors_by_stamp or m.right_stamp_ns in errors_by_stamp)
     drops = _drop_counts(live.diagnostics)
     extra = max(0, sum(drops.values()) - int(offline_unpaired))

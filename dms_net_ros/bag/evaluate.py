@@ -16,9 +16,11 @@ node's latched-topic rule). Pairs are joined to the labels sidecar by the two ey
 else by exam id. Unpaired images (with the pairer's reason), undecodable images and
 pairs without ground truth are counted and written out, never silently dropped.
 
-Outputs in ``--output``: the evaluation report (`training.evaluate.write_report`: ODIR
-official score, per class, plots), ``pairs.csv`` (one row per pair: stamps, exam id,
-status, probabilities, labels) and ``bag_summary.json`` (topics, counts, drops).
+Outputs in ``--output``: the evaluation report (`dms_net_core.report.write_report`, the same
+writer as ``dms-net-eval``: ODIR official score, per class, per-eye AUC against the sidecar's
+keywords when the model has per-eye heads, plots when matplotlib is installed), ``pairs.csv``
+(one row per pair: stamps, exam id, status, probabilities, per-eye probabilities, labels) and
+``bag_summary.json`` (topics, counts, drops).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ LOGGER = logging.getLogger("dms_net_ros.bag")
 
 STATUS_OK, STATUS_UNGRADABLE, STATUS_ERROR = "ok", "ungradable", "error"
 PAIR_FIELDS = ("exam_id", "patient_id", "left_stamp_ns", "right_stamp_ns", "status", "message",
-               "left_quality", "right_quality", *(f"p_{c}" for c in CLASS_CODES), *(f"y_{c}" for c in CLASS_CODES))
+               "left_quality", "right_quality", *(f"p_{c}" for c in CLASS_CODES), *(f"y_{c}" for c in CLASS_CODES),
+               *(f"pl_{c}" for c in CLASS_CODES), *(f"pr_{c}" for c in CLASS_CODES))
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class PairResult:
     right_quality: float = float("nan")
     patient_id: str = ""
     labels: np.ndarray | None = None
+    left_probabilities: np.ndarray | None = None  # [8] per-eye head (models with per-eye heads)
+    right_probabilities: np.ndarray | None = None
+    keywords: tuple[str, str] | None = None  # (left, right) diagnostic keywords from the sidecar
 
     @property
     def stamp_ns(self) -> int:
@@ -227,9 +233,13 @@ def run_pipeline(pairs: Iterator[tuple[Any, str]], backend: Any, preprocess_cfg:
             return
         left = np.stack([x[1][0] for x in batch])
         right = np.stack([x[1][1] for x in batch])
-        probs = np.asarray(backend.infer(left, right).probabilities, dtype=np.float32)
-        for (res, _), p in zip(batch, probs):
+        out = backend.infer(left, right)
+        probs = np.asarray(out.probabilities, dtype=np.float32)
+        for k, ((res, _), p) in enumerate(zip(batch, probs)):
             res.probabilities = p
+            if out.left_probabilities is not None and out.right_probabilities is not None:
+                res.left_probabilities = np.asarray(out.left_probabilities[k], np.float32)
+                res.right_probabilities = np.asarray(out.right_probabilities[k], np.float32)
         batch.clear()
 
     for pair, exam_id in pairs:
@@ -269,6 +279,7 @@ def join_labels(results: list[PairResult], rows: list[io.LabelRow], slop_ns: int
             continue
         used.add(id(row))
         res.patient_id, res.labels = row.patient_id, row.labels
+        res.keywords = (row.left_keywords, row.right_keywords)
     unused = [r.exam_id or r.patient_id for r in rows if id(r) not in used]
     return unlabeled, unused
 
@@ -316,10 +327,19 @@ def write_pairs_csv(path: Path, pairs: list[PairResult]) -> None:
         writer = csv.writer(fh)
         writer.writerow(PAIR_FIELDS)
         for p in pairs:
-            probs = [f"{v:.8f}" for v in p.probabilities] if p.probabilities is not None else [""] * len(CLASS_CODES)
             labels = [str(int(v)) for v in p.labels] if p.labels is not None else [""] * len(CLASS_CODES)
             writer.writerow([p.exam_id, p.patient_id, p.left_stamp_ns, p.right_stamp_ns, p.status, p.message,
-                             f"{p.left_quality:.4f}", f"{p.right_quality:.4f}", *probs, *labels])
+                             f"{p.left_quality:.4f}", f"{p.right_quality:.4f}", *_prob_cells(p.probabilities), *labels,
+                             *_prob_cells(p.left_probabilities), *_prob_cells(p.right_probabilities)])
+
+
+def _prob_cells(values: np.ndarray | None) -> list[str]:
+    return [f"{v:.8f}" for v in values] if values is not None else [""] * len(CLASS_CODES)
+
+
+def _prob_column(rec: dict[str, str], prefix: str) -> np.ndarray | None:
+    cells = [rec.get(f"{prefix}{c}") or "" for c in CLASS_CODES]
+    return np.asarray(cells, np.float32) if all(cells) else None
 
 
 def read_pairs_csv(path: Path) -> list[PairResult]:
@@ -327,20 +347,18 @@ def read_pairs_csv(path: Path) -> list[PairResult]:
     out = []
     with open(path, newline="") as fh:
         for rec in csv.DictReader(fh):
-            probs = [rec[f"p_{c}"] for c in CLASS_CODES]
-            labels = [rec[f"y_{c}"] for c in CLASS_CODES]
             out.append(PairResult(
                 exam_id=rec["exam_id"], left_stamp_ns=int(rec["left_stamp_ns"]), right_stamp_ns=int(rec["right_stamp_ns"]),
                 status=rec["status"], message=rec["message"], patient_id=rec["patient_id"],
                 left_quality=float(rec["left_quality"]), right_quality=float(rec["right_quality"]),
-                probabilities=np.asarray(probs, np.float32) if all(probs) else None,
-                labels=np.asarray(labels, np.float32) if all(labels) else None))
+                probabilities=_prob_column(rec, "p_"), labels=_prob_column(rec, "y_"),
+                left_probabilities=_prob_column(rec, "pl_"), right_probabilities=_prob_column(rec, "pr_")))
     return out
 
 
 def write_outputs(evaluation: BagEvaluation, out_dir: Path, thresholds: np.ndarray, *, name: str = "bag",
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Report (via training.evaluate.write_report) + pairs.csv + bag_summary.json; returns the summary."""
+    """Report (`dms_net_core.report.write_report`) + pairs.csv + bag_summary.json; returns the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_pairs_csv(out_dir / "pairs.csv", evaluation.pairs)
@@ -352,37 +370,27 @@ def write_outputs(evaluation: BagEvaluation, out_dir: Path, thresholds: np.ndarr
         **(extra or {}),
     }
     if scored:
-        labels = np.stack([p.labels for p in scored]).astype(np.float32)
-        probs = np.stack([p.probabilities for p in scored]).astype(np.float32)
-        summary["report"] = write_metrics_report(out_dir, labels, probs, thresholds, ids=[p.patient_id or p.exam_id for p in scored], name=name)
+        summary["report"] = write_metrics_report(out_dir, scored, thresholds, name=name)
     (out_dir / "bag_summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     return summary
 
 
-def write_metrics_report(out_dir: Path, labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, *,
-                         ids: list[str], name: str) -> dict[str, Any]:
-    """The evaluator's report writer, so bag and folder evaluations read the same.
+def write_metrics_report(out_dir: Path, scored: list[PairResult], thresholds: np.ndarray, *, name: str) -> dict[str, Any]:
+    """`dms_net_core.report.write_report` over the scored pairs, so bag and folder evaluations
+    read the same on every install (a robot without ``training/`` or matplotlib included):
+    per-eye AUC when every pair has per-eye probabilities and the sidecar has keywords."""
+    from dms_net_core.data.eye_labels import eye_label_matrices
+    from dms_net_core.report import write_report
 
-    A robot's colcon install ships `dms_net_core` and `dms_net_ros` but not `training`
-    (nor matplotlib): there the same numbers (`dms_net_core.metrics.full_report`) are
-    written as ``report.json`` + ``report.md`` without plots.
-    """
-    try:
-        from training.evaluate import write_report
-    except ImportError as err:
-        LOGGER.info("training.evaluate not importable (%s): writing metrics without plots", err)
-        return _write_plain_report(out_dir, labels, probs, thresholds, name=name)
-    return write_report(labels, probs, thresholds, out_dir, name=name,
-                        provenance={"source": "rosbag", "pairs": len(ids)})
-
-
-def _write_plain_report(out_dir: Path, labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, *, name: str) -> dict[str, Any]:
-    from dms_net_core.metrics import format_official_table, full_report
-
-    report = full_report(labels, probs, thresholds)
-    (Path(out_dir) / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
-    (Path(out_dir) / "report.md").write_text(f"# {name}\n\n{format_official_table({name: report['official']})}\n")
-    return report
+    labels = np.stack([p.labels for p in scored]).astype(np.float32)
+    probs = np.stack([p.probabilities for p in scored]).astype(np.float32)
+    eye_probs = eye_labels = None
+    if all(p.left_probabilities is not None and p.right_probabilities is not None for p in scored):
+        eye_probs = {"left": np.stack([p.left_probabilities for p in scored]), "right": np.stack([p.right_probabilities for p in scored])}
+    if any(p.keywords and any(p.keywords) for p in scored):
+        eye_labels = eye_label_matrices(p.keywords or ("", "") for p in scored)
+    return write_report(labels, probs, thresholds, out_dir, name=name, eye_labels=eye_labels, eye_probs=eye_probs,
+                        provenance={"source": "rosbag", "pairs": len(scored)})
 
 
 def _json_default(value: Any) -> Any:

@@ -43,7 +43,8 @@ STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 #: Sidecar with the ground truth of a bag made by `dms-net-bag make`.
 LABELS_FILENAME = "labels.csv"
-LABEL_FIELDS = ("patient_id", "exam_id", "left_stamp_ns", "right_stamp_ns", "left_file", "right_file", *CLASS_CODES)
+LABEL_FIELDS = ("patient_id", "exam_id", "left_stamp_ns", "right_stamp_ns", "left_file", "right_file", *CLASS_CODES,
+                "left_keywords", "right_keywords")
 
 # What a damaged storage file raises from inside rosbags (mcap parser, sqlite, CDR).
 _STORAGE_ERRORS = (ReaderError, sqlite3.Error, struct.error, EOFError, SerdeError, ValueError, KeyError, IndexError)
@@ -353,6 +354,9 @@ class LabelRow:
     labels: np.ndarray  # [8] float32, CLASS_CODES order
     left_file: str = ""
     right_file: str = ""
+    #: each eye's diagnostic keywords (ODIR sheet): the per-eye labels' source; optional columns
+    left_keywords: str = ""
+    right_keywords: str = ""
 
 
 def write_labels_sidecar(path: Path, rows: Iterable[LabelRow]) -> None:
@@ -361,7 +365,7 @@ def write_labels_sidecar(path: Path, rows: Iterable[LabelRow]) -> None:
         writer.writerow(LABEL_FIELDS)
         for row in rows:
             writer.writerow([row.patient_id, row.exam_id, row.left_stamp_ns, row.right_stamp_ns, row.left_file,
-                             row.right_file, *(int(v) for v in row.labels)])
+                             row.right_file, *(int(v) for v in row.labels), row.left_keywords, row.right_keywords])
 
 
 def read_labels_sidecar(path: Path) -> list[LabelRow]:
@@ -385,6 +389,8 @@ def read_labels_sidecar(path: Path) -> list[LabelRow]:
                     labels=np.asarray([float(rec[c]) for c in CLASS_CODES], dtype=np.float32),
                     left_file=str(rec.get("left_file") or ""),
                     right_file=str(rec.get("right_file") or ""),
+                    left_keywords=str(rec.get("left_keywords") or ""),
+                    right_keywords=str(rec.get("right_keywords") or ""),
                 ))
             except (TypeError, ValueError) as err:
                 raise BagError(f"labels file {path} line {i} is malformed ({_one_line(err)}): fix or regenerate it with `dms-net-bag make`") from err

@@ -211,7 +211,8 @@ def make_bag(
                 writer.write(topic, image_type, stamp_ns, msg)
             rows.append(io.LabelRow(patient_id=record.patient_id, exam_id=exam_id, left_stamp_ns=left_ns,
                                     right_stamp_ns=right_ns, labels=np.asarray(record.labels, np.float32),
-                                    left_file=str(record.left_path), right_file=str(record.right_path)))
+                                    left_file=str(record.left_path), right_file=str(record.right_path),
+                                    left_keywords=record.keywords.get("left", ""), right_keywords=record.keywords.get("right", "")))
             if bar is not None:
                 bar.update(1)
         counts = dict(writer.counts)

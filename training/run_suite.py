@@ -59,9 +59,11 @@ def run_arguments(spec: str) -> tuple[str, list[str]]:
     """Run spec -> (name for directories and tables, dms-net-train arguments).
 
     An override's KEY is a `DMSNetConfig` field (-> ``--model KEY=VALUE``), an `AugmentConfig`
-    field (-> ``--augment KEY=VALUE``) or a dms-net-train option (``pos_weight_power=0`` ->
+    or `PreprocessConfig` field (-> ``--augment``/``--preprocess KEY=VALUE``; ``mean=[0.5,0.5,0.5]``)
+    or a dms-net-train option (``pos_weight_power=0`` ->
     ``--pos-weight-power 0``); anything else fails here, before a GPU minute is spent."""
     from dms_net_core.data.augment import AugmentConfig
+    from dms_net_core.data.preprocess import PreprocessConfig
     from dms_net_core.model.config import DMSNetConfig
     from training.train import get_args_parser
 
@@ -75,6 +77,8 @@ def run_arguments(spec: str) -> tuple[str, list[str]]:
             args += ["--model", override]
         elif key in AugmentConfig.__dataclass_fields__:
             args += ["--augment", override]
+        elif key in PreprocessConfig.__dataclass_fields__:
+            args += ["--preprocess", override]
         elif key in options and key not in ("model", "augment", "preprocess", "config"):
             flag = options[key].option_strings[0]
             if isinstance(options[key].default, bool):  # BooleanOptionalAction: --flag / --no-flag
@@ -82,7 +86,7 @@ def run_arguments(spec: str) -> tuple[str, list[str]]:
             else:
                 args += [flag, value]
         else:
-            raise ValueError(f"override {override!r} in {spec!r}: {key} is not a model, augment or dms-net-train setting")
+            raise ValueError(f"override {override!r} in {spec!r}: {key} is not a model, augment, preprocess or dms-net-train setting")
     return name, args
 
 

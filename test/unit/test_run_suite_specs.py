@@ -18,10 +18,12 @@ def test_overrides_reach_model_augment_and_trainer_options() -> None:
     assert model_cfg.neck_channels == 16 and aug.cutmix_prob == 0
     assert args.pos_weight_power == 0 and args.backbone_lr_mult == 0.1 and args.channels_last is True
     assert parse_args(run_arguments("tiny_cpu+channels_last=false")[1]).channels_last is False
+    _, pre, _ = build_configs(parse_args(run_arguments("tiny_cpu+mean=[0.5,0.5,0.5]+std=[0.5,0.5,0.5]")[1]))
+    assert pre.mean == pre.std == (0.5, 0.5, 0.5)
 
 
 def test_unknown_override_fails_before_training() -> None:
-    with pytest.raises(ValueError, match="not a model, augment or dms-net-train setting"):
+    with pytest.raises(ValueError, match="not a model, augment, preprocess or dms-net-train setting"):
         run_arguments("tiny_cpu+neck_chanels=16")
 
 

@@ -16,6 +16,10 @@ Lifecycle (transitions own resources, so re-configuring never leaks):
 * deactivate: destroy the image subscriptions and timers (buffered images are forgotten).
 * cleanup: stop the worker, close the backend, destroy publishers and subscriptions.
 
+The ``diagnose_exam`` action (`exam_action.py`, rules in `exam_slot.py`) exists in every
+state and runs goals only while active; its exams go through this same pair path, so the
+result a goal gets is the one published on ``diagnosis``.
+
 Every bad input (undecodable image, eye missing, stamps out of order, ungradable photo)
 gives one log line and one ERROR/UNGRADABLE result; the node keeps serving. Logs never
 contain image data or patient details beyond the exam id. Parameters are declared in
@@ -47,6 +51,8 @@ from std_msgs.msg import String
 
 from dms_net_core.postprocess import decide
 from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
+from dms_net_ros.exam_action import ExamActionServer
+from dms_net_ros.exam_slot import ExamTicket, Outcome, Stage
 from dms_net_ros.eye_pipeline import PairPreparer
 from dms_net_ros.image_codec import rgb_to_image_msg
 from dms_net_ros.messages import ResultContext, error_result, ok_result, stamp_to_ns, ungradable_result
@@ -87,6 +93,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("exam_id", "", "exam identifier copied into every result (the latched exam_id topic overrides it)"),
     ParamSpec("diagnostics_period_s", 1.0, "period (s) of /diagnostics reports"),
     ParamSpec("no_input_warn_s", 5.0, "warn when a publisher exists on an input topic but no image arrived for this long (s)"),
+    ParamSpec("exam_timeout_s", 30.0, "diagnose_exam action: timeout (s) of a goal whose timeout_s is 0"),
 )
 
 
@@ -94,6 +101,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 class PairJob:
     pair: Pair
     exam_id: str
+    exam: ExamTicket | None = None  # the diagnose_exam goal this pair answers, if any
 
 
 def _input_qos(kind: str, depth: int) -> QoSProfile:
@@ -140,6 +148,12 @@ class DiagnosisNode(LifecycleNode):
         self._activated_at = 0.0
         self._last_warn: dict[str, float] = {}
         self._p: dict[str, Any] = {}
+        self._exam_action = ExamActionServer(
+            self,
+            submit_pair=self._submit_exam_pair,
+            default_timeout_s=lambda: float(self.get_parameter("exam_timeout_s").value),
+            state_label=self._lifecycle_state_label,
+        )
 
     # -- parameters -------------------------------------------------------------------
     def _read_params(self) -> dict[str, Any]:
@@ -220,6 +234,7 @@ class DiagnosisNode(LifecycleNode):
             f"active: subscribed to {topics} ({msg_type.__name__}) with QoS {p['qos']} "
             f"({qos.reliability.name.lower()}, keep last {qos.depth}); publishing {self._result_pub.topic_name}"
         )
+        self._exam_action.slot.open()
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -241,6 +256,7 @@ class DiagnosisNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_inputs(self) -> None:
+        self._exam_action.slot.close("the node left the active state before the exam finished: activate it and send the goal again")
         for sub in self._image_subs.values():
             self.destroy_subscription(sub)
         self._image_subs = {}
@@ -249,6 +265,16 @@ class DiagnosisNode(LifecycleNode):
         self._timers = []
         if self._pairer is not None:
             self._pairer.clear()
+
+    def _lifecycle_state_label(self) -> str:
+        try:
+            return str(self._state_machine.current_state[1])
+        except (AttributeError, IndexError, TypeError):
+            return "not active"
+
+    def destroy_node(self) -> None:
+        self._exam_action.destroy()
+        super().destroy_node()
 
     def _release_backend(self) -> None:
         if self._backend is not None:
@@ -284,10 +310,27 @@ class DiagnosisNode(LifecycleNode):
         self.stats.record_received(eye)
         if self._pairer is None or self._worker is None:
             return
-        out = self._pairer.add(eye, stamp_to_ns(msg.header.stamp), msg, received=now)
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        out = self._pairer.add(eye, stamp_ns, msg, received=now)
+        exams = self._exam_action.slot
+        exams.note_image(eye, stamp_ns, completes_pair=bool(out.pairs))  # before the report: the image may be unpaired at once
         self._report_unpaired(out.unpaired)
         for pair in out.pairs:
-            self._worker.submit(PairJob(pair, self.exam_id))
+            exam = exams.take_pair()  # the first pair after a camera goal is that goal's
+            self._worker.submit(PairJob(pair, exam.exam_id if exam else self.exam_id, exam))
+
+    def _submit_exam_pair(self, exam: ExamTicket, left: Any, right: Any) -> str | None:
+        """Queue a diagnose_exam goal's inline pair on the worker; None, or why it could not be."""
+        if self._worker is None:
+            return "the node has no pipeline (not configured): configure and activate it"
+        for eye in ("left", "right"):
+            self.stats.record_received(eye)
+        pair = Pair(stamp_to_ns(left.header.stamp), stamp_to_ns(right.header.stamp), left, right, time.monotonic())
+        try:
+            self._worker.submit(PairJob(pair, exam.exam_id, exam))
+        except RuntimeError as exc:
+            return f"the inference worker is stopped ({exc}): reconfigure the node"
+        return None
 
     def _report_unpaired(self, items: list[Unpaired]) -> None:
         for item in items:
@@ -296,9 +339,14 @@ class DiagnosisNode(LifecycleNode):
             if item.reason == "duplicate":
                 self.get_logger().warning(text)
                 continue
-            self.get_logger().error(f"exam {self.exam_id!r}: {text}")
-            ctx = self._result_context(item.eye == "left" and item.stamp_ns or 0, item.eye == "right" and item.stamp_ns or 0, item.item.header.frame_id, self.exam_id)
-            self._publish_result(error_result(ctx, text))
+            exam = self._exam_action.slot.unpaired_owner(item.eye, item.stamp_ns)
+            if exam is not None and exam.abandoned:  # counted above; its goal ended: publish nothing
+                self.get_logger().info(f"exam {exam.exam_id!r} ({exam.outcome.name}): {text}; not published")
+                continue
+            exam_id = exam.exam_id if exam is not None else self.exam_id
+            self.get_logger().error(f"exam {exam_id!r}: {text}")
+            ctx = self._result_context(item.eye == "left" and item.stamp_ns or 0, item.eye == "right" and item.stamp_ns or 0, item.item.header.frame_id, exam_id)
+            self._publish_for(exam, error_result(ctx, text))
 
     def _housekeeping(self) -> None:
         if self._pairer is not None:
@@ -356,6 +404,9 @@ class DiagnosisNode(LifecycleNode):
     # -- worker thread -------------------------------------------------------------------
     def _on_worker_drop(self, job: PairJob) -> None:
         self.stats.record_drop("queue_overflow")
+        if job.exam is not None:
+            self._exam_action.slot.finish(job.exam, Outcome.ERROR, "the exam's pair was dropped from a full inference queue "
+                                          "(cameras faster than inference): lower the camera rate or use a faster backend")
         self.get_logger().warning(
             "inference slower than the cameras: dropped the oldest queued pair "
             f"(stamp {job.pair.stamp_ns / 1e9:.3f}); lower the camera rate or use a faster backend",
@@ -364,6 +415,8 @@ class DiagnosisNode(LifecycleNode):
 
     def _on_worker_error(self, job: PairJob, exc: BaseException) -> None:
         self.get_logger().error(f"unexpected error while processing a pair: {type(exc).__name__}: {exc}")
+        if job.exam is not None:
+            self._exam_action.slot.finish(job.exam, Outcome.ERROR, f"unexpected error while processing the pair ({type(exc).__name__}): see the node log")
 
     def _result_context(self, left_ns: int, right_ns: int, frame_id: str, exam_id: str) -> ResultContext:
         backend = self._backend
@@ -384,10 +437,31 @@ class DiagnosisNode(LifecycleNode):
         pub.publish(msg)
         self.stats.record_result(msg.status, total_ms)
 
+    def _publish_for(self, exam: ExamTicket | None, msg: DiagnosisResult, total_ms: float | None = None) -> None:
+        """Publish a result; one made for a diagnose_exam goal is also that goal's result,
+        unless the goal already ended (timeout, cancel): then nothing is published."""
+        if exam is not None and not self._exam_action.slot.deliver(exam, msg):
+            self._drop_abandoned(exam)
+            return
+        self._publish_result(msg, total_ms)
+
+    def _exam_stage(self, exam: ExamTicket | None, stage: Stage) -> bool:
+        """Report a goal's stage; False when its goal already ended (stop working on the pair)."""
+        if exam is None or self._exam_action.slot.set_stage(exam, stage):
+            return True
+        self._drop_abandoned(exam)
+        return False
+
+    def _drop_abandoned(self, exam: ExamTicket) -> None:
+        self.stats.record_drop("exam_abandoned")
+        self.get_logger().info(f"exam {exam.exam_id!r}: its goal ended ({exam.outcome.name}) before the result: nothing published")
+
     def _process_pair(self, job: PairJob) -> None:
         pair, p = job.pair, self._p
         bundle, backend = self._bundle, self._backend
         if bundle is None or backend is None:
+            return
+        if not self._exam_stage(job.exam, Stage.GRADING):
             return
         t0 = time.monotonic()
         ctx = self._result_context(pair.left_stamp_ns, pair.right_stamp_ns, pair.left.header.frame_id, job.exam_id)
@@ -403,7 +477,7 @@ class DiagnosisNode(LifecycleNode):
             text = "; ".join(errors)
             log.error(f"exam {job.exam_id!r}: {text}")
             ctx.timings_ms = {"total": (time.monotonic() - pair.received) * 1e3}
-            self._publish_result(error_result(ctx, text))
+            self._publish_for(job.exam, error_result(ctx, text))
             return
         if p["quality_gate"]:
             ctx.left_quality, ctx.right_quality = left_eye.quality, right_eye.quality
@@ -411,9 +485,11 @@ class DiagnosisNode(LifecycleNode):
                 ctx.timings_ms = {"preprocess": (time.monotonic() - t0) * 1e3, "total": (time.monotonic() - pair.received) * 1e3}
                 msg = ungradable_result(ctx)
                 log.warning(f"exam {job.exam_id!r}: {msg.status_message}")
-                self._publish_result(msg)
+                self._publish_for(job.exam, msg)
                 return
 
+        if not self._exam_stage(job.exam, Stage.INFERRING):
+            return
         try:
             left, right = left_eye.image[None], right_eye.image[None]  # prepared uint8; the backend normalises
             t1 = time.monotonic()
@@ -423,9 +499,12 @@ class DiagnosisNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - one failed pair must not stop the node
             text = f"inference failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): check the bundle/backend; the node keeps serving"
             log.error(f"exam {job.exam_id!r}: {text}")
-            self._publish_result(error_result(ctx, text))
+            self._publish_for(job.exam, error_result(ctx, text))
             return
 
+        if job.exam is not None and job.exam.done:  # goal ended during inference: no overlays either
+            self._drop_abandoned(job.exam)
+            return
         attention = False
         if self._attention_pubs and result.attention_left is not None and result.attention_right is not None:
             for eye, att, msg in (("left", result.attention_left, pair.left), ("right", result.attention_right, pair.right)):
@@ -437,7 +516,7 @@ class DiagnosisNode(LifecycleNode):
         ctx.timings_ms = {"preprocess": (t1 - t0) * 1e3, "inference": inference_ms, "total": (time.monotonic() - pair.received) * 1e3}
         msg = ok_result(ctx, decision, bundle.class_codes, bundle.class_names, attention_published=attention,
                         left_probabilities=_first(result.left_probabilities), right_probabilities=_first(result.right_probabilities))
-        self._publish_result(msg, ctx.timings_ms["total"])
+        self._publish_for(job.exam, msg, ctx.timings_ms["total"])
 
 
 def _first(batch: np.ndarray | None) -> np.ndarray | None:

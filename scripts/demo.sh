@@ -3,16 +3,19 @@
 # publish real ODIR eye pairs from demo/samples/, print each DiagnosisResult, stop cleanly.
 #   bash scripts/demo.sh                  # bundle models/demo
 #   bash scripts/demo.sh --bundle DIR     # any bundle written by dms-net-export
+#   bash scripts/demo.sh --action         # one exam through the diagnose_exam action: feedback stages + result
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 BUNDLE=models/demo
 SKIP_SETUP=0
+CLIENT=demo/publish_samples.py
 while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) BUNDLE=$2; shift 2 ;;
     --skip-setup) SKIP_SETUP=1; shift ;;
-    *) echo "usage: bash scripts/demo.sh [--bundle DIR] [--skip-setup]" >&2; exit 2 ;;
+    --action) CLIENT=demo/diagnose_exam.py; shift ;;
+    *) echo "usage: bash scripts/demo.sh [--bundle DIR] [--action] [--skip-setup]" >&2; exit 2 ;;
   esac
 done
 [ "$SKIP_SETUP" = 1 ] || bash scripts/setup.sh
@@ -41,7 +44,7 @@ stop_node() {
 }
 trap stop_node EXIT
 set +e
-python demo/publish_samples.py --namespace /demo
+python "$CLIENT" --namespace /demo
 rc=$?
 set -e
 if [ $rc -ne 0 ]; then echo "[demo] failed; last node log lines:" >&2; tail -20 "$LOG" >&2; fi

@@ -33,7 +33,7 @@ if [ "$(cat "$V/.requirements.sha" 2>/dev/null)" != "$want" ]; then
 fi
 
 # colcon build of the ROS package (message generation + install of launch/config/executable).
-src_sha=$(cat CMakeLists.txt package.xml msg/*.msg 2>/dev/null | sha256sum | cut -d' ' -f1)
+src_sha=$(cat CMakeLists.txt package.xml msg/*.msg action/*.action 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ -f CMakeLists.txt ] && { [ ! -f install/setup.bash ] || [ "$(cat install/.build.sha 2>/dev/null)" != "$src_sha" ]; }; then
   echo "[setup] colcon build (message generation, ~15 s)" >&2
   (

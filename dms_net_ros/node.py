@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -46,6 +47,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from dms_net_core.postprocess import decide
+from dms_net_ros.bundle_path import package_share_dir, resolve_bundle_path
 from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
 from dms_net_ros.eye_pipeline import PairPreparer
 from dms_net_ros.image_codec import rgb_to_image_msg
@@ -174,7 +176,9 @@ class DiagnosisNode(LifecycleNode):
             _input_qos(p["qos"], p["qos_depth"])
             if p["image_transport"] not in ("raw", "compressed"):
                 raise ValueError(f"image_transport must be 'raw' or 'compressed', got {p['image_transport']!r}")
-            self._bundle = ModelBundle.load(p["bundle"])
+            bundle_path, found = resolve_bundle_path(str(p["bundle"]), Path.cwd(), package_share_dir())
+            log.info(f"model bundle {bundle_path} ({found})")
+            self._bundle = ModelBundle.load(bundle_path)
             accel = torch_acceleration_options(p["torch_accel"])
             if accel and p["backend"] not in ("auto", "torch"):
                 raise ValueError(f"torch_accel={p['torch_accel']} applies to the torch backend only: "

@@ -139,7 +139,7 @@ class DiagnosisNode(LifecycleNode):
         self._image_subs: dict[str, Any] = {}
         self._timers: list[Any] = []
         self._last_rx: dict[str, float] = {}  # eye -> monotonic time of the last image since activation
-        self._activated_at = 0.0
+        self._publisher_seen_at: dict[str, float] = {}  # eye -> monotonic time its publisher was first seen since activation
         self._last_warn: dict[str, float] = {}
         self._p: dict[str, Any] = {}
 
@@ -212,7 +212,7 @@ class DiagnosisNode(LifecycleNode):
         suffix = "/image_raw/compressed" if compressed else "/image_raw"
         for eye in ("left", "right"):
             self._image_subs[eye] = self.create_subscription(msg_type, eye + suffix, lambda m, e=eye: self._on_image(e, m), qos)
-        self._activated_at = time.monotonic()
+        self._publisher_seen_at = {}
         self._last_rx = {}
         self._last_warn = {}
         self._timers = [
@@ -313,16 +313,22 @@ class DiagnosisNode(LifecycleNode):
         """The classic silent QoS mismatch: a publisher is there, yet nothing ever arrives.
 
         Exams are sparse, so silence after images did arrive is normal; the warning is for
-        a topic with publishers that has delivered nothing since activation for
-        ``no_input_warn_s`` (repeated at most every 10 x that).
+        a topic whose publishers have delivered nothing for ``no_input_warn_s`` since they
+        were first seen after activation (repeated at most every 10 x that). The clock runs
+        from the publisher's appearance, not from activation: a camera started a while after
+        the node needs its own few seconds to send its first image.
         """
         limit = float(self._p.get("no_input_warn_s", 5.0))
         now = time.monotonic()
         for eye, sub in self._image_subs.items():
-            if eye in self._last_rx or now - self._activated_at < limit or now - self._last_warn.get(eye, -1e9) < 10 * limit:
+            if eye in self._last_rx or now - self._last_warn.get(eye, -1e9) < 10 * limit:
                 continue
             infos = self.get_publishers_info_by_topic(sub.topic_name)
             if not infos:
+                self._publisher_seen_at.pop(eye, None)  # gone again: a new publisher gets its own time
+                continue
+            seen_at = self._publisher_seen_at.setdefault(eye, now)
+            if now - seen_at < limit:
                 continue
             self._last_warn[eye] = now
             theirs = sorted({i.qos_profile.reliability.name.lower() for i in infos})
@@ -333,8 +339,8 @@ class DiagnosisNode(LifecycleNode):
                 else "check the message type/image_transport and the Fast DDS profile for large images (FASTDDS_DEFAULT_PROFILES_FILE)"
             )
             self.get_logger().warning(
-                f"{len(infos)} publisher(s) on {sub.topic_name} (QoS {', '.join(theirs)}) but no image since activation "
-                f"{now - self._activated_at:.0f} s ago (our QoS {ours}): {hint}"
+                f"{len(infos)} publisher(s) on {sub.topic_name} (QoS {', '.join(theirs)}) but no image in the "
+                f"{now - seen_at:.0f} s since the publisher was first seen (our QoS {ours}): {hint}"
             )
 
     def _publish_diagnostics(self) -> None:

@@ -27,6 +27,7 @@ configure.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 import time
@@ -464,10 +465,21 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _ignore_further_interrupts()
         node._release_all()
         node.destroy_node()
         rclpy.try_shutdown()
+        _ignore_further_interrupts()  # try_shutdown put back the handler rclpy had replaced
     return 0
+
+
+def _ignore_further_interrupts() -> None:
+    """Ctrl-C on ``ros2 launch`` in a terminal delivers SIGINT twice (the terminal signals the
+    whole process group, and launch forwards its own): the second one used to land during
+    clean-up or interpreter exit, where Python has restored the default action, and kill the
+    node (launch: "process has died [exit code -2]"). The shutdown is already under way, so
+    later SIGINTs are ignored; launch still escalates to SIGTERM/SIGKILL if it ever hangs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,10 @@ class BundleNotFoundError(FileNotFoundError):
 def package_share_dir(package: str = PACKAGE) -> Path | None:
     """The installed package's share directory, or None when it is not installed (ament index)."""
     try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
     except ImportError:
         return None
     try:

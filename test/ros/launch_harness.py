@@ -128,7 +128,7 @@ def ros2_lifecycle(verb: str, node: str, *args: str, timeout: float = 30.0) -> s
     while True:
         done = subprocess.run(
             ["ros2", "lifecycle", verb, node, *args, "--no-daemon", "--spin-time", "1.5"],
-            capture_output=True, text=True, timeout=timeout, env=_env(),
+            check=False, capture_output=True, text=True, timeout=timeout, env=_env(),
         )
         if "Node not found" not in done.stderr or time.monotonic() > end:
             return done
@@ -137,6 +137,8 @@ def ros2_lifecycle(verb: str, node: str, *args: str, timeout: float = 30.0) -> s
 #: The launch commands the README's robot section shows; the real launch test runs exactly these.
 README_COMMANDS = (
     "ros2 launch dms_net_ros diagnose.launch.py",
-    "ros2 launch dms_net_ros diagnose.launch.py namespace:=exam_room "
-    "left_topic:=/fundus/left/image_raw right_topic:=/fundus/right/image_raw qos:=reliable",
+    (
+        "ros2 launch dms_net_ros diagnose.launch.py namespace:=exam_room "
+        "left_topic:=/fundus/left/image_raw right_topic:=/fundus/right/image_raw qos:=reliable"
+    ),
 )

@@ -30,7 +30,7 @@ def test_launch_starts_the_installed_lifecycle_node():
     cmake = (REPO / "CMakeLists.txt").read_text()
     assert "install(PROGRAMS ${CMAKE_CURRENT_BINARY_DIR}/diagnose DESTINATION lib/${PROJECT_NAME})" in cmake
     assert "install(DIRECTORY models/demo DESTINATION share/${PROJECT_NAME}/models)" in cmake
-    assert re.search(r"^\s+bundle: models/demo\b", (REPO / "config" / "diagnose.yaml").read_text(), re.M)
+    assert re.search(r"^\s+bundle: models/demo\b", (REPO / "config" / "diagnose.yaml").read_text(), re.MULTILINE)
 
 
 def test_launch_parameter_arguments_are_node_parameters():
@@ -50,6 +50,6 @@ def test_readme_robot_section_shows_the_tested_commands_and_the_omit_rule():
     robot = _readme_section("On a robot")
     flat = re.sub(r"\s*\\\n\s*", " ", robot)  # join shell continuation lines
     for command in README_COMMANDS:
-        assert re.search(re.escape(command) + r"\s*(#|$)", flat, re.M), command
+        assert re.search(re.escape(command) + r"\s*(#|$)", flat, re.MULTILINE), command
     assert "empty argument" not in robot and "omit" in robot.lower()
     assert "KillSignal=SIGINT" in robot  # item 5: what a supervisor should do

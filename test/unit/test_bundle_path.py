@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from dms_net_ros.bundle_path import FROM_ABSOLUTE, FROM_CWD, FROM_SHARE, BundleNotFoundError, resolve_bundle_path
+from dms_net_ros.bundle_path import (
+    FROM_ABSOLUTE,
+    FROM_CWD,
+    FROM_SHARE,
+    BundleNotFoundError,
+    resolve_bundle_path,
+)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ros
 from dms_net_ros.image_codec import rgb_to_image_msg  # noqa: E402
 
 SEC = 1_000_000_000
-WARN_S = 4.0
+WARN_S = 6.0  # generous: discovery on 2 loaded cores can take a few seconds
 WARNING = "but no image"
 
 
@@ -34,12 +34,12 @@ def test_camera_started_after_the_node_is_not_warned_before_its_first_image(tiny
     client = None
     try:
         _wait_active(node)
-        time.sleep(WARN_S + 1.0)  # no camera yet: silence without a publisher is not a mismatch
+        time.sleep(WARN_S + 0.5)  # no camera yet: silence without a publisher is not a mismatch
         client = Client(ros_namespace)
         appeared = time.monotonic()
         client.wait_for_node(node)
         client.spin_for(1.0)  # a few of the node's 0.5 s checks see the publisher
-        assert time.monotonic() - appeared < WARN_S - 0.5, "discovery took too long for this check to mean anything"
+        assert time.monotonic() - appeared < WARN_S - 1.5, "discovery took too long for this check to mean anything"
         client.publish_pair(rgb_to_image_msg(sample_rgb("556", "left")), rgb_to_image_msg(sample_rgb("556", "right")), 3 * SEC)
         assert len(client.wait_results(1, 30)) == 1, node.log_text()[-2000:]
         assert WARNING not in node.log_text(), node.log_text()[-2000:]

@@ -31,10 +31,12 @@ configure.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -50,6 +52,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from dms_net_core.postprocess import decide
+from dms_net_ros.bundle_path import package_share_dir, resolve_bundle_path
 from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
 from dms_net_ros.exam_action import ExamActionServer
 from dms_net_ros.exam_slot import ExamTicket, Outcome, Stage
@@ -145,7 +148,7 @@ class DiagnosisNode(LifecycleNode):
         self._image_subs: dict[str, Any] = {}
         self._timers: list[Any] = []
         self._last_rx: dict[str, float] = {}  # eye -> monotonic time of the last image since activation
-        self._activated_at = 0.0
+        self._publisher_seen_at: dict[str, float] = {}  # eye -> monotonic time its publisher was first seen since activation
         self._last_warn: dict[str, float] = {}
         self._p: dict[str, Any] = {}
         self._exam_action = ExamActionServer(
@@ -188,7 +191,9 @@ class DiagnosisNode(LifecycleNode):
             _input_qos(p["qos"], p["qos_depth"])
             if p["image_transport"] not in ("raw", "compressed"):
                 raise ValueError(f"image_transport must be 'raw' or 'compressed', got {p['image_transport']!r}")
-            self._bundle = ModelBundle.load(p["bundle"])
+            bundle_path, found = resolve_bundle_path(str(p["bundle"]), Path.cwd(), package_share_dir())
+            log.info(f"model bundle {bundle_path} ({found})")
+            self._bundle = ModelBundle.load(bundle_path)
             accel = torch_acceleration_options(p["torch_accel"])
             if accel and p["backend"] not in ("auto", "torch"):
                 raise ValueError(f"torch_accel={p['torch_accel']} applies to the torch backend only: "
@@ -222,7 +227,7 @@ class DiagnosisNode(LifecycleNode):
         suffix = "/image_raw/compressed" if compressed else "/image_raw"
         for eye in ("left", "right"):
             self._image_subs[eye] = self.create_subscription(msg_type, eye + suffix, lambda m, e=eye: self._on_image(e, m), qos)
-        self._activated_at = time.monotonic()
+        self._publisher_seen_at = {}
         self._last_rx = {}
         self._last_warn = {}
         self._timers = [
@@ -357,16 +362,22 @@ class DiagnosisNode(LifecycleNode):
         """The classic silent QoS mismatch: a publisher is there, yet nothing ever arrives.
 
         Exams are sparse, so silence after images did arrive is normal; the warning is for
-        a topic with publishers that has delivered nothing since activation for
-        ``no_input_warn_s`` (repeated at most every 10 x that).
+        a topic whose publishers have delivered nothing for ``no_input_warn_s`` since they
+        were first seen after activation (repeated at most every 10 x that). The clock runs
+        from the publisher's appearance, not from activation: a camera started a while after
+        the node needs its own few seconds to send its first image.
         """
         limit = float(self._p.get("no_input_warn_s", 5.0))
         now = time.monotonic()
         for eye, sub in self._image_subs.items():
-            if eye in self._last_rx or now - self._activated_at < limit or now - self._last_warn.get(eye, -1e9) < 10 * limit:
+            if eye in self._last_rx or now - self._last_warn.get(eye, -1e9) < 10 * limit:
                 continue
             infos = self.get_publishers_info_by_topic(sub.topic_name)
             if not infos:
+                self._publisher_seen_at.pop(eye, None)  # gone again: a new publisher gets its own time
+                continue
+            seen_at = self._publisher_seen_at.setdefault(eye, now)
+            if now - seen_at < limit:
                 continue
             self._last_warn[eye] = now
             theirs = sorted({i.qos_profile.reliability.name.lower() for i in infos})
@@ -377,8 +388,8 @@ class DiagnosisNode(LifecycleNode):
                 else "check the message type/image_transport and the Fast DDS profile for large images (FASTDDS_DEFAULT_PROFILES_FILE)"
             )
             self.get_logger().warning(
-                f"{len(infos)} publisher(s) on {sub.topic_name} (QoS {', '.join(theirs)}) but no image since activation "
-                f"{now - self._activated_at:.0f} s ago (our QoS {ours}): {hint}"
+                f"{len(infos)} publisher(s) on {sub.topic_name} (QoS {', '.join(theirs)}) but no image in the "
+                f"{now - seen_at:.0f} s since the publisher was first seen (our QoS {ours}): {hint}"
             )
 
     def _publish_diagnostics(self) -> None:
@@ -539,10 +550,21 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _ignore_further_interrupts()
         node._release_all()
         node.destroy_node()
         rclpy.try_shutdown()
+        _ignore_further_interrupts()  # try_shutdown put back the handler rclpy had replaced
     return 0
+
+
+def _ignore_further_interrupts() -> None:
+    """Ctrl-C on ``ros2 launch`` in a terminal delivers SIGINT twice (the terminal signals the
+    whole process group, and launch forwards its own): the second one used to land during
+    clean-up or interpreter exit, where Python has restored the default action, and kill the
+    node (launch: "process has died [exit code -2]"). The shutdown is already under way, so
+    later SIGINTs are ignored; launch still escalates to SIGTERM/SIGKILL if it ever hangs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ class StrictSkips:
         if not report.skipped or hasattr(report, "wasxfail"):
             return
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")  # pytest.skip() inside a test adds it
         if not any(allowed in reason for allowed in self.allowed_reasons):
             self.unexpected.append((report.nodeid, reason))
 

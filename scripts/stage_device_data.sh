@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stage what scripts/gpu_job.sh needs on a GPU machine that has PyTorch but no network and
-# no ../shared: the ODIR-5K 256 px subset and a few pure-Python packages, in .device_data/
+# no ../shared: the ODIR-5K 256 px set (from $ODIR_256_DIR, else ../shared/data/odir5k_256
+# beside the checkout) and a few pure-Python packages, in .device_data/
 # (git-ignored; ~60 MiB, under the 64 MiB a device call carries). Then:
 #   device run: bash scripts/gpu_job.sh   with carry [".device_data"]
 # A device call carries the tracked files too (64 MiB in all): models/demo/model.onnx (36 MiB)

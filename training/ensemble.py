@@ -35,7 +35,7 @@ from dms_net_core.classes import NUM_CLASSES
 from dms_net_core.metrics import full_report, per_eye_auc, tune_thresholds
 from dms_net_core.model.config import DMSNetConfig
 from training.evaluate import ModuleBackend, PairPredictions, model_from_checkpoint, predict_pairs
-from training.paths import default_odir_dir
+from training.paths import DEFAULT_ODIR_HELP, default_odir_dir
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", type=Path, help="two or more best.pt files written by dms-net-train")
     p.add_argument("--output", "-o", type=Path, required=True, help="bundle directory to write")
     p.add_argument("--name", default="dms-net-ensemble", help="bundle name; the model id is <name>@<onnx sha256[:12]>")
-    p.add_argument("--labels", default=None, help="labels for threshold tuning (default: the shared ODIR-5K 256 px set)")
+    p.add_argument("--labels", default=None, help=f"labels for threshold tuning (default: labels.csv of {DEFAULT_ODIR_HELP})")
     p.add_argument("--images-dir", default=None)
     p.add_argument("--split-file", default=None,
                    help="split whose 'val' side tunes the thresholds (default: the split the first member trained on)")

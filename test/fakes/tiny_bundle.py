@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from training.paths import default_odir_dir
-
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, normalize_batch, prepare_eye_uint8
 from dms_net_core.model.config import DMSNetConfig
+from test.odir_data import SUBSET_DIR, subset_two_eyed_pairs
 
-DATA_DIR = default_odir_dir()
-#: two real patients with both eyes (ids from labels.csv)
-REAL_PAIRS = (("0_left.jpg", "0_right.jpg"), ("1_left.jpg", "1_right.jpg"))
+#: the real ODIR-5K subset shipped with the tests (test/data/odir5k_subset)
+DATA_DIR = SUBSET_DIR
+#: two real patients with both eyes: the subset's first two (image file names)
+REAL_PAIRS = subset_two_eyed_pairs(2)
 
 _CACHE: dict[str, Path] = {}
 
@@ -69,8 +69,6 @@ def real_prepared_pair_batch(image_size: int) -> tuple[np.ndarray, np.ndarray]:
     for lf, rf in REAL_PAIRS:
         for name, acc in ((lf, lefts), (rf, rights)):
             path = DATA_DIR / "images" / name
-            if not path.is_file():
-                path = Path(__file__).resolve().parents[2] / ".device_data" / "odir5k_256" / "images" / name
             acc.append(prepare_eye_uint8(load_rgb(str(path)), cfg))
     return np.stack(lefts), np.stack(rights)
 

@@ -17,7 +17,7 @@ from dms_net_ros.bag.compare import read_live_recording
 from dms_net_ros.bag.evaluate import read_pairs_csv
 from dms_net_ros.bag.make import AcquisitionModel, make_bag
 from test.fakes.tiny_bundle import tiny_bundle_path
-from test.unit.test_bag_make import odir_dir
+from test.odir_data import SUBSET_DIR
 
 pytestmark = pytest.mark.ros
 
@@ -44,7 +44,7 @@ def bundle_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def records():
-    return load_odir(odir_dir() / "labels.csv").records[:12]
+    return load_odir(SUBSET_DIR / "labels.csv").records[:12]
 
 
 def _replay(bag, bundle_dir, out, *extra) -> int:

@@ -1,4 +1,4 @@
-"""`dms-net-bag evaluate` on bags made from REAL ODIR images with a tiny exported bundle:
+"""`dms-net-bag evaluate` on bags made from REAL ODIR images (test/data) with a tiny exported bundle:
 the bag path gives what the folder path gives, for every storage, transport and
 acquisition model, and nothing is dropped silently."""
 
@@ -19,7 +19,7 @@ from dms_net_ros.bag import cli, io
 from dms_net_ros.bag.evaluate import PipelineSettings, evaluate_bag, read_pairs_csv, scored_pairs
 from dms_net_ros.bag.make import AcquisitionModel, make_bag
 from test.fakes.tiny_bundle import tiny_bundle_path
-from test.unit.test_bag_make import odir_dir
+from test.odir_data import SUBSET_DIR
 
 N_PATIENTS = 12
 
@@ -43,7 +43,7 @@ def backend(bundle):
 
 @pytest.fixture(scope="module")
 def records():
-    return load_odir(odir_dir() / "labels.csv").records[:N_PATIENTS]
+    return load_odir(SUBSET_DIR / "labels.csv").records[:N_PATIENTS]
 
 
 @pytest.fixture(scope="module")

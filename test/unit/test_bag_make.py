@@ -1,5 +1,6 @@
-"""`dms-net-bag make` and the bag IO layer on real ODIR images: what goes in comes out,
-stamps follow the acquisition model, and every broken bag fails with one clear line."""
+"""`dms-net-bag make` and the bag IO layer on real ODIR images (the subset in test/data): what
+goes in comes out, stamps follow the acquisition model, and every broken bag fails with one
+clear line."""
 
 from __future__ import annotations
 
@@ -14,23 +15,16 @@ import pytest
 from dms_net_core.classes import CLASS_CODES
 from dms_net_core.data.odir import load_odir
 from dms_net_core.data.preprocess import load_rgb
-from training.paths import default_odir_dir
 from dms_net_ros.bag import cli, io
 from dms_net_ros.bag.make import AcquisitionModel, make_bag
+from test.odir_data import SUBSET_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def odir_dir() -> Path:
-    candidate = default_odir_dir()
-    if (candidate / "labels.csv").is_file():
-        return candidate
-    pytest.skip(f"ODIR-5K 256 px subset not found ({default_odir_dir()}): set ODIR_256_DIR")
-
-
 @pytest.fixture(scope="module")
 def records():
-    return load_odir(odir_dir() / "labels.csv").records[:6]
+    return load_odir(SUBSET_DIR / "labels.csv").records[:6]
 
 
 def _read_all(bag: Path) -> list[tuple[str, str, int, object]]:
@@ -96,8 +90,8 @@ def test_acquisition_refuses_period_that_mixes_patients():
 
 
 def test_cli_make_subset_and_limit(tmp_path, capsys):
-    ids = [r.patient_id for r in load_odir(odir_dir() / "labels.csv").records[10:14]]
-    rc = cli.main(["make", "-q", str(odir_dir()), str(tmp_path / "bag"), "--patients", ",".join(ids), "--limit", "3",
+    ids = [r.patient_id for r in load_odir(SUBSET_DIR / "labels.csv").records[10:14]]
+    rc = cli.main(["make", "-q", str(SUBSET_DIR), str(tmp_path / "bag"), "--patients", ",".join(ids), "--limit", "3",
                    "--acquisition", "sequential", "--eye-delay", "0.3", "--jitter", "0.05", "--left-topic", "cam/l",
                    "--compressed"])
     assert rc == 0

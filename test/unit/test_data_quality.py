@@ -1,4 +1,7 @@
-"""Quality gate on REAL ODIR photographs (gradable) and degraded copies (not gradable)."""
+"""Quality gate on REAL ODIR photographs (gradable) and degraded copies (not gradable).
+
+The photographs are the subset shipped in test/data; the pass rate over ~520 photographs of
+the full 256 px set is an opt-in test (ODIR_256_DIR)."""
 
 from __future__ import annotations
 
@@ -11,28 +14,37 @@ import pytest
 
 from dms_net_core.data.preprocess import load_rgb
 from dms_net_core.data.quality import QualityThresholds, assess_quality, measure_quality
-from training.paths import default_odir_dir
+from test.odir_data import SUBSET_DIR
 
-DATA = str(default_odir_dir())
-FILES = sorted(glob.glob(os.path.join(DATA, "images", "*.jpg")))
-needs_data = pytest.mark.skipif(not FILES, reason=f"real ODIR images not found under {DATA}")
+FILES = sorted(glob.glob(os.path.join(SUBSET_DIR, "images", "*.jpg")))
 
 
-@needs_data
-def test_real_images_are_gradable():
-    sample = FILES[::10]  # ~524 photographs, deterministic
-    reports = [assess_quality(load_rgb(f)) for f in sample]
-    failed = [(os.path.basename(f), r.reasons) for f, r in zip(sample, reports) if not r.gradable]
-    rate = 1 - len(failed) / len(sample)
-    print(f"gradable: {len(sample) - len(failed)}/{len(sample)} = {rate:.4f}; failed: {failed}")
-    assert rate >= 0.99, failed
+def _assert_gradable(files: list[str], min_rate: float) -> None:
+    reports = [assess_quality(load_rgb(f)) for f in files]
+    failed = [(os.path.basename(f), r.reasons) for f, r in zip(files, reports) if not r.gradable]
+    rate = 1 - len(failed) / len(files)
+    print(f"gradable: {len(files) - len(failed)}/{len(files)} = {rate:.4f}; failed: {failed}")
+    assert rate >= min_rate, failed
     assert all(0.0 < r.score <= 1.0 for r in reports if r.gradable)
 
 
-@needs_data
+def test_real_images_are_gradable():
+    """Every photograph of the shipped subset passes the gate (it was chosen by label and keyword
+    rules, not by how the photographs look)."""
+    assert len(FILES) >= 100
+    _assert_gradable(FILES, min_rate=1.0)
+
+
+@pytest.mark.odir_full
+def test_real_images_of_the_full_set_are_gradable(full_odir):
+    files = sorted(glob.glob(os.path.join(full_odir, "images", "*.jpg")))[::10]  # ~524 photographs, deterministic
+    assert len(files) > 500
+    _assert_gradable(files, min_rate=0.99)
+
+
 @pytest.mark.parametrize("sigma", [6.0, 10.0])
 def test_heavily_blurred_real_images_are_not_gradable(sigma):
-    for f in FILES[::250]:
+    for f in FILES[::20]:
         img = load_rgb(f)
         assert assess_quality(img).gradable, f
         r = assess_quality(cv2.GaussianBlur(img, (0, 0), sigma))
@@ -40,7 +52,6 @@ def test_heavily_blurred_real_images_are_not_gradable(sigma):
         assert any("blurred" in reason for reason in r.reasons)
 
 
-@needs_data
 def test_full_resolution_frame_with_black_border_is_gradable_and_blur_is_caught():
     """A camera-sized frame (disc in the middle of a 2048x1536 black frame)."""
     disc = cv2.resize(load_rgb(FILES[0]), (1400, 1400), interpolation=cv2.INTER_CUBIC)
@@ -69,7 +80,6 @@ def test_degenerate_images_are_not_gradable(name, image, reason):
     assert any(reason in x for x in r.reasons), r.reasons
 
 
-@needs_data
 def test_under_and_over_exposed_real_image():
     img = load_rgb(FILES[3]).astype(np.float32)
     dark = np.clip(img * 0.08, 0, 255).astype(np.uint8)

@@ -14,16 +14,13 @@ from dms_net_core.bundle import ModelBundle
 from dms_net_core.runtime import create_backend
 from test.fakes.tiny_bundle import real_pair_batch
 from training.evaluate import model_from_checkpoint
-from training.paths import default_odir_dir
-
-LABELS = default_odir_dir() / "labels.csv"
-SPLIT3 = Path(__file__).resolve().parents[2] / "training" / "splits" / "odir5k_256_val15_test15_seed0.json"
-needs_data = pytest.mark.skipif(not LABELS.is_file(), reason=f"real ODIR labels not found under {LABELS.parent}")
+from dms_net_core.data.splits import read_split
+from test.odir_data import SUBSET_LABELS as LABELS, SUBSET_SPLIT3 as SPLIT3
 
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory) -> list[Path]:
-    """Two tiny models trained for one epoch on real pairs (seeds 0 and 1, the 3-way split)."""
+    """Two tiny models trained for one epoch on real pairs (seeds 0 and 1; the test subset's 3-way split)."""
     from training.train import main
 
     paths = []
@@ -35,12 +32,12 @@ def members(tmp_path_factory) -> list[Path]:
     return paths
 
 
-@needs_data
 def test_ensemble_bundle_is_the_mean_of_its_members_on_real_images(members, tmp_path, capsys):
     from training.ensemble import main
 
     out = tmp_path / "ens"
-    assert main([*map(str, members), "--output", str(out), "--name", "tiny-ens", "--split-file", str(SPLIT3)]) == 0
+    assert main([*map(str, members), "--output", str(out), "--name", "tiny-ens", "--labels", str(LABELS),
+                 "--split-file", str(SPLIT3)]) == 0
     printed = capsys.readouterr().out
     assert "ensemble val  final" in printed and "ensemble test final" in printed
 
@@ -48,7 +45,8 @@ def test_ensemble_bundle_is_the_mean_of_its_members_on_real_images(members, tmp_
     meta = bundle.meta
     assert [m["seed"] for m in meta["ensemble"]["members"]] == [0, 1]
     assert meta["ensemble"]["threshold_source"] == str(SPLIT3)
-    assert meta["metrics"]["num_patients"] == 365 and meta["metrics"]["held_out_test"]["num_patients"] == 364
+    sides = read_split(SPLIT3)  # thresholds are tuned on the whole val side, and the whole test side is scored
+    assert meta["metrics"]["num_patients"] == len(sides["val"]) and meta["metrics"]["held_out_test"]["num_patients"] == len(sides["test"])
     assert not bundle.weights_path.exists()  # deployment-only
 
     left, right = real_pair_batch(bundle.image_size)
@@ -66,7 +64,6 @@ def test_ensemble_bundle_is_the_mean_of_its_members_on_real_images(members, tmp_
         create_backend(bundle, backend="torch", device="cpu")
 
 
-@needs_data
 def test_members_with_different_preprocessing_are_refused_in_one_line(members, tmp_path, capsys):
     from training.ensemble import main
 
@@ -80,7 +77,6 @@ def test_members_with_different_preprocessing_are_refused_in_one_line(members, t
     assert not (tmp_path / "x" / "model.json").exists()
 
 
-@needs_data
 def test_untuned_ensemble_keeps_member_thresholds_and_says_so(members, tmp_path, capsys):
     from training.ensemble import main
 

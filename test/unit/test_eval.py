@@ -1,5 +1,6 @@
 """dms-net-eval on a checkpoint and on an exported bundle (ONNX Runtime) reproduces the
-trainer's validation probabilities: one preprocessing path everywhere."""
+trainer's validation probabilities: one preprocessing path everywhere (real ODIR pairs from
+the subset in test/data, with its own 2-way split)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,7 @@ from dms_net_core.data.odir import load_odir, select_patients
 from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.data.splits import read_split
 from dms_net_core.metrics import odir_official_score
-from training.paths import default_odir_dir
-
-DATA = default_odir_dir()
-LABELS = DATA / "labels.csv"
-SPLIT = Path(__file__).resolve().parents[2] / "training" / "splits" / "odir5k_256_val15_seed0.json"
-needs_data = pytest.mark.skipif(not LABELS.is_file(), reason=f"real ODIR labels not found under {DATA}")
+from test.odir_data import SUBSET_LABELS as LABELS, SUBSET_SPLIT as SPLIT
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +23,11 @@ def trained(tmp_path_factory):
     from training.train import main
 
     out = tmp_path_factory.mktemp("train")
-    main(["--config", "tiny_cpu", "--labels", str(LABELS), "--max-train-pairs", "16", "--max-val-pairs", "12",
-          "--epochs", "1", "--output-dir", str(out)])
+    main(["--config", "tiny_cpu", "--labels", str(LABELS), "--split-file", str(SPLIT), "--max-train-pairs", "16",
+          "--max-val-pairs", "12", "--epochs", "1", "--output-dir", str(out)])
     return out
 
 
-@needs_data
 def test_checkpoint_eval_matches_trainer_probabilities(trained, tmp_path, capsys):
     from training.evaluate import main
 
@@ -49,7 +44,6 @@ def test_checkpoint_eval_matches_trainer_probabilities(trained, tmp_path, capsys
     assert json.loads((tmp_path / "report.json").read_text())["num_patients"] == 12
 
 
-@needs_data
 def test_bundle_eval_through_onnxruntime_matches_checkpoint(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     from dms_net_core.bundle import export_bundle
@@ -81,7 +75,6 @@ def test_missing_model_is_one_line_error(tmp_path, capsys):
     assert err.count("\n") == 0 and "does not exist" in err
 
 
-@needs_data
 def test_subset_missing_from_split_is_one_line_error(trained, tmp_path, capsys):
     """--subset test on a 2-way split names the sides it has and how to make a 3-way one."""
     from training.evaluate import main
@@ -94,7 +87,6 @@ def test_subset_missing_from_split_is_one_line_error(trained, tmp_path, capsys):
     assert "no 'test' side" in err[0] and "--test-fraction" in err[0]
 
 
-@needs_data
 def test_console_script_exits_zero_with_the_table_only(trained, tmp_path):
     """The installed ``dms-net-eval`` (what a shell or CI job runs) exits 0 and prints the table,
     not a dump of the report dict on stderr (it once exited 1 after a successful evaluation)."""

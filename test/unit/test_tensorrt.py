@@ -20,8 +20,8 @@ from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized
 from dms_net_core.runtime.engine_cache import EngineCache, EngineFingerprint
 from dms_net_core.runtime.tensorrt_backend import TensorRTBackend
 from test.fakes import fake_tensorrt
-from test.fakes.tiny_bundle import copy_bundle, real_pair_batch, real_prepared_pair_batch, tiny_bundle_path
-from training.paths import default_odir_dir
+from test.fakes.tiny_bundle import REAL_PAIRS, copy_bundle, real_pair_batch, real_prepared_pair_batch, tiny_bundle_path
+from test.odir_data import SUBSET_DIR, SUBSET_LABELS
 
 
 @pytest.fixture(scope="module")
@@ -306,8 +306,8 @@ def test_build_engine_cli_verify(bundle, gpu, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "built now" in out and "random batch 3, uint8 input" in out and "PASS" in out
-    left = str(default_odir_dir() / "images" / "0_left.jpg")
-    right = str(default_odir_dir() / "images" / "0_right.jpg")
+    left_name, right_name = REAL_PAIRS[0]
+    left, right = str(SUBSET_DIR / "images" / left_name), str(SUBSET_DIR / "images" / right_name)
     rc = build_main([str(bundle.path), "--precision", "fp32", "--max-batch", "4", "--verify", "--left", left, "--right", right])
     out = capsys.readouterr().out
     assert rc == 0 and "cache hit" in out and "real images, uint8 input" in out
@@ -332,7 +332,7 @@ def test_offline_evaluation_runs_a_uint8_engine_like_onnxruntime(bundle, gpu, re
     from dms_net_core.data.odir import load_odir
     from training.evaluate import evaluate_pairs
 
-    records = [r for r in load_odir(default_odir_dir() / "labels.csv").records if r.has_both][:3]
+    records = [r for r in load_odir(SUBSET_LABELS).records if r.has_both][:3]
     engine = TensorRTBackend(bundle, max_batch=4)
     assert engine.input_forms == ("uint8",)
     labels, p_trt = evaluate_pairs(engine, records, bundle.preprocess, batch_size=2)

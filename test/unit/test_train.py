@@ -1,6 +1,7 @@
 """Training on REAL ODIR pairs with a tiny model on CPU: loss goes down, --resume continues
 from the same step bit-exactly, a 2-process gloo DDP run completes, the run suite works,
-and the trainer's eval transform equals preprocess_eye."""
+and the trainer's eval transform equals preprocess_eye. The pairs are the subset shipped in
+test/data, with its own splits (the shipped training/splits/ name patients it lacks)."""
 
 from __future__ import annotations
 
@@ -20,21 +21,18 @@ from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, preprocess_
 from training.cache import build_pair_cache
 from training.dataset import OdirPairDataset
 from training.gpu_augment import augment_batch, cutmix_same_label, eval_batch
-from training.paths import default_odir_dir
+from test.odir_data import SUBSET_LABELS as LABELS, SUBSET_SPLIT, SUBSET_SPLIT3
 
-DATA = default_odir_dir()
-LABELS = DATA / "labels.csv"
 REPO = Path(__file__).resolve().parents[2]
-needs_data = pytest.mark.skipif(not LABELS.is_file(), reason=f"real ODIR labels not found under {DATA}")
 
-TINY = ["--config", "tiny_cpu", "--labels", str(LABELS), "--max-train-pairs", "32", "--max-val-pairs", "24"]
+TINY = ["--config", "tiny_cpu", "--labels", str(LABELS), "--split-file", str(SUBSET_SPLIT), "--max-train-pairs", "32",
+        "--max-val-pairs", "24"]
 
 
 def _load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@needs_data
 def test_tiny_training_lowers_loss_and_writes_checkpoint(tmp_path):
     from training.train import main
 
@@ -50,7 +48,6 @@ def test_tiny_training_lowers_loss_and_writes_checkpoint(tmp_path):
     assert (tmp_path / "val_metrics.json").is_file()
 
 
-@needs_data
 def test_resume_continues_from_same_step(tmp_path):
     from training.train import main
 
@@ -67,7 +64,6 @@ def test_resume_continues_from_same_step(tmp_path):
     assert a["lr_scheduler"]["last_epoch"] == b["lr_scheduler"]["last_epoch"]
 
 
-@needs_data
 @pytest.mark.slow
 def test_ddp_two_process_gloo(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
@@ -80,12 +76,11 @@ def test_ddp_two_process_gloo(tmp_path):
     assert ck["args"]["batch_size"] == 4
 
 
-@needs_data
 def test_run_suite_summarises_seeds(tmp_path):
     from training.run_suite import main
 
     out = main(["--runs", "tiny_cpu:0,1", "--output-dir", str(tmp_path),
-                "--train-args", f"--labels {LABELS} --max-train-pairs 16 --max-val-pairs 16 --epochs 1"])
+                "--train-args", f"--labels {LABELS} --split-file {SUBSET_SPLIT} --max-train-pairs 16 --max-val-pairs 16 --epochs 1"])
     s = out["by_recipe"]["tiny_cpu"]
     assert s["n"] == 2 and s["final"]["sd"] >= 0
     md = (tmp_path / "summary.md").read_text()
@@ -103,12 +98,11 @@ def test_run_suite_summarises_seeds(tmp_path):
     assert "mean-probability ensemble" in md
 
 
-@needs_data
 def test_held_out_test_side_is_scored_once_with_the_best_epoch(tmp_path):
     """A 3-way split: the trainer never selects on test, but reports it (result, checkpoint, suite table)."""
     from training.run_suite import main
 
-    split = REPO / "training" / "splits" / "odir5k_256_val15_test15_seed0.json"
+    split = SUBSET_SPLIT3
     out = main(["--runs", "tiny_cpu:0,1", "--output-dir", str(tmp_path), "--train-args",
                 f"--labels {LABELS} --split-file {split} --max-train-pairs 16 --max-val-pairs 12 --epochs 2"])
     run = out["runs"][0]
@@ -126,7 +120,6 @@ def test_held_out_test_side_is_scored_once_with_the_best_epoch(tmp_path):
     assert set(out["ensembles"]["tiny_cpu"]) == {"members", "val", "test"}  # the seed ensemble, held out too
 
 
-@needs_data
 def test_eval_transform_equals_preprocess_eye():
     cfg = PreprocessConfig(image_size=64)
     recs = load_odir(LABELS).records[:3]

@@ -5,7 +5,6 @@ in the repository; on all 2,479 two-eye patients when ``ODIR_256_DIR`` points at
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +78,12 @@ def test_rule_reproduces_official_labels_on_shipped_patients() -> None:
     assert _check_reproduces_official(REPO / "demo" / "samples" / "labels.csv") == 8
 
 
-@pytest.mark.skipif(not os.environ.get("ODIR_256_DIR"), reason="full-dataset check: set ODIR_256_DIR to the odir5k_256 folder")
-def test_rule_reproduces_official_labels_on_full_dataset() -> None:
-    assert _check_reproduces_official(Path(os.environ["ODIR_256_DIR"]) / "labels.csv") >= 2400
+def test_rule_reproduces_official_labels_on_the_shipped_test_subset() -> None:
+    from test.odir_data import SUBSET_LABELS
+
+    assert _check_reproduces_official(SUBSET_LABELS) >= 50
+
+
+@pytest.mark.odir_full
+def test_rule_reproduces_official_labels_on_full_dataset(full_odir: Path) -> None:
+    assert _check_reproduces_official(full_odir / "labels.csv") == 2479

@@ -169,3 +169,48 @@ def test_dms_net_eval_reports_per_eye_auc_on_real_images(per_eye_bundle: ModelBu
     assert "Per eye" in (tmp_path / "eval" / "report.md").read_text()
     saved = np.load(tmp_path / "eval" / "eye_probs.npz")
     assert saved["probs_left"].shape == (8, 8) and saved["labels_left_known"].all()
+
+
+def test_trainer_learns_per_eye_heads_on_real_pairs(tmp_path) -> None:
+    """A tiny per-eye model trained on the shipped real subset: the checkpoint carries the
+    per-eye AUC on validation and held-out test, and the per-eye arrays are saved for ensembles."""
+    from test.odir_data import SUBSET_LABELS, SUBSET_SPLIT3
+    from training.train import main
+
+    res = main(["--config", "tiny_cpu", "--labels", str(SUBSET_LABELS), "--split-file", str(SUBSET_SPLIT3),
+                "--model", "per_eye_heads=true", "--frozen-stages", "1", "--epochs", "2", "--output-dir", str(tmp_path)])
+    ckpt = torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=True)
+    assert ckpt["model_config"]["per_eye_heads"] is True and "eye_classifier.weight" in ckpt["model"]
+    for report in (ckpt["metrics"], ckpt["metrics"]["held_out_test"]):
+        assert report["per_eye"]["eyes"] > 0 and 0.0 <= report["per_eye"]["auc"] <= 1.0
+    assert 0.0 <= ckpt["history"][-1]["val_eye_auc"] <= 1.0
+    saved = np.load(tmp_path / "test_eye.npz")
+    assert saved["probs_left"].shape[1] == 8 and saved["labels_left_known"].dtype == bool
+    assert res["test"]["final"] > 0 and ckpt["args"]["frozen_stages"] == 1
+    # --frozen-stages 1: the stem and the first stage kept their initial weights and BN statistics
+    torch.manual_seed(0)
+    initial = build_model(DMSNetConfig.from_dict(ckpt["model_config"])).state_dict()
+    frozen = [k for k in initial if k.startswith(("backbone.0.", "backbone.1."))]
+    moved = [k for k in initial if k.startswith("backbone.2.") and initial[k].is_floating_point()
+             and not torch.equal(initial[k], ckpt["model"][k])]
+    assert frozen and all(torch.equal(initial[k], ckpt["model"][k]) for k in frozen)
+    assert moved  # the next stage trained
+
+
+def test_bag_evaluation_reports_per_eye_auc_from_the_sidecar_keywords(per_eye_bundle: ModelBundle, tmp_path) -> None:
+    from dms_net_core.data.odir import load_odir
+    from dms_net_ros.bag.evaluate import evaluate_bag, read_pairs_csv, write_outputs
+    from dms_net_ros.bag.make import make_bag
+
+    records = load_odir(SAMPLES / "labels.csv").records
+    bag = make_bag(records, tmp_path / "bag").bag
+    backend = create_backend(per_eye_bundle, backend="onnxruntime", device="cpu")
+    evaluation = evaluate_bag(bag, backend, per_eye_bundle.preprocess)
+    summary = write_outputs(evaluation, tmp_path / "eval", per_eye_bundle.thresholds)
+    assert summary["report"]["per_eye"]["eyes"] == 16
+    rows = read_pairs_csv(tmp_path / "eval" / "pairs.csv")
+    left, right = _prepared(per_eye_bundle.image_size, _samples())
+    want = backend.infer(left, right)
+    by_id = {r.patient_id: r for r in rows}
+    for i, row in enumerate(_samples()):
+        np.testing.assert_allclose(by_id[row["patient_id"]].left_probabilities, want.left_probabilities[i], atol=1e-5)

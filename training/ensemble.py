@@ -32,7 +32,8 @@ from dms_net_core.data.odir import load_odir, select_patients
 from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.data.splits import read_split
 from dms_net_core.classes import NUM_CLASSES
-from dms_net_core.metrics import full_report, per_eye_auc, tune_thresholds
+from dms_net_core.calibration import apply_logit_offsets, fit_logit_offsets
+from dms_net_core.metrics import full_report, odir_official_score, per_eye_auc, tune_thresholds
 from dms_net_core.model.config import DMSNetConfig
 from training.evaluate import ModuleBackend, PairPredictions, model_from_checkpoint, predict_pairs
 from training.paths import DEFAULT_ODIR_HELP, default_odir_dir
@@ -48,6 +49,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--split-file", default=None,
                    help="split whose 'val' side tunes the thresholds (default: the split the first member trained on)")
     p.add_argument("--no-tune", action="store_true", help="keep the mean of the members' thresholds; no validation pass")
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit per-class logit offsets on the validation side so 'probability > 0.5' (the ODIR score's cut) "
+                        "agrees best with the graders (dms_net_core.calibration); needs a split")
     p.add_argument("--attention-from", type=int, default=None,
                    help="member index whose attention maps the bundle outputs (default: the first DMS-Net member)")
     p.add_argument("--weights-dtype", choices=("fp32", "fp16"), default="fp32")
@@ -75,6 +79,22 @@ def _split_for_tuning(args: argparse.Namespace, first: dict[str, Any]) -> tuple[
     if not Path(split).is_file():
         return None, f"split file {split} not found (pass --split-file)"
     return split, ""
+
+
+def calibrate(val: PairPredictions, test: PairPredictions | None) -> tuple[dict[str, Any], PairPredictions, PairPredictions | None]:
+    """Fit logit offsets on ``val`` (`fit_logit_offsets`), apply them to both sides; returns the
+    record for model.json (offsets, official scores before/after on each side) and the
+    calibrated predictions. The held-out side is only scored, never fitted on."""
+    offsets, info = fit_logit_offsets(val.labels, val.probs)
+    record: dict[str, Any] = {"logit_offsets": [float(b) for b in offsets], "fitted_on": "val",
+                              "objective": "ODIR-2019 final at probability > 0.5",
+                              "val_before": info["before"], "val_after": info["after"]}
+    val = dataclasses.replace(val, probs=apply_logit_offsets(val.probs, offsets))
+    if test is not None:
+        record["test_before"] = odir_official_score(test.labels, test.probs)
+        test = dataclasses.replace(test, probs=apply_logit_offsets(test.probs, offsets))
+        record["test_after"] = odir_official_score(test.labels, test.probs)
+    return record, val, test
 
 
 def side_report(pred: PairPredictions, thresholds: np.ndarray) -> dict[str, Any]:
@@ -106,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dms-net-ensemble: error: {exc}", file=sys.stderr)
         return 2
 
+    import torch
+
     from dms_net_core.model.ensemble import EnsembleNet
 
     per_eye = any(c.per_eye_heads for c in configs)
@@ -114,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle_config = dataclasses.replace(configs[attention_from], per_eye_heads=per_eye)
     pre = pres[0]
     member_thresholds = np.mean([np.asarray(c.get("thresholds", [0.5] * NUM_CLASSES), np.float32) for c in ckpts], axis=0)
-    thresholds, metrics = member_thresholds, {}
+    thresholds, metrics, calibration = member_thresholds, {}, None
     split_file, why_not = _split_for_tuning(args, ckpts[0])
     if split_file is None:
         print(f"dms-net-ensemble: thresholds = mean of the members' ({why_not}); model.json carries no ensemble metrics")
@@ -126,11 +148,17 @@ def main(argv: list[str] | None = None) -> int:
             backend = ModuleBackend(ensemble)
             val_recs = select_patients(records, split["val"], source=split_file)
             val = predict_pairs(backend, val_recs, pre, args.batch_size, progress=sys.stderr.isatty())
-            thresholds = tune_thresholds(val.labels, val.probs)
-            metrics = side_report(val, thresholds)
+            test = None
             if "test" in split:
                 test_recs = select_patients(records, split["test"], source=split_file)
                 test = predict_pairs(backend, test_recs, pre, args.batch_size, progress=sys.stderr.isatty())
+            if args.calibrate:
+                calibration, val, test = calibrate(val, test)
+                ensemble.logit_offsets = torch.tensor(calibration["logit_offsets"], dtype=torch.float32)
+                bundle_config = dataclasses.replace(bundle_config, logit_offsets=list(calibration["logit_offsets"]))
+            thresholds = tune_thresholds(val.labels, val.probs)
+            metrics = side_report(val, thresholds)
+            if test is not None:
                 metrics["held_out_test"] = side_report(test, thresholds)
         except (FileNotFoundError, ValueError) as exc:
             print(f"dms-net-ensemble: error: {exc}", file=sys.stderr)
@@ -143,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             weights_dtype=args.weights_dtype, include_torch_weights=False,
             extra_meta={"ensemble": {"combination": "mean of member probabilities (logits = logit(mean p))",
                                      "attention_from": attention_from, "threshold_source": split_file or why_not,
-                                     "members": members}},
+                                     "members": members},
+                        **({"calibration": calibration} if calibration else {})},
         )
     except BundleError as exc:
         print(f"dms-net-ensemble: error: {exc}", file=sys.stderr)
@@ -160,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         if "held_out_test" in metrics:
             t = metrics["held_out_test"]["official"]
             print(f"ensemble test final {t['final']:.4f}  kappa {t['kappa']:.4f}  F1 {t['f1']:.4f}  AUC {t['auc']:.4f}  (held out)")
+    if calibration:
+        print(f"calibration   logit offsets {' '.join(f'{c}={b:+.1f}' for c, b in zip(bundle.class_codes, calibration['logit_offsets']))}"
+              f" (val final {calibration['val_before']['final']:.4f} -> {calibration['val_after']['final']:.4f}"
+              + (f"; test {calibration['test_before']['final']:.4f} -> {calibration['test_after']['final']:.4f}" if "test_before" in calibration else "")
+              + ")")
     print(f"thresholds    {' '.join(f'{c}={t:.2f}' for c, t in zip(bundle.class_codes, bundle.thresholds))}")
     return 0
 

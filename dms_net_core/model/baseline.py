@@ -15,7 +15,7 @@ from torch import nn
 
 from .backbones import create_backbone
 from .config import DMSNetConfig
-from .dms_net import linear_head, per_eye_logits, run_siamese
+from .dms_net import calibrated, linear_head, logit_offsets_buffer, per_eye_logits, run_siamese
 from .layers import ones_attention
 
 
@@ -33,11 +33,13 @@ class PlainBinocularNet(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = linear_head(3 * channels, cfg.num_classes)
         self.eye_classifier = linear_head(channels, cfg.num_classes) if cfg.per_eye_heads else None
+        logit_offsets_buffer(self, cfg)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
         map_left, map_right = run_siamese(self.backbone, left, right)
         f_left, f_right = map_left.mean(dim=(2, 3)), map_right.mean(dim=(2, 3))
         logits = self.classifier(self.dropout(torch.cat([f_left, f_right, (f_left - f_right).abs()], dim=1)))
+        logits = calibrated(logits, self.logit_offsets)
         outputs = (logits, ones_attention(map_left), ones_attention(map_right))
         if self.eye_classifier is None:
             return outputs

@@ -64,6 +64,10 @@ class DMSNetConfig:
     #: randomly initialised parameters over a 3.4 M pretrained backbone (each OSIM's 5C -> C/2
     #: convolution alone: 4.1 M); neck_channels=256 brings them to about 1 M.
     neck_channels: int | None = None
+    #: Per-class offsets added to the patient logits (`dms_net_core.calibration`): fitted on
+    #: validation after training so that "probability > 0.5" (the ODIR score's cut) agrees
+    #: best with the graders; None = uncalibrated. Not a weight: old checkpoints load as before.
+    logit_offsets: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -78,6 +82,10 @@ class DMSNetConfig:
             raise ValueError(f"ciam_aggregation must be 'sum' or 'product', got {self.ciam_aggregation!r}")
         if self.neck_channels is not None and self.neck_channels < 2:
             raise ValueError(f"neck_channels must be >= 2 or null (no neck), got {self.neck_channels}")
+        if self.logit_offsets is not None:
+            self.logit_offsets = [float(v) for v in self.logit_offsets]
+            if len(self.logit_offsets) != self.num_classes:
+                raise ValueError(f"logit_offsets has {len(self.logit_offsets)} values, num_classes is {self.num_classes}: one per class")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
 

@@ -55,6 +55,17 @@ def linear_head(in_features: int, num_classes: int) -> nn.Linear:
     return head
 
 
+def logit_offsets_buffer(module: nn.Module, cfg: DMSNetConfig) -> None:
+    """Register ``cfg.logit_offsets`` as a non-persistent buffer (not a weight: state dicts stay
+    as they were) that `calibrated` adds to the patient logits; None when uncalibrated."""
+    offsets = torch.tensor(cfg.logit_offsets, dtype=torch.float32) if cfg.logit_offsets is not None else None
+    module.register_buffer("logit_offsets", offsets, persistent=False)
+
+
+def calibrated(logits: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
+    return logits if offsets is None else logits + offsets.to(logits.dtype)
+
+
 def per_eye_logits(classifier: nn.Module, dropout: nn.Module, v_left: torch.Tensor,
                    v_right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-eye head: ONE classifier (siamese, like the backbone) on both eyes' pooled vectors."""
@@ -112,6 +123,7 @@ class DMSNet(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = linear_head(head_in, cfg.num_classes)
         self.eye_classifier = linear_head(mid, cfg.num_classes) if cfg.per_eye_heads else None
+        logit_offsets_buffer(self, cfg)
 
     def trunk(self, images: torch.Tensor) -> torch.Tensor:
         """The shared per-eye feature extractor: backbone, then the neck when there is one."""
@@ -127,7 +139,7 @@ class DMSNet(nn.Module):
             vectors.append(self.ccam(f_left, f_right).mean(dim=(2, 3)))
         if self.ciam is not None:
             vectors.append(self.ciam(f_left, f_right).mean(dim=(2, 3)))
-        logits = self.classifier(self.dropout(torch.cat(vectors, dim=1)))
+        logits = calibrated(self.classifier(self.dropout(torch.cat(vectors, dim=1))), self.logit_offsets)
         if self.eye_classifier is None:
             return logits, attention_left, attention_right
         return (logits, attention_left, attention_right,

@@ -10,7 +10,9 @@ module: ``forward(left, right)`` runs every member and returns
 - the attention maps of the first DMS-Net member (the OSIM overlay the clinician sees; the
   control has none), or the first member's all-ones maps when no member has OSIM;
 - with ``per_eye=True`` (any member has per-eye heads), ``left_logits``/``right_logits``:
-  the mean per-eye probability of the members that have per-eye heads, as logits.
+  the mean per-eye probability of the members that have per-eye heads, as logits;
+- ``logit_offsets``: per-class offsets added to the mean's logits (`dms_net_core.calibration`,
+  fitted on the ensemble's own validation probabilities by ``dms-net-ensemble``).
 
 Members must agree on image size (they see the same preprocessed input; the exporter
 also checks their preprocessing).
@@ -31,7 +33,8 @@ EPS = 1e-7
 class EnsembleNet(nn.Module):
     """Mean-probability ensemble; ``attention_from`` picks whose attention maps are returned."""
 
-    def __init__(self, members: Sequence[nn.Module], attention_from: int = 0, per_eye: bool = False) -> None:
+    def __init__(self, members: Sequence[nn.Module], attention_from: int = 0, per_eye: bool = False,
+                 logit_offsets: Sequence[float] | None = None) -> None:
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}: export a single model with dms-net-export")
@@ -40,6 +43,8 @@ class EnsembleNet(nn.Module):
         self.members = nn.ModuleList(members)
         self.attention_from = attention_from
         self.per_eye = per_eye
+        offsets = torch.tensor(list(logit_offsets), dtype=torch.float32) if logit_offsets is not None else None
+        self.register_buffer("logit_offsets", offsets, persistent=False)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
         probs, eye_left, eye_right = [], [], []
@@ -53,7 +58,10 @@ class EnsembleNet(nn.Module):
             if i == self.attention_from:
                 attention = (att_left, att_right)
         assert attention is not None
-        outputs = (mean_probability_logit(probs), attention[0], attention[1])
+        logits = mean_probability_logit(probs)
+        if self.logit_offsets is not None:  # calibration of the mean (dms_net_core.calibration)
+            logits = logits + self.logit_offsets
+        outputs = (logits, attention[0], attention[1])
         if not self.per_eye:
             return outputs
         if not eye_left:

@@ -37,7 +37,7 @@ def test_ensemble_bundle_is_the_mean_of_its_members_on_real_images(members, tmp_
 
     out = tmp_path / "ens"
     assert main([*map(str, members), "--output", str(out), "--name", "tiny-ens", "--labels", str(LABELS),
-                 "--split-file", str(SPLIT3)]) == 0
+                 "--split-file", str(SPLIT3), "--no-calibrate"]) == 0
     printed = capsys.readouterr().out
     assert "ensemble val  final" in printed and "ensemble test final" in printed
 
@@ -62,6 +62,28 @@ def test_ensemble_bundle_is_the_mean_of_its_members_on_real_images(members, tmp_
     assert result.attention_left.shape[0] == 2
     with pytest.raises(RuntimeError, match="deployment-only"):
         create_backend(bundle, backend="torch", device="cpu")
+
+
+def test_calibrated_ensemble_adds_its_validation_fitted_offsets(members, tmp_path, capsys):
+    """Default: per-class logit offsets fitted on the val side ride in the graph and in model.json."""
+    from dms_net_core.calibration import apply_logit_offsets
+    from training.ensemble import main
+
+    plain, calibrated = tmp_path / "plain", tmp_path / "cal"
+    common = ["--labels", str(LABELS), "--split-file", str(SPLIT3)]
+    assert main([*map(str, members), "--output", str(plain), *common, "--no-calibrate"]) == 0
+    assert main([*map(str, members), "--output", str(calibrated), *common]) == 0
+    assert "calibration   logit offsets" in capsys.readouterr().out
+    meta = ModelBundle.load(calibrated).meta
+    record = meta["calibration"]
+    assert record["fitted_on"] == "val" and len(record["logit_offsets"]) == 8
+    assert record["val_after"]["final"] >= record["val_before"]["final"]  # never worse on what it was fitted on
+    assert meta["model_config"]["logit_offsets"] == record["logit_offsets"]
+    assert {"test_before", "test_after"} <= set(record)  # the held-out side is reported, not fitted
+    left, right = real_pair_batch(64)
+    base = create_backend(ModelBundle.load(plain), backend="onnxruntime", device="cpu").infer(left, right).probabilities
+    got = create_backend(ModelBundle.load(calibrated), backend="onnxruntime", device="cpu").infer(left, right).probabilities
+    np.testing.assert_allclose(got, apply_logit_offsets(base, record["logit_offsets"]), atol=1e-5)
 
 
 def test_members_with_different_preprocessing_are_refused_in_one_line(members, tmp_path, capsys):

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from dms_net_core.classes import CLASS_CODES
-from dms_net_core.metrics import format_official_table, full_report, per_eye_auc
 
 
 def _plots(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, out: Path) -> list[str]:
@@ -86,6 +85,8 @@ def write_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, 
     ``eye_labels`` (keyword-derived, `dms_net_core.data.eye_labels` layout with ``*_known``)
     and ``eye_probs`` (``left``/``right`` [N,8]) add the per-eye AUC section; either
     missing means the model or the labels have no per-eye information, and the report says so."""
+    from dms_net_core.metrics import full_report, per_eye_auc  # scikit-learn: an evaluation dependency
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = full_report(labels, probs, thresholds)
@@ -103,7 +104,9 @@ def write_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, 
             report["plots"] = {"skipped": f"matplotlib not installed ({err}); pip install matplotlib for plots"}
     np.save(out / "probs.npy", probs)
     np.save(out / "labels.npy", labels)
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=json_default) + "\n")
+    from dms_net_core.metrics import format_official_table
+
     lines = [f"# Evaluation: {name}", "", f"{report['num_patients']} patients. {json.dumps(report['provenance'])}", "",
              "## ODIR-2019 official score (flat, prob > 0.5)", "", format_official_table({name: report["official"]}), "",
              "## Per class (at the model's thresholds)", "",
@@ -125,12 +128,12 @@ def write_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, 
     return report
 
 
-def _json_default(value: Any) -> Any:
-    """JSON for numpy scalars/arrays and paths; NaN stays a float (json writes NaN)."""
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for reports: numpy scalars/arrays and paths; anything else fails."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
-    return float(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -35,6 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from dms_net_core.classes import CLASS_CODES
+from dms_net_core.report import json_default
 from dms_net_ros.bag import io
 
 LOGGER = logging.getLogger("dms_net_ros.bag")
@@ -371,7 +372,7 @@ def write_outputs(evaluation: BagEvaluation, out_dir: Path, thresholds: np.ndarr
     }
     if scored:
         summary["report"] = write_metrics_report(out_dir, scored, thresholds, name=name)
-    (out_dir / "bag_summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out_dir / "bag_summary.json").write_text(json.dumps(summary, indent=2, default=json_default))
     return summary
 
 
@@ -392,15 +393,6 @@ def write_metrics_report(out_dir: Path, scored: list[PairResult], thresholds: np
     return write_report(labels, probs, thresholds, out_dir, name=name, eye_labels=eye_labels, eye_probs=eye_probs,
                         provenance={"source": "rosbag", "pairs": len(scored)})
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -63,13 +63,15 @@ class MultiScaleProjection(nn.Conv2d):
 
         conv(F_input) = W_x * x  +  Up(W_ctx * [GMP | GAP | SPP_2x2 | SPP_4x4 descriptors])
 
-    Everything runs on tokens [B, HW, C] (a view of a channels_last map, the GPU layout): the
-    descriptors are one [B, 2 + 4 + 16, C] matrix (amax, then one product with the pooling
+    The descriptors are one [B, 2 + 4 + 16, C] matrix (amax, then one product with the pooling
     operator); a 0/1 branch mask places each row under its own weight slice, so W_ctx is applied
     in one product; one (broadcast) product with the upsampling operator (rows of ones for the
-    broadcasts, bilinear weights for the grids) adds the context to W_x * x. The operators
-    depend on the map size only and are cached per size as non-persistent buffers (moved by
-    ``.to()``, absent from the state_dict).
+    broadcasts, bilinear weights for the grids) adds the context to W_x * x. On a channels_last
+    map (the GPU layout) this runs on tokens [B, HW, C], a view, and returns NHWC; on an NCHW map
+    (CPU training and serving, the ONNX export) the transposed products return NCHW, so the
+    layout of everything downstream is what it was. The operators depend on the map size only
+    and are cached per size as non-persistent buffers (moved by ``.to()``, absent from the
+    state_dict).
     """
 
     def __init__(self, in_channels: int, out_channels: int, pool_grids: tuple[int, ...], bias: bool = False) -> None:
@@ -108,18 +110,31 @@ class MultiScaleProjection(nn.Conv2d):
         return pool.to(device=x.device, dtype=dtype).contiguous(), upsample.to(device=x.device, dtype=dtype).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        channels, height, width = x.shape[1:]  # channels != branch_channels fails in the first F.linear
+        channels, height, width = x.shape[1:]  # channels != branch_channels fails in the first product
         # .to(x.dtype) is free when the model and its buffers share x's dtype (serving); under
         # autocast x is half precision while the buffers stay fp32, and matmul is not autocast
         pool, upsample = (t.to(x.dtype) for t in self._context_operators(x))
+        mask = self.branch_mask.to(x.dtype)
         weight = self.weight.flatten(1)  # [out, 5C]; the slices below are views
-        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
-        descriptors = torch.cat([torch.amax(x, dim=(2, 3)).unsqueeze(1), pool @ tokens], dim=1)  # [B, rows, C]
-        placed = (descriptors.unsqueeze(2) * self.branch_mask.to(x.dtype)).flatten(2)  # [B, rows, branches * C]
-        context = F.linear(placed, weight[:, channels:])  # [B, rows, out]: each branch's 1x1 conv at its own grid
-        local = F.linear(tokens, weight[:, :channels], self.bias)  # [B, HW, out]: W_x * x (+ bias)
-        out = local + upsample @ context  # + Up(context); no explicit batch, so the ONNX graph stays batch-dynamic
-        return out.transpose(1, 2).unflatten(2, (height, width))
+        w_local, w_context = weight[:, :channels], weight[:, channels:]
+        gmp = torch.amax(x, dim=(2, 3))  # [B, C]
+        if x.stride(1) == 1 and channels > 1:
+            # channels_last (the GPU layout): tokens [B, HW, C] are a view, the result stays NHWC
+            tokens = x.flatten(2).transpose(1, 2)
+            descriptors = torch.cat([gmp.unsqueeze(1), pool @ tokens], dim=1)  # [B, rows, C]
+            placed = (descriptors.unsqueeze(2) * mask).flatten(2)  # [B, rows, branches * C]
+            context = F.linear(placed, w_context)  # [B, rows, out]: each branch's 1x1 conv at its own grid
+            local = F.linear(tokens, w_local, self.bias)  # [B, HW, out]: W_x * x (+ bias)
+            out = local + upsample @ context  # + Up(context); no explicit batch, so ONNX stays batch-dynamic
+            return out.transpose(1, 2).unflatten(2, (height, width))
+        # NCHW (the CPU and ONNX layout): the same products transposed, so the result stays NCHW
+        maps = x.flatten(2)  # [B, C, HW]
+        descriptors = torch.cat([gmp.unsqueeze(2), maps @ pool.t()], dim=2)  # [B, C, rows]
+        placed = (descriptors.unsqueeze(1) * mask.permute(1, 2, 0)).flatten(1, 2)  # [B, branches * C, rows]
+        out = w_local @ maps + (w_context @ placed) @ upsample.t()  # [B, out, HW]
+        if self.bias is not None:
+            out = out + self.bias.unsqueeze(-1)
+        return out.unflatten(2, (height, width))
 
 
 class OSIM(nn.Module):

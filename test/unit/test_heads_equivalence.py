@@ -187,8 +187,11 @@ def test_multiscale_projection_is_the_convolution_of_the_concat(size: int) -> No
     x = torch.randn(3, 16, size, size)
     with torch.no_grad():
         want = F.conv2d(multiscale_concat(x, (2, 4)), conv.weight, conv.bias)
-        torch.testing.assert_close(conv(x), want, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(conv(x.contiguous(memory_format=torch.channels_last)), want, atol=1e-5, rtol=1e-5)
+        nchw, nhwc = conv(x), conv(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(nchw, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(nhwc, want, atol=1e-5, rtol=1e-5)
+    # the layout of what follows is the input's: NCHW on the CPU (training there), NHWC on the GPU
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_cached_operators_stay_out_of_checkpoints_and_work_after_inference_mode() -> None:

@@ -40,7 +40,7 @@
 #     HEADS_ARGS="--iterations 3 --throughput-iterations 1" OUT=/tmp/gpu_dry bash scripts/gpu_job.sh
 #   Dry run of the whole flow on a CPU: LABELS=../shared/data/odir5k_256/labels.csv RUN_BENCH=0 \
 #     EPOCHS=1 EXTRA_TRAIN_ARGS="--max-train-pairs 8 --max-val-pairs 8 --batch-size 8 --device cpu" bash scripts/gpu_job.sh
-#   Files back (<= 8): logs.txt, suite.json, bench_gpu*.md, kept.tar.partNN (join with cat, untar).
+#   Files back (<= 8): logs.txt, suite.json, heads_overhead.md, bench_gpu*.md, kept.tar.partNN (join with cat, untar).
 set -uo pipefail
 START=$(date +%s)
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
@@ -144,4 +144,4 @@ echo "job done after $(( $(date +%s) - START )) s" >> "$LOG"
 ls -la "$OUT" >> "$LOG"
 tail -c 3000 "$LOG"
 # issue 15's answer last, where the call's output tail keeps it
-[ -f "$OUT/heads_overhead.md" ] && sed -n '/^| model /,$p' "$OUT/heads_overhead.md"
+if [ -f "$OUT/heads_overhead.md" ]; then sed -n '/^| model /,$p' "$OUT/heads_overhead.md"; fi

@@ -101,13 +101,14 @@ class MultiScaleProjection(nn.Conv2d):
         return pool, upsample
 
     def _build_operators(self, height: int, width: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Built on x's device (a compiled graph that builds them inline then has no host tensors)."""
         grids = (1, *self.pool_grids)  # GAP is the 1x1 grid
-        pool = torch.cat([adaptive_avg_pool_matrix(height, width, g) for g in grids], dim=1).t()
-        ones = torch.ones(1, height * width)  # GMP's broadcast (GAP's is its grid-1 row)
-        upsample = torch.cat([ones, *[bilinear_upsample_matrix(g, height, width) for g in grids]], dim=0).t()
+        pool = torch.cat([adaptive_avg_pool_matrix(height, width, g, x.device) for g in grids], dim=1).t()
+        ones = torch.ones(1, height * width, device=x.device)  # GMP's broadcast (GAP's is its grid-1 row)
+        upsample = torch.cat([ones, *[bilinear_upsample_matrix(g, height, width, x.device) for g in grids]], dim=0).t()
         # at least fp32 (a map first seen under autocast is half precision: 1/49 must not be kept rounded)
         dtype = torch.promote_types(x.dtype, torch.float32)
-        return pool.to(device=x.device, dtype=dtype).contiguous(), upsample.to(device=x.device, dtype=dtype).contiguous()
+        return pool.to(dtype).contiguous(), upsample.to(dtype).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         channels, height, width = x.shape[1:]  # channels != branch_channels fails in the first product

@@ -269,6 +269,36 @@ def onnx_node_counts(cfg: DMSNetConfig, reference_heads: bool, seed: int = 0) ->
     return counts[0], counts[1]
 
 
+def inductor_heads_kernels(cfg: DMSNetConfig, reference_heads: bool = False, seed: int = 0) -> tuple[int, int]:
+    """(fused kernels Inductor generates, library calls it keeps: conv, GEMM, attention) for the
+    served model's heads alone (the backbone replaced by its output: compile time stays seconds),
+    compiled for the CPU in channels_last with BN folded. Inductor's CPU code generator fuses
+    somewhat differently from its GPU one, so this approximates what ``torch.compile`` launches
+    on a GPU; every launch counts once (a CUDA graph replays them all)."""
+    import re
+
+    from torch._inductor.utils import run_and_get_code
+
+    torch.manual_seed(seed)
+    model = build_model(cfg, reference_heads=reference_heads).eval()
+    with torch.no_grad():
+        features = model.backbone(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
+    model.backbone = nn.Identity()  # the heads see the backbone's [B, C, h, w] maps as their "images"
+    example = torch.randn(2, 1, *features.shape[1:])
+    fold_batchnorm(model, (example[0], example[1]))
+    model = model.to(memory_format=torch.channels_last)
+    serving = ServingModel(model, PreprocessConfig(image_size=cfg.image_size), torch.float32, torch.device("cpu")).eval()
+    left, right = (t.contiguous(memory_format=torch.channels_last) for t in example)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        _, code = run_and_get_code(torch.compile(serving, dynamic=False), left, right)
+    call = "\n".join(code)
+    call = call[call.index("def call("):]
+    fused = len(re.findall(r"^\s+cpp_fused_\w+\(", call, flags=re.M))
+    library = len(re.findall(r"extern_kernels\.\w+\(|torch\.ops\.aten\.\w+\.\w+\(", call))
+    return fused, library
+
+
 def heads_total(rows: list[ScopeCost], label: str) -> ScopeCost:
     total = ScopeCost(label)
     for row in rows:
@@ -311,6 +341,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-attention-outputs", action="store_true",
                    help="also count the served model without the attention maps in its packed output")
     p.add_argument("--ops", action="store_true", help="list each module's op names and counts under the table")
+    p.add_argument("--inductor", action="store_true",
+                   help="also compile the heads with Inductor (CPU code generator) and count its kernels and library calls")
     p.add_argument("--onnx", action="store_true",
                    help="also export DMS-Net to ONNX (rewritten heads and, with --reference-heads, the pre-rewrite ones) and count nodes")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared)")
@@ -351,6 +383,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: heads {total.kernels} ops vs the control's {control_total.kernels} "
               f"({total.kernels - control_total.kernels:+d}), {total.flops / 1e9:.2f} vs {control_total.flops / 1e9:.3f} GFLOPs, "
               f"{total.bytes_written / 2**20:.1f} vs {control_total.bytes_written / 2**20:.2f} MB written.")
+    if args.inductor:
+        forms = ([("DMS-Net, pre-rewrite heads", dms, True)] if args.reference_heads else []) + [
+            ("DMS-Net", dms, False), ("plain control", control, False)]
+        print("\nHeads under torch.compile (Inductor's CPU code generator, heads only, channels_last, BN folded):\n")
+        print("| model | fused kernels | library calls (conv, GEMM, attention) | launches |\n|---|---:|---:|---:|")
+        for name, cfg, reference in forms:
+            fused, library = inductor_heads_kernels(cfg, reference)
+            print(f"| {name} | {fused} | {library} | {fused + library} |", flush=True)
     if args.onnx:
         for name, reference in ([("pre-rewrite heads", True)] if args.reference_heads else []) + [("rewritten heads", False)]:
             raw, optimised = onnx_node_counts(dms, reference)

@@ -111,6 +111,8 @@ class MultiScaleProjection(nn.Conv2d):
         return pool.to(dtype).contiguous(), upsample.to(dtype).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if torch.compiler.is_compiling():
+            return self._fusable_forward(x)
         channels, height, width = x.shape[1:]  # channels != branch_channels fails in the first product
         # .to(x.dtype) is free when the model and its buffers share x's dtype (serving); under
         # autocast x is half precision while the buffers stay fp32, and matmul is not autocast
@@ -136,6 +138,30 @@ class MultiScaleProjection(nn.Conv2d):
         if self.bias is not None:
             out = out + self.bias.unsqueeze(-1)
         return out.unflatten(2, (height, width))
+
+    def _fusable_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same sum for torch.compile: pools as reductions and the upsampling as interpolation,
+        which Inductor fuses into a few kernels of its own (each product with a constant operator
+        would stay a separate library call); only the two weight products remain library calls."""
+        channels, height, width = x.shape[1:]
+        weight = self.weight.flatten(1)
+        pooled = [F.adaptive_avg_pool2d(x, grid).flatten(2) for grid in (1, *self.pool_grids)]  # GAP, SPP grids
+        descriptors = torch.cat([torch.amax(x, dim=(2, 3)).unsqueeze(-1), *pooled], dim=2)  # [B, C, rows]
+        placed = (descriptors.unsqueeze(1) * self.branch_mask.to(x.dtype).permute(1, 2, 0)).flatten(1, 2)
+        context = weight[:, channels:] @ placed  # [B, out, rows]
+        up = (context[..., 0] + context[..., 1]).unsqueeze(-1).unsqueeze(-1)  # GMP + GAP, broadcast
+        start = 2
+        for grid in self.pool_grids:
+            cells = context[..., start : start + grid * grid].unflatten(2, (grid, grid))
+            up = up + F.interpolate(cells, size=(height, width), mode="bilinear", align_corners=False)
+            start += grid * grid
+        if x.stride(1) == 1 and channels > 1:  # channels_last: W_x * x on the token view, NHWC out
+            local = F.linear(x.flatten(2).transpose(1, 2), weight[:, :channels], self.bias).transpose(1, 2).unflatten(2, (height, width))
+        else:
+            local = (weight[:, :channels] @ x.flatten(2)).unflatten(2, (height, width))
+            if self.bias is not None:
+                local = local + self.bias.view(-1, 1, 1)
+        return local + up
 
 
 class OSIM(nn.Module):

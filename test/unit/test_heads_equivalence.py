@@ -194,6 +194,24 @@ def test_multiscale_projection_is_the_convolution_of_the_concat(size: int) -> No
     assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_the_form_torch_compile_traces_matches_the_reference_heads(channels_last: bool) -> None:
+    """Under torch.compile MultiScaleProjection writes pools/upsampling as reductions and interpolation
+    (which Inductor fuses); dynamo's trace of the whole model (eager backend, seconds) must give the
+    reference's outputs, and never touch the module (no operator buffers made inside a graph)."""
+    cfg = DMSNetConfig.tiny(image_size=112, per_eye_heads=True)
+    fast, reference = (m.eval() for m in _twins(cfg))
+    if channels_last:
+        fast, reference = (m.to(memory_format=torch.channels_last) for m in (fast, reference))
+    pair = _pair(cfg, channels_last)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got, want = torch.compile(fast, backend="eager", dynamic=False)(*pair), reference(*pair)
+    torch._dynamo.reset()
+    assert not any("pool_" in name for name, _ in fast.named_buffers())
+    _assert_same_outputs({n: t.numpy() for n, t in zip(OUTPUT_NAMES, got)}, {n: t.numpy() for n, t in zip(OUTPUT_NAMES, want)})
+
+
 def test_cached_operators_stay_out_of_checkpoints_and_work_after_inference_mode() -> None:
     """Per-size operators are non-persistent buffers: checkpoints keep their keys, and a map size
     first seen under inference_mode (an evaluation) still trains and exports afterwards."""

@@ -22,10 +22,13 @@ ran in (OSIM left/right, CASFM, CCAM, CIAM, ...). Per module it prints:
 
 The same for the plain control (its head is a mean, a concat and a linear layer), in the
 same run. ``--reference-heads`` builds the heads as they were before issue 15's rewrite
-(`dms_net_core.model.reference_heads`), so before and after come from one run.
+(`dms_net_core.model.reference_heads`), so before and after come from one run. Under
+torch.compile most of those ops fuse: ``--inductor`` compiles the heads alone with Inductor's
+CPU code generator and counts the kernels and library calls it launches (an approximation of
+its GPU code generator's), ``--onnx`` counts the exported graph's nodes.
 
-    python benchmarks/heads_breakdown.py                      # ResNet-152 @ 448 (the GPU target), ~1 min on 2 cores
-    python benchmarks/heads_breakdown.py --reference-heads    # the same model with the pre-rewrite heads too
+    python benchmarks/heads_breakdown.py                      # ResNet-152 @ 448 (the GPU target), ~30 s on 2 cores
+    python benchmarks/heads_breakdown.py --reference-heads --inductor --onnx   # RESULTS.md 6 (~2 min)
     python benchmarks/heads_breakdown.py --backbone efficientnet_lite0 --image-size 256
 
 The backbone runs 3 times per model (the two passes of BN folding, then the counted pass): a

@@ -192,8 +192,11 @@ def _stage_split(backend: Any, size: int, inputs: str, iterations: int) -> dict[
 
 
 def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: int, tp_iterations: int, batch_sizes: list[int],
-                  input_forms: tuple[str, ...] = ("uint8",)) -> list[Row]:
-    """One loaded backend, one row per input form (a skipped variant gives one skipped row)."""
+                  input_forms: tuple[str, ...] = ("uint8",), extra_options: dict[str, Any] | None = None) -> list[Row]:
+    """One loaded backend, one row per input form (a skipped variant gives one skipped row).
+
+    ``extra_options`` go to the backend on top of the variant's own (e.g. a ``model_factory`` that
+    builds another form of the bundle's model: `benchmarks.heads_overhead`)."""
     from dms_net_core.runtime import create_backend
 
     backend_name, precision, options = VARIANTS[name]
@@ -201,7 +204,7 @@ def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: i
     if name in GPU_ONLY and not cuda:
         skipped.skipped = "needs a CUDA GPU"
         return [skipped]
-    options = dict(options)
+    options = {**options, **(extra_options or {})}
     if backend_name == "tensorrt":
         options["max_batch"] = max([1, *batch_sizes])
     dev = "cpu" if not cuda else ("cuda" if backend_name in ("torch", "tensorrt") else device)

@@ -28,9 +28,19 @@
 #   NAME@uint8 pins a row's input form), BENCH_INPUTS the forms of unpinned rows (default
 #   uint8,float32: the node's prepared uint8 eyes against normalised float32, same run).
 #   A latency-only call: RUN_TRAIN=0 bash scripts/gpu_job.sh
+#   It runs test/gpu, then FIRST issue 15's heads comparison (benchmarks/heads_overhead.py, one
+#   process: DMS-Net vs DMS-Net with the pre-issue-15 heads vs the plain control vs the bare
+#   backbone, same backend per row; ratios in $OUT/heads_overhead.md and at the end of the output),
+#   then the backend rows above with what is left, on the bundles that comparison exported.
+#   HEADS_ROWS / HEADS_ARGS override its rows (MODEL:BACKEND,...) and add arguments; BENCH_BATCH is
+#   the throughput batch of every benchmark (32); RUN_HEADS=0 skips the comparison.
+#   Latency half on a CPU (what can be checked without a GPU; tiny model, seconds): RUN_TRAIN=0 \
+#     BENCH_DEVICE=cpu BENCH_MODEL="--backbone tiny --image-size 64" BENCH_BATCH=4 BENCH_BACKENDS=torch-fp32@uint8 \
+#     HEADS_ROWS=dms:torch-fp32,control:torch-fp32,dms-reference:torch-fp32,backbone:torch-fp32 \
+#     HEADS_ARGS="--iterations 3 --throughput-iterations 1" OUT=/tmp/gpu_dry bash scripts/gpu_job.sh
 #   Dry run of the whole flow on a CPU: LABELS=../shared/data/odir5k_256/labels.csv RUN_BENCH=0 \
 #     EPOCHS=1 EXTRA_TRAIN_ARGS="--max-train-pairs 8 --max-val-pairs 8 --batch-size 8 --device cpu" bash scripts/gpu_job.sh
-#   Files back (<= 8): logs.txt, suite.json, bench_gpu*.md, kept.tar.partNN (join with cat, untar).
+#   Files back (<= 8): logs.txt, suite.json, heads_overhead.md, bench_gpu*.md, kept.tar.partNN (join with cat, untar).
 set -uo pipefail
 START=$(date +%s)
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
@@ -93,26 +103,45 @@ if [ "${RUN_BENCH:-1}" = 1 ]; then
   case $rc in 0) verdict=passed ;; 5) verdict="not run (no CUDA GPU visible)" ;; *) verdict="FAILED (rc $rc, see above)" ;; esac
   echo "GPU agreement tests: $verdict" >> "$LOG"
 fi
+BENCH_DEVICE=${BENCH_DEVICE:-cuda}
+BENCH_MODEL=${BENCH_MODEL:---backbone resnet152 --image-size 448}
+left_s() { echo $(( CALL_S - ($(date +%s) - START) - 10 )); }
 bench() {  # output-name, rows, model args: one dms-net-bench process with what is left of the call
-  local left=$(( CALL_S - ($(date +%s) - START) - 10 ))
+  local left; left=$(left_s)
   echo "benchmark $1 gets ${left} s" >> "$LOG"
   [ "$left" -gt 60 ] || return 0
-  timeout "$left" python3 -m benchmarks.bench_backends --device cuda --backends "$2" --batch-sizes 32 \
+  timeout "$left" python3 -m benchmarks.bench_backends --device "$BENCH_DEVICE" --backends "$2" --batch-sizes "${BENCH_BATCH:-32}" \
     --inputs "${BENCH_INPUTS:-uint8,float32}" --output "$OUT/$1.md" "${@:3}" >> "$LOG" 2>&1
 }
-R152="--config --backbone resnet152 --image-size 448"
-B=/tmp/bench_dms_r152  # the first run's random-weight bundle, reused by the later processes
+H=/tmp/bench_heads  # heads_overhead's random-weight bundles (dms_net/, plain_binocular/), reused below
+B=/tmp/bench_dms_r152  # without them, the first dms-net-bench run exports its own and the later ones reuse it
+heads() {  # issue 15: DMS-Net vs its pre-issue-15 heads vs the control vs the bare backbone, one process
+  local left; left=$(left_s)
+  echo "heads comparison gets ${left} s" >> "$LOG"
+  [ "$left" -gt 60 ] || return 0
+  # no row starts in the last 90 s (a compiled row takes about a minute); the table is rewritten
+  # after every row, so a timeout keeps what was measured
+  timeout "$left" python3 -m benchmarks.heads_overhead --device "$BENCH_DEVICE" $BENCH_MODEL --batch-sizes "${BENCH_BATCH:-32}" \
+    --time-budget-s $(( left - 90 > 0 ? left - 90 : 0 )) --save-bundles $H ${HEADS_ROWS:+--rows "$HEADS_ROWS"} ${HEADS_ARGS:-} \
+    --output "$OUT/heads_overhead.md" >> "$LOG" 2>&1
+}
 # Batch-1 latency candidates for the 2.5 ms target; the best so far was torch.compile with its
-# own CUDA graphs, 3.44 ms on an H200 with float32 input.
+# own CUDA graphs, 3.19 ms (DMS-Net, uint8 input) on an H200.
 if [ "${RUN_BENCH:-1}" = 1 ]; then
-  rm -rf $B
-  bench bench_gpu "${BENCH_BACKENDS:-$BENCH_ROWS}" $R152 --save-bundle $B
+  rm -rf $H $B
+  [ "${RUN_HEADS:-1}" = 1 ] && heads
+  if [ -f $H/dms_net/model.json ]; then DMS_SRC="--bundle $H/dms_net"; else DMS_SRC="--config $BENCH_MODEL --save-bundle $B"; fi
+  if [ -f $H/plain_binocular/model.json ]; then PLAIN_SRC="--bundle $H/plain_binocular"; else PLAIN_SRC="--config $BENCH_MODEL --architecture plain_binocular"; fi
+  bench bench_gpu "${BENCH_BACKENDS:-$BENCH_ROWS}" $DMS_SRC
+  [ -f $H/dms_net/model.json ] || B_SRC="--bundle $B"
   if [ -z "${BENCH_BACKENDS:-}" ]; then
-    bench bench_gpu_plain torch-fp16-compile-cudagraphs@uint8 $R152 --architecture plain_binocular
-    bench bench_gpu_nocudnn torch-fp16-compile-cudagraphs-nocudnnbench@uint8 --bundle $B
-    bench bench_gpu_autotune torch-fp16-compile-max-autotune@uint8 --bundle $B
+    bench bench_gpu_plain torch-fp16-compile-cudagraphs@uint8 $PLAIN_SRC
+    bench bench_gpu_nocudnn torch-fp16-compile-cudagraphs-nocudnnbench@uint8 ${B_SRC:-$DMS_SRC}
+    bench bench_gpu_autotune torch-fp16-compile-max-autotune@uint8 ${B_SRC:-$DMS_SRC}
   fi
 fi
 echo "job done after $(( $(date +%s) - START )) s" >> "$LOG"
 ls -la "$OUT" >> "$LOG"
 tail -c 3000 "$LOG"
+# issue 15's answer last, where the call's output tail keeps it
+if [ -f "$OUT/heads_overhead.md" ]; then sed -n '/^| model /,$p' "$OUT/heads_overhead.md"; fi

@@ -33,10 +33,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_model(cfg: DMSNetConfig) -> "nn.Module":
+def build_model(cfg: DMSNetConfig, reference_heads: bool = False) -> "nn.Module":
     """Build the model described by ``cfg`` (dispatch on ``cfg.architecture``).
 
     ``forward(left, right)`` -> ``(logits [B,num_classes], attention_left [B,1,h,w], attention_right [B,1,h,w])``.
+    ``reference_heads=True`` gives the heads' pre-issue-15 forms (same parameters and numbers,
+    more kernels; `reference_heads.py`): for equivalence tests and before/after benchmarks only.
     """
     from .baseline import PlainBinocularNet
     from .dms_net import DMSNet
@@ -44,4 +46,9 @@ def build_model(cfg: DMSNetConfig) -> "nn.Module":
     architectures = {"dms_net": DMSNet, "plain_binocular": PlainBinocularNet}
     if cfg.architecture not in architectures:
         raise ValueError(f"unknown architecture {cfg.architecture!r}: choose one of {', '.join(architectures)}")
-    return architectures[cfg.architecture](cfg)
+    model = architectures[cfg.architecture](cfg)
+    if reference_heads:
+        from .reference_heads import use_reference_heads
+
+        use_reference_heads(model)
+    return model

@@ -40,13 +40,20 @@ class CAFM(nn.Module):
         self.cross_attention = BidirectionalCrossAttention(dim, num_heads)
 
     def forward(self, x_left: torch.Tensor, x_right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        height, width = int(x_left.shape[-2]), int(x_left.shape[-1])
-        t_left, t_right = flatten_tokens(x_left), flatten_tokens(x_right)
-        z_left, z_right = self.cross_attention(self.norm(t_left), self.norm(t_right))
-        return (
-            x_left + unflatten_tokens(z_left, height, width),
-            x_right + unflatten_tokens(z_right, height, width),
-        )
+        a_left, a_right = self.align_stacked(torch.cat([x_left, x_right], dim=0)).unflatten(0, (2, -1)).unbind(0)
+        return a_left, a_right
+
+    def align_stacked(self, both: torch.Tensor) -> torch.Tensor:
+        """(X_l; X_r) [2B,E,h,w] stacked along the batch -> (A_l; A_r) [2B,E,h,w].
+
+        The stacked form is what `_AlignedPair` has anyway (one projection conv for both eyes),
+        and it lets one LayerNorm and one residual add serve both eyes (issue 15: 6 ops where
+        the per-eye form took 10; the same numbers)."""
+        height, width = int(both.shape[-2]), int(both.shape[-1])
+        tokens = flatten_tokens(both)  # [2B, N, E]
+        cycled = torch.cat([tokens, tokens.unflatten(0, (2, -1))[0]], dim=0)  # (l, r, l), see attention.py
+        z = self.cross_attention.attend_cycled(self.norm(cycled))
+        return both + unflatten_tokens(z, height, width)
 
 
 class DualPathLayer(nn.Module):
@@ -118,10 +125,10 @@ class _AlignedPair(nn.Module):
 
     def align(self, x_left: torch.Tensor, x_right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         both = self.project(torch.cat([x_left, x_right], dim=0))  # one conv for both eyes
+        if self.cafm is not None:
+            both = self.cafm.align_stacked(both)
         a_left, a_right = both.unflatten(0, (2, -1)).unbind(0)
-        if self.cafm is None:
-            return a_left, a_right
-        return self.cafm(a_left, a_right)
+        return a_left, a_right
 
 
 class CCAM(_AlignedPair):

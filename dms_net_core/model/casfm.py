@@ -25,6 +25,10 @@ Interpretations (the paper is ambiguous here):
   sum adds features of the same spatial position. Tokens are LayerNorm-ed before attention
   (standard pre-norm; the paper is silent), the residual uses the un-normalised T.
 - alpha, beta, lambda = sigmoid(learned scalar), initialised at 0.5.
+
+Issue 15 (fewer kernels at batch 1, the same numbers up to fp32 rounding): eq. (9) is one
+``addcmul`` (f_avg + lambda (f_max - f_avg)), both eyes share one LayerNorm call and one
+eye-cycled attention call (`attention.py`), and eq. (12) runs on the two eyes stacked.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import BidirectionalCrossAttention
+from .attention import BidirectionalCrossAttention, eye_cycled
 from .layers import conv1x1, flatten_tokens, init_weights, unflatten_tokens
 
 
@@ -56,7 +60,7 @@ class EyeTokenizer(nn.Module):
         f_avg = F.avg_pool2d(x, self.pool_kernel)
         f_max = F.max_pool2d(x, self.pool_kernel)
         lam = torch.sigmoid(self.mix_logit)
-        f = lam * f_max + (1 - lam) * f_avg  # eq. (9)
+        f = torch.addcmul(f_avg, lam, f_max - f_avg)  # eq. (9): lam * f_max + (1 - lam) * f_avg
         height, width = int(f.shape[-2]), int(f.shape[-1])
         pos = F.interpolate(self.pos_proj(self.pos_embed), size=(height, width), mode="bilinear", align_corners=False)
         f = self.embed(f) + pos.to(f.dtype)  # eq. (10)
@@ -84,13 +88,16 @@ class CASFM(nn.Module):
     def forward(self, f_left: torch.Tensor, f_right: torch.Tensor) -> torch.Tensor:
         t_left, height, width = self.tokenize_left(f_left)
         t_right, _, _ = self.tokenize_right(f_right)
-        z_left, z_right = self.cross_attention(self.norm(t_left), self.norm(t_right))  # eq. (11)
-        alpha = torch.sigmoid(self.alpha_logit).to(t_left.dtype)
-        beta = torch.sigmoid(self.beta_logit).to(t_left.dtype)
-        t_left = alpha[0] * z_left + beta[0] * t_left  # eq. (12)
-        t_right = alpha[1] * z_right + beta[1] * t_right
-        fused = torch.cat([unflatten_tokens(t_left, height, width), unflatten_tokens(t_right, height, width)], dim=1)
-        return self.fuse(fused)  # eq. (13)
+        cycled = eye_cycled(t_left, t_right)  # (T_l, T_r, T_l): both eyes' tokens in one tensor
+        z = self.cross_attention.attend_cycled(self.norm(cycled))  # eq. (11): (Z_l W_O; Z_r W_O) [2B, N, E]
+        tokens = cycled.unflatten(0, (3, -1))[:2]  # (T_l, T_r) [2, B, N, E], a view
+        per_eye = (2, 1, 1, 1)  # alpha/beta index 0 = left, 1 = right, over the (2, B, N, E) stack
+        alpha = torch.sigmoid(self.alpha_logit).to(z.dtype).view(per_eye)
+        beta = torch.sigmoid(self.beta_logit).to(z.dtype).view(per_eye)
+        t_both = torch.addcmul(beta * tokens, alpha, z.unflatten(0, (2, -1)))  # eq. (12)
+        # Concat(T'_l, T'_r) along channels, as tokens [B, N, 2E] (one copy, like the concat it replaces)
+        fused = t_both.permute(1, 2, 0, 3).flatten(2)
+        return self.fuse(unflatten_tokens(fused, height, width))  # eq. (13)
 
 
 class ConcatFusion(nn.Module):

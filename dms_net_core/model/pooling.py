@@ -38,3 +38,23 @@ def adaptive_avg_pool2d(x: torch.Tensor, output_size: int | tuple[int, int]) -> 
         # in OSIM (fp32 under autocast) is ~50x slower on CUDA in NCHW than in NHWC.
         pooled = pooled.contiguous(memory_format=torch.channels_last)
     return pooled
+
+
+def adaptive_avg_pool_matrix(height: int, width: int, grid: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """[H*W, grid*grid]: ``x.flatten(2) @ P`` == ``adaptive_avg_pool2d(x, grid).flatten(2)``.
+
+    Adaptive average pooling is linear in the pixels, so for a fixed map size it is one matrix
+    product; built by pooling the identity basis, so the bins are exactly `adaptive_avg_pool2d`'s
+    (PyTorch's formula, uneven bins included). ``grid=1`` gives the global average.
+    """
+    basis = torch.eye(height * width, device=device).reshape(height * width, 1, height, width)
+    return adaptive_avg_pool2d(basis, grid).reshape(height * width, grid * grid)
+
+
+def bilinear_upsample_matrix(grid: int, height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """[grid*grid, H*W]: ``p.flatten(2) @ U`` == ``F.interpolate(p, (H, W), mode="bilinear",
+    align_corners=False).flatten(2)`` for a ``grid`` x ``grid`` map ``p`` (interpolating the
+    identity basis gives exactly the weights PyTorch's kernel uses)."""
+    basis = torch.eye(grid * grid, device=device).reshape(grid * grid, 1, grid, grid)
+    upsampled = F.interpolate(basis, size=(height, width), mode="bilinear", align_corners=False)
+    return upsampled.reshape(grid * grid, height * width)

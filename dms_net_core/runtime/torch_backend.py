@@ -20,7 +20,9 @@ pre-layout and fold, plus reduce-overhead's CUDA graphs.
 
 What runs is `torch_serving.ServingModel`: prepared uint8 eyes are normalised on the device
 inside the graph (a quarter of the host->device bytes of float32), and the outputs come back
-in one packed copy. Normalised float32 input is accepted too.
+in one packed copy. Normalised float32 input is accepted too. ``attention_outputs=False``
+leaves the OSIM attention maps out of that copy (the result's ``attention_left/right`` are
+then None): for a caller that does not draw overlays.
 
 Before any of that, inference-mode BatchNorms are folded into their convolutions
 (``fold_batchnorm=True``, see `batchnorm_folding`): 155 fewer kernels and activation passes
@@ -108,6 +110,7 @@ class TorchBackend(InferenceBackend):
         compile_options: dict[str, Any] | None = None,
         fold_batchnorm: bool = True,
         cudnn_benchmark: bool = True,
+        attention_outputs: bool = True,
         model_factory: Callable[[Any], Any] | None = None,
     ) -> None:
         import torch
@@ -152,12 +155,18 @@ class TorchBackend(InferenceBackend):
             )
         model = model.eval().to(dev)
         self.folded_batchnorms = 0
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randn(2, 1, 3, self.image_size, self.image_size, generator=generator).to(dev)
         if fold_batchnorm:
             from dms_net_core.runtime.batchnorm_folding import fold_batchnorm as fold
 
-            generator = torch.Generator().manual_seed(0)
-            example = torch.randn(2, 1, 3, self.image_size, self.image_size, generator=generator).to(dev)
             self.folded_batchnorms = fold(model, (example[0], example[1]))
+        else:
+            # One eager forward at the bundle's size, as folding does: modules cache size-dependent
+            # constants on first sight (OSIM's pooling/upsampling operators), and they must exist
+            # before a CUDA graph capture or torch.compile, which must not create them.
+            with torch.inference_mode():
+                model(example[0], example[1])
         model = model.to(dtype=self.dtype)
         if dev.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
@@ -165,7 +174,8 @@ class TorchBackend(InferenceBackend):
 
         self.num_classes = int(bundle.model_config.num_classes)
         self.per_eye = bool(bundle.model_config.per_eye_heads)
-        self.model = ServingModel(model, bundle.preprocess, self.dtype, dev).eval()
+        self.attention_outputs = bool(attention_outputs)
+        self.model = ServingModel(model, bundle.preprocess, self.dtype, dev, attention_outputs=self.attention_outputs).eval()
         if compile:
             kwargs = {"options": dict(compile_options)} if compile_options is not None else {"mode": compile_mode}
             # static shapes: the bundle fixes S, and a batch size gets its own graph anyway
@@ -260,7 +270,7 @@ class TorchBackend(InferenceBackend):
             else:
                 packed = packed_t.numpy()
         t1 = time.perf_counter()
-        out = unpack_outputs(packed, self.num_classes, per_eye=self.per_eye)
+        out = unpack_outputs(packed, self.num_classes, per_eye=self.per_eye, attention=self.attention_outputs)
         logits = out["logits"]
         timings = {"inference": (t1 - t0) * 1e3}
         if events:
@@ -286,6 +296,7 @@ class TorchBackend(InferenceBackend):
         mode = "compile+cuda_graph" if self.cuda_graph and self.compiled else "cuda_graph" if self.cuda_graph else "compile" if self.compiled else "eager"
         extras = f" bn-folded={self.folded_batchnorms}" if self.folded_batchnorms else ""
         extras += " cudnn-benchmark" if self.cudnn_benchmark else ""
+        extras += "" if self.attention_outputs else " no-attention-outputs"
         return f"torch {self.device.type} {self.precision} {mode}{extras} model={self.bundle.model_id}"
 
     def close(self) -> None:

@@ -10,7 +10,10 @@ three synchronising device->host copies with their own cast kernels. Here
   permute of a uint8 NHWC tensor is already channels_last, so no layout copy is made;
 - the outputs leave as one float32 tensor ``[B, K + 2*h*w]`` (logits, then both attention
   maps; ``[B, 3K + 2*h*w]`` with the per-eye logits after the patient's for a model with
-  per-eye heads) with one device->host copy, which `unpack_outputs` splits on the host.
+  per-eye heads) with one device->host copy, which `unpack_outputs` splits on the host;
+- with ``attention_outputs=False`` (a node that does not publish overlays) the maps are left
+  out of the packed tensor: no flatten/cast/concat of them, a smaller copy. OSIM still
+  computes them (its features are multiplied by them); only their way out is saved.
 
 The normalisation is `dms_net_core.data.normalize_torch` (shared with the trainer's GPU
 pipeline), bit-identical on the CPU to host preprocessing (a test holds it).
@@ -31,10 +34,12 @@ from dms_net_core.data.preprocess import PreprocessConfig
 class ServingModel(nn.Module):
     """``forward(left, right)`` on uint8 [B,S,S,3] or float [B,3,S,S] -> packed float32 outputs."""
 
-    def __init__(self, model: nn.Module, preprocess: PreprocessConfig, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, preprocess: PreprocessConfig, dtype: torch.dtype, device: torch.device,
+                 attention_outputs: bool = True) -> None:
         super().__init__()
         self.model = model
         self.dtype = dtype
+        self.attention_outputs = attention_outputs
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         scale, mean, std = normalisation_constants(preprocess, device)
         self.register_buffer("scale", scale)
@@ -50,17 +55,29 @@ class ServingModel(nn.Module):
         if left.dtype == torch.uint8:
             left, right = self.normalise(left), self.normalise(right)
         logits, attention_left, attention_right, *eye_logits = self.model(left, right)
-        return torch.cat([logits.float(), *(e.float() for e in eye_logits),
-                          attention_left.flatten(1).float(), attention_right.flatten(1).float()], dim=1)
+        maps = (attention_left.flatten(1), attention_right.flatten(1)) if self.attention_outputs else ()
+        if not eye_logits and not maps:
+            return logits.float()
+        return torch.cat([t.float() for t in (logits, *eye_logits, *maps)], dim=1)
 
 
-def unpack_outputs(packed: np.ndarray, num_classes: int, per_eye: bool = False) -> dict[str, np.ndarray]:
+def unpack_outputs(packed: np.ndarray, num_classes: int, per_eye: bool = False,
+                   attention: bool = True) -> dict[str, np.ndarray | None]:
     """[B, K(+2K) + 2*h*w] -> named outputs: ``logits`` [B,K], ``attention_left/right``
-    [B,1,h,w], and ``left_logits``/``right_logits`` [B,K] when ``per_eye``.
+    [B,1,h,w] (None when ``attention`` is False: the width then holds the logits only), and
+    ``left_logits``/``right_logits`` [B,K] when ``per_eye``.
 
     The attention maps are square (square input, any CNN backbone), so h = w = sqrt(area).
     """
     heads = num_classes * (3 if per_eye else 1)
+    if not attention:
+        if packed.shape[1] != heads:
+            raise RuntimeError(f"packed output width {packed.shape[1]} is not the {heads} logits of a model without attention outputs: the model does not fit its bundle")
+        out: dict[str, np.ndarray | None] = {"logits": packed[:, :num_classes], "attention_left": None, "attention_right": None}
+        if per_eye:
+            out["left_logits"] = packed[:, num_classes : 2 * num_classes]
+            out["right_logits"] = packed[:, 2 * num_classes : heads]
+        return out
     area = (packed.shape[1] - heads) // 2
     side = math.isqrt(area)
     if area <= 0 or side * side != area or packed.shape[1] != heads + 2 * area:

@@ -67,6 +67,27 @@ def test_torch_backend_matches_eager_on_real_images(bundle, real_batch, eager):
     _check_against_eager(backend.infer(*real_batch), eager)
 
 
+def test_torch_backend_without_attention_outputs_gives_the_same_probabilities(bundle, real_batch, eager):
+    """A node that draws no overlays need not copy the maps out: same probabilities, maps None."""
+    backend = create_backend(bundle, backend="torch", device="cpu", attention_outputs=False)
+    assert "no-attention-outputs" in backend.describe()
+    result = backend.infer(*real_batch)
+    assert result.attention_left is None and result.attention_right is None
+    np.testing.assert_allclose(result.probabilities, sigmoid(eager[0]), atol=1e-4, rtol=0)
+    single = backend.infer(real_batch[0][:1], real_batch[1][:1])
+    np.testing.assert_allclose(single.probabilities[0], result.probabilities[0], atol=1e-6, rtol=0)
+
+
+def test_unfolded_torch_backend_caches_size_dependent_operators_at_load(bundle, real_batch, eager):
+    """Without the BN-folding pass the backend still runs the model once at load, so OSIM's
+    per-size operators exist before any CUDA graph capture or torch.compile (which must not create them)."""
+    backend = create_backend(bundle, backend="torch", device="cpu", fold_batchnorm=False)
+    osim_projection = backend.model.model.multiscale_left.compress[0]
+    side = bundle.meta["outputs"]["attention_left"][-1]
+    assert {f"pool_{side}x{side}", f"upsample_{side}x{side}"} <= {name for name, _ in osim_projection.named_buffers()}
+    _check_against_eager(backend.infer(*real_batch), eager)
+
+
 @pytest.mark.parametrize("backend_name", ["onnxruntime", "torch"])
 @pytest.mark.parametrize(
     "left_shape, dtype, match",
@@ -247,3 +268,8 @@ def test_unpack_outputs_splits_and_rejects_a_foreign_width():
     assert eyes["attention_left"][0, 0, 0, 0] == 24 and eyes["attention_right"].shape == (2, 1, 3, 3)
     with pytest.raises(RuntimeError, match="does not fit its bundle"):
         unpack_outputs(np.zeros((1, 3 * 8 + 2 * 10), np.float32), 8, per_eye=True)
+    # without attention outputs: the logits alone, maps None
+    bare = unpack_outputs(np.arange(2 * 3 * 8, dtype=np.float32).reshape(2, -1), 8, per_eye=True, attention=False)
+    assert bare["attention_left"] is None and bare["attention_right"] is None and bare["right_logits"][1, 7] == 47
+    with pytest.raises(RuntimeError, match="does not fit its bundle"):
+        unpack_outputs(np.zeros((1, 8 + 2 * 9), np.float32), 8, attention=False)

@@ -42,6 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from dms_net_core.data.fundus_plausibility import PlausibilityLimits, implausibility_reasons, plausibility_measures
 from dms_net_core.data.preprocess import channel_max, decimate, find_fov
 
 
@@ -62,6 +63,8 @@ class QualityThresholds:
     # Levels at which a measure scores 1.0 (the score ramps linearly from the threshold).
     good_fov_fraction: float = 0.4
     good_sharpness: float = 0.2
+    #: is it a fundus photograph at all (see `fundus_plausibility`)
+    plausibility: PlausibilityLimits = field(default_factory=PlausibilityLimits)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +74,13 @@ class QualityThresholds:
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown quality threshold keys {unknown}: remove them or fix the spelling")
+        data = dict(data)
+        if isinstance(data.get("plausibility"), dict):
+            limits = data["plausibility"]
+            unknown = sorted(set(limits) - set(PlausibilityLimits.__dataclass_fields__))
+            if unknown:
+                raise ValueError(f"unknown plausibility limit keys {unknown}: remove them or fix the spelling")
+            data["plausibility"] = PlausibilityLimits(**limits)
         return cls(**data)
 
 
@@ -116,6 +126,7 @@ def measure_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThre
     if bbox is None:
         m.update(mean_luma=float(gray.mean()), dark_fraction=1.0, bright_fraction=0.0, sharpness=0.0, laplacian_var=0.0)
         return m
+    m.update(plausibility_measures(small, bbox, thresholds.fov_threshold, thresholds.sharpness_size))
     x0, y0, x1, y1 = bbox
     crop = small[y0:y1, x0:x1]
     mask = channel_max(crop) > thresholds.fov_threshold
@@ -180,6 +191,8 @@ def assess_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThres
             reasons.append(f"over-exposed: mean brightness {m['mean_luma']:.0f}, {m['bright_fraction']:.0%} of the fundus saturated (reduce flash)")
         if m["sharpness"] < t.min_sharpness:
             reasons.append(f"blurred or featureless: sharpness {m['sharpness']:.2f} < {t.min_sharpness} (refocus, ask the patient not to move)")
+        if "surround_plain" in m:
+            reasons.extend(implausibility_reasons(m, t.plausibility))
     gradable = not reasons
     score = 0.0
     if gradable:

@@ -10,14 +10,19 @@ Lifecycle (transitions own resources, so re-configuring never leaks):
 
 * configure: load the model bundle, create the backend and warm it up; create the
   publishers (``diagnosis``, ``/diagnostics``, optional ``left/attention`` and
-  ``right/attention``), the latched ``exam_id`` subscription, the pairer and the worker.
+  ``right/attention``), the ``exam_id`` subscriptions (latched and volatile, see
+  `exam_id`), the pairer and the worker.
 * activate: subscribe to the eye images and start the timers (diagnostics, expiry of
   unpaired images, the "publisher exists but nothing arrives" QoS warning).
 * deactivate: destroy the image subscriptions and timers (buffered images are forgotten).
 * cleanup: stop the worker, close the backend, destroy publishers and subscriptions.
 
-Every bad input (undecodable image, eye missing, stamps out of order, ungradable photo)
-gives one log line and one ERROR/UNGRADABLE result; the node keeps serving. Logs never
+Every bad input (undecodable image, eye missing, stamps out of order or from the future,
+ungradable or non-fundus photo, an over-long exam id) gives one log line and one
+ERROR/UNGRADABLE result; the node keeps serving. Accounting (README, "Every image is
+accounted for"): each image received ends in a result or a drop counted by reason, and
+images published but never received are counted from the publishers' sequence numbers
+(`transport_loss`); all of it is on ``/diagnostics``. Logs never
 contain image data or patient details beyond the exam id. Parameters are declared in
 `PARAMETERS` (one place, with descriptions); defaults for deployment are in
 ``config/diagnose.yaml``. Parameters other than ``exam_id`` take effect at the next
@@ -28,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +42,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -47,11 +52,14 @@ from std_msgs.msg import String
 
 from dms_net_core.postprocess import decide
 from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
+from dms_net_ros.exam_id import ExamId, ExamIdState
 from dms_net_ros.eye_pipeline import PairPreparer
 from dms_net_ros.image_codec import rgb_to_image_msg
 from dms_net_ros.messages import ResultContext, error_result, ok_result, stamp_to_ns, ungradable_result
 from dms_net_ros.msg import DiagnosisResult
 from dms_net_ros.pairing import ApproximateTimePairer, Pair, Unpaired
+from dms_net_ros.process_memory import dds_history_memory_warning, return_freed_memory_to_the_os
+from dms_net_ros.transport_loss import SequenceGapCounter, gid_bytes, publisher_key
 from dms_net_ros.worker import DropOldestWorker
 
 NODE_NAME = "dms_net_diagnosis"
@@ -77,6 +85,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("qos_depth", 5, "input subscription history depth (keep last N)"),
     ParamSpec("slop_s", 0.5, "max stamp difference (s) between a left and a right image of one exam"),
     ParamSpec("pair_timeout_s", 5.0, "an eye image without partner for this long (s) gives an ERROR result 'eye never arrived'"),
+    ParamSpec("max_stamp_ahead_s", 10.0, "an image stamped more than this (s) ahead of the node's clock gives an ERROR result (camera clock wrong); 0 disables"),
     ParamSpec("pairing_queue_size", 10, "unpaired images kept per eye (oldest evicted and counted beyond)"),
     ParamSpec("worker_queue_size", 2, "pairs waiting for inference (oldest dropped and counted beyond)"),
     ParamSpec("max_pixels", 4096 * 4096, "images with more pixels are refused with an ERROR result (memory guard)"),
@@ -84,7 +93,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("quality_gate", True, "run the image-quality gate; an ungradable eye gives an UNGRADABLE result"),
     ParamSpec("quality_min_score", 0.0, "additionally treat an eye as ungradable when its quality score is below this (0..1)"),
     ParamSpec("autostart", True, "configure and activate at start (plain launch without a lifecycle manager)"),
-    ParamSpec("exam_id", "", "exam identifier copied into every result (the latched exam_id topic overrides it)"),
+    ParamSpec("exam_id", "", "exam identifier copied into every result (the exam_id topic overrides it; longer than 256 characters: ERROR results)"),
     ParamSpec("diagnostics_period_s", 1.0, "period (s) of /diagnostics reports"),
     ParamSpec("no_input_warn_s", 5.0, "warn when a publisher exists on an input topic but no image arrived for this long (s)"),
 )
@@ -93,7 +102,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 @dataclass(frozen=True)
 class PairJob:
     pair: Pair
-    exam_id: str
+    exam: ExamId
+
+    @property
+    def exam_id(self) -> str:
+        return self.exam.value
 
 
 def _input_qos(kind: str, depth: int) -> QoSProfile:
@@ -122,8 +135,8 @@ class DiagnosisNode(LifecycleNode):
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description))
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._exam_lock = threading.Lock()
-        self._exam_id = str(self.get_parameter("exam_id").value)
+        self._exam = ExamIdState()
+        self._set_exam_id(str(self.get_parameter("exam_id").value), "parameter")
         self.stats = PipelineStats()
         self._bundle: Any = None
         self._backend: Any = None
@@ -133,8 +146,9 @@ class DiagnosisNode(LifecycleNode):
         self._result_pub = None
         self._diag_pub = None
         self._attention_pubs: dict[str, Any] = {}
-        self._exam_sub = None
+        self._exam_subs: list[Any] = []
         self._image_subs: dict[str, Any] = {}
+        self._gap_counters: dict[str, SequenceGapCounter] = {}
         self._timers: list[Any] = []
         self._last_rx: dict[str, float] = {}  # eye -> monotonic time of the last image since activation
         self._activated_at = 0.0
@@ -151,17 +165,21 @@ class DiagnosisNode(LifecycleNode):
                 self._set_exam_id(str(p.value), "parameter")
         return SetParametersResult(successful=True)
 
-    def _set_exam_id(self, exam_id: str, source: str) -> None:
-        with self._exam_lock:
-            changed = exam_id != self._exam_id
-            self._exam_id = exam_id
+    def _set_exam_id(self, exam_id: str, source: str, message_info: dict | None = None) -> None:
+        publisher, sequence = publisher_key(message_info)
+        changed, line = self._exam.set(exam_id, publisher, sequence)
         if changed:
-            self.get_logger().info(f"exam_id set to {exam_id!r} ({source})")
+            if self._exam.current.error:
+                self.get_logger().error(f"{line} ({source}; starts {self._exam.current.value!r})")
+            else:
+                self.get_logger().info(f"{line} ({source})")
+
+    def _on_exam_id_message(self, msg: String, message_info: dict) -> None:
+        self._set_exam_id(msg.data, "topic", message_info)
 
     @property
     def exam_id(self) -> str:
-        with self._exam_lock:
-            return self._exam_id
+        return self._exam.current.value
 
     # -- lifecycle ----------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -186,14 +204,22 @@ class DiagnosisNode(LifecycleNode):
             self._release_backend()
             return TransitionCallbackReturn.FAILURE
         log.info(f"model {self._bundle.model_id} on {self._backend.describe()}")
+        memory_warning = dds_history_memory_warning()
+        if memory_warning:
+            log.warning(memory_warning)
 
         self._result_pub = self.create_publisher(DiagnosisResult, "diagnosis", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if p["publish_attention"]:
             self._attention_pubs = {eye: self.create_publisher(Image, f"{eye}/attention", 2) for eye in ("left", "right")}
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._exam_sub = self.create_subscription(String, "exam_id", lambda m: self._set_exam_id(m.data, "topic"), latched)
-        self._pairer = ApproximateTimePairer(p["slop_s"], int(p["pairing_queue_size"]), p["pair_timeout_s"])
+        # Latched (a workflow that published before the node started) and volatile (ros2 topic
+        # pub, a bag played without recorded QoS); duplicates are dropped by sequence number.
+        self._exam_subs = [
+            self.create_subscription(String, "exam_id", self._on_exam_id_message,
+                                     QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
+            for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE)
+        ]
+        self._pairer = ApproximateTimePairer(p["slop_s"], int(p["pairing_queue_size"]), p["pair_timeout_s"], float(p["max_stamp_ahead_s"]))
         self._preparer = PairPreparer(threads=2)
         self._worker = DropOldestWorker(
             self._process_pair, int(p["worker_queue_size"]), on_drop=self._on_worker_drop, on_error=self._on_worker_error
@@ -207,7 +233,12 @@ class DiagnosisNode(LifecycleNode):
         msg_type = CompressedImage if compressed else Image
         suffix = "/image_raw/compressed" if compressed else "/image_raw"
         for eye in ("left", "right"):
-            self._image_subs[eye] = self.create_subscription(msg_type, eye + suffix, lambda m, e=eye: self._on_image(e, m), qos)
+            topic = self.resolve_topic_name(eye + suffix)
+            known = [gid_bytes(i.endpoint_gid) for i in self.get_publishers_info_by_topic(topic)]
+            self._gap_counters[eye] = SequenceGapCounter(known)
+            events = SubscriptionEventCallbacks(message_lost=lambda info, e=eye: self.stats.record_dds_message_lost(e, info.total_count_change))
+            self._image_subs[eye] = self.create_subscription(
+                msg_type, eye + suffix, lambda m, i, e=eye: self._on_image(e, m, i), qos, event_callbacks=events)
         self._activated_at = time.monotonic()
         self._last_rx = {}
         self._last_warn = {}
@@ -248,7 +279,10 @@ class DiagnosisNode(LifecycleNode):
             self.destroy_timer(timer)
         self._timers = []
         if self._pairer is not None:
-            self._pairer.clear()
+            forgotten = self._pairer.clear()
+            if forgotten:
+                self.stats.record_drop("deactivated", len(forgotten))
+                self.get_logger().warning(f"deactivated with {len(forgotten)} unpaired image(s) buffered: not diagnosed (counted)")
 
     def _release_backend(self) -> None:
         if self._backend is not None:
@@ -261,7 +295,10 @@ class DiagnosisNode(LifecycleNode):
     def _release_all(self) -> None:
         self._stop_inputs()
         if self._worker is not None:
-            self._worker.stop()
+            pending = self._worker.stop()
+            if pending:
+                self.stats.record_drop("shutdown", len(pending), images=2 * len(pending))
+                self.get_logger().warning(f"stopped with {len(pending)} pair(s) queued: not diagnosed (counted)")
             self._worker = None
         if self._preparer is not None:
             self._preparer.close()
@@ -272,33 +309,45 @@ class DiagnosisNode(LifecycleNode):
                 self.destroy_publisher(pub)
         self._result_pub = self._diag_pub = None
         self._attention_pubs = {}
-        if self._exam_sub is not None:
-            self.destroy_subscription(self._exam_sub)
-            self._exam_sub = None
+        for sub in self._exam_subs:
+            self.destroy_subscription(sub)
+        self._exam_subs = []
         self._pairer = None
 
     # -- callbacks (executor thread: cheap work only) -----------------------------------
-    def _on_image(self, eye: str, msg: Any) -> None:
+    def _on_image(self, eye: str, msg: Any, message_info: dict | None = None) -> None:
         now = time.monotonic()
         self._last_rx[eye] = now
         self.stats.record_received(eye)
+        counter = self._gap_counters.get(eye)
+        if counter is not None:
+            missed = counter.observe(*publisher_key(message_info))
+            if missed:
+                self.stats.record_transport_loss(eye, missed)
+                self.get_logger().warning(
+                    f"{missed} {eye} image(s) published but never received (transport loss, counted): "
+                    "lower the camera rate, use qos:=reliable with a deeper qos_depth, or the Fast DDS profile for large images",
+                    throttle_duration_sec=5.0,
+                )
         if self._pairer is None or self._worker is None:
+            self.stats.record_drop("inactive")
             return
-        out = self._pairer.add(eye, stamp_to_ns(msg.header.stamp), msg, received=now)
+        out = self._pairer.add(eye, stamp_to_ns(msg.header.stamp), msg, received=now, now_ns=self.get_clock().now().nanoseconds)
         self._report_unpaired(out.unpaired)
         for pair in out.pairs:
-            self._worker.submit(PairJob(pair, self.exam_id))
+            self._worker.submit(PairJob(pair, self._exam.current))
 
     def _report_unpaired(self, items: list[Unpaired]) -> None:
         for item in items:
-            self.stats.record_drop(item.reason)
             text = item.describe()
             if item.reason == "duplicate":
+                self.stats.record_drop(item.reason)
                 self.get_logger().warning(text)
                 continue
+            self.stats.record_drop(item.reason, images=0)  # the image is accounted for by its ERROR result
             self.get_logger().error(f"exam {self.exam_id!r}: {text}")
             ctx = self._result_context(item.eye == "left" and item.stamp_ns or 0, item.eye == "right" and item.stamp_ns or 0, item.item.header.frame_id, self.exam_id)
-            self._publish_result(error_result(ctx, text))
+            self._publish_result(error_result(ctx, text), images=1)
 
     def _housekeeping(self) -> None:
         if self._pairer is not None:
@@ -338,8 +387,16 @@ class DiagnosisNode(LifecycleNode):
             return
         engine = self._backend.describe() if self._backend is not None else ""
         extra = {"exam_id": self.exam_id, "worker_processed": self._worker.processed if self._worker else 0}
+        pending = 0
         if self._pairer is not None:
-            extra.update({f"buffered_{e}": n for e, n in self._pairer.buffered().items()})
+            buffered = self._pairer.buffered()
+            extra.update({f"buffered_{e}": n for e, n in buffered.items()})
+            pending += sum(buffered.values())
+        if self._worker is not None:
+            pending += 2 * self._worker.unfinished
+        extra["images_pending"] = pending
+        extra["exam_id_refused"] = self._exam.refused_too_long
+        extra["clock_resets"] = self._pairer.clock_resets if self._pairer is not None else 0
         self._diag_pub.publish(
             to_diagnostic_array(
                 self.stats,
@@ -355,7 +412,7 @@ class DiagnosisNode(LifecycleNode):
 
     # -- worker thread -------------------------------------------------------------------
     def _on_worker_drop(self, job: PairJob) -> None:
-        self.stats.record_drop("queue_overflow")
+        self.stats.record_drop("queue_overflow", images=2)
         self.get_logger().warning(
             "inference slower than the cameras: dropped the oldest queued pair "
             f"(stamp {job.pair.stamp_ns / 1e9:.3f}); lower the camera rate or use a faster backend",
@@ -363,7 +420,18 @@ class DiagnosisNode(LifecycleNode):
         )
 
     def _on_worker_error(self, job: PairJob, exc: BaseException) -> None:
-        self.get_logger().error(f"unexpected error while processing a pair: {type(exc).__name__}: {exc}")
+        """A bug, not a bad input: the pair still ends as a counted ERROR result (issue 16)."""
+        detail = (str(exc).splitlines() or [""])[0][:200]
+        text = (f"internal error while processing the pair ({type(exc).__name__}: {detail}): "
+                "the node keeps serving; please report it with the node log")
+        self.get_logger().error(f"exam {job.exam_id!r}: {text}")
+        try:
+            pair = job.pair
+            ctx = self._result_context(pair.left_stamp_ns, pair.right_stamp_ns, pair.left.header.frame_id, job.exam_id)
+            self._publish_result(error_result(ctx, text))
+        except Exception as again:  # noqa: BLE001 - the result itself cannot be built: count the pair
+            self.stats.record_drop("internal_error", images=2)
+            self.get_logger().error(f"could not publish the ERROR result either ({type(again).__name__}: {again}); pair counted as dropped")
 
     def _result_context(self, left_ns: int, right_ns: int, frame_id: str, exam_id: str) -> ResultContext:
         backend = self._backend
@@ -377,21 +445,27 @@ class DiagnosisNode(LifecycleNode):
             backend_detail=backend.describe() if backend is not None else "",
         )
 
-    def _publish_result(self, msg: DiagnosisResult, total_ms: float | None = None) -> None:
+    def _publish_result(self, msg: DiagnosisResult, total_ms: float | None = None, images: int = 2) -> None:
         pub = self._result_pub
         if pub is None:
+            self.stats.record_drop("not_configured", images=images)
             return
         pub.publish(msg)
-        self.stats.record_result(msg.status, total_ms)
+        self.stats.record_result(msg.status, total_ms, images=images)
 
     def _process_pair(self, job: PairJob) -> None:
         pair, p = job.pair, self._p
         bundle, backend = self._bundle, self._backend
         if bundle is None or backend is None:
+            self.stats.record_drop("not_configured", images=2)
             return
         t0 = time.monotonic()
         ctx = self._result_context(pair.left_stamp_ns, pair.right_stamp_ns, pair.left.header.frame_id, job.exam_id)
         log = self.get_logger()
+        if job.exam.error:
+            log.error(f"exam {job.exam_id!r}: {job.exam.error}")
+            self._publish_result(error_result(ctx, job.exam.error))
+            return
 
         left_eye, right_eye = self._preparer.prepare(
             pair.left, pair.right, bundle.preprocess, max_pixels=int(p["max_pixels"]),
@@ -442,6 +516,7 @@ class DiagnosisNode(LifecycleNode):
 def main(argv: list[str] | None = None) -> int:
     """``diagnose`` executable: ``ros2 run dms_net_ros diagnose --ros-args --params-file ...``."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    return_freed_memory_to_the_os()
     rclpy.init(args=sys.argv if argv is None else argv)
     node = DiagnosisNode()
     try:

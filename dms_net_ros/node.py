@@ -58,7 +58,7 @@ from dms_net_ros.image_codec import rgb_to_image_msg
 from dms_net_ros.messages import ResultContext, error_result, ok_result, stamp_to_ns, ungradable_result
 from dms_net_ros.msg import DiagnosisResult
 from dms_net_ros.pairing import ApproximateTimePairer, Pair, Unpaired
-from dms_net_ros.process_memory import dds_history_memory_warning, return_freed_memory_to_the_os
+from dms_net_ros.process_memory import dds_history_memory_warning, trim_freed_memory
 from dms_net_ros.transport_loss import SequenceGapCounter, gid_bytes, publisher_key
 from dms_net_ros.worker import DropOldestWorker
 
@@ -153,6 +153,7 @@ class DiagnosisNode(LifecycleNode):
         self._last_rx: dict[str, float] = {}  # eye -> monotonic time of the last image since activation
         self._activated_at = 0.0
         self._last_warn: dict[str, float] = {}
+        self._trimmed_at_processed = 0  # worker.processed when freed memory was last returned
         self._p: dict[str, Any] = {}
 
     # -- parameters -------------------------------------------------------------------
@@ -353,6 +354,18 @@ class DiagnosisNode(LifecycleNode):
         if self._pairer is not None:
             self._report_unpaired(self._pairer.expire(time.monotonic()))
         self._warn_silent_inputs()
+        self._return_memory_when_idle()
+
+    def _return_memory_when_idle(self, idle_s: float = 1.0) -> None:
+        """After work, once nothing arrived for ``idle_s`` and the worker is idle, hand the
+        frames' freed memory back to the OS (`process_memory`): never while serving pairs."""
+        worker = self._worker
+        if worker is None or worker.processed == self._trimmed_at_processed or worker.unfinished:
+            return
+        if self._last_rx and time.monotonic() - max(self._last_rx.values()) < idle_s:
+            return
+        self._trimmed_at_processed = worker.processed
+        trim_freed_memory()
 
     def _warn_silent_inputs(self) -> None:
         """The classic silent QoS mismatch: a publisher is there, yet nothing ever arrives.
@@ -516,7 +529,6 @@ class DiagnosisNode(LifecycleNode):
 def main(argv: list[str] | None = None) -> int:
     """``diagnose`` executable: ``ros2 run dms_net_ros diagnose --ros-args --params-file ...``."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    return_freed_memory_to_the_os()
     rclpy.init(args=sys.argv if argv is None else argv)
     node = DiagnosisNode()
     try:

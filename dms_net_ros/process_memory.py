@@ -1,16 +1,16 @@
 """Give the memory of large camera frames back to the operating system (glibc malloc).
 
 A 2048x1536 rgb8 frame is 9.4 MB and a 4096x4096 one 50 MB; the node decodes, grades and
-prepares each on its own threads. glibc serves such blocks with mmap at first, but after
-the first one is freed it raises its mmap threshold to that size (up to 32 MB on 64-bit), so
-later frames come from the threads' heap arenas and stay there when freed: the black-box
-test saw the node's RSS grow from 453 to 811 MB over a few bursts of large pairs (issue 16).
+prepares each on its own threads. glibc keeps what those threads free in their heap arenas
+for reuse, so after a burst of large frames the node's RSS stays at the burst's working set
+(issue 16). `trim_freed_memory` (``malloc_trim(0)``) returns the free pages of every arena
+to the OS; the node calls it when it falls idle after work, never while it serves pairs.
 
-Fixing the mmap threshold (``mallopt(M_MMAP_THRESHOLD, ...)``, which also switches the
-dynamic adjustment off) makes every block of 1 MiB or more an mmap that ``free`` unmaps at
-once; smaller blocks are trimmed from the top of the heap beyond ``M_TRIM_THRESHOLD``.
-Cost: one mmap/munmap pair per large array, microseconds against a frame's milliseconds.
-On a C library without ``mallopt`` (musl, macOS) this does nothing and says so.
+Measured alternatives (benchmarks/RESULTS.md, soak): fixing glibc's mmap threshold at 1 MiB
+(``mallopt``) also returned the memory but cost ~70 ms per 2048x1536 pair on the dev CPU
+(every large array became a fresh, zero-filled mapping); rejected. The larger share of the
+growth was Fast DDS's history memory, bounded in config/fastdds_large_images.xml.
+On a C library without ``malloc_trim`` (musl, macOS) this does nothing and says so.
 """
 
 from __future__ import annotations
@@ -19,22 +19,24 @@ import ctypes
 import ctypes.util
 import os
 
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-DEFAULT_MMAP_THRESHOLD = 1 << 20  # 1 MiB: a 256 px prepared eye (192 KiB) stays on the heap
-DEFAULT_TRIM_THRESHOLD = 8 << 20
 
-
-def return_freed_memory_to_the_os(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD,
-                                  trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
-    """Set glibc's mmap and trim thresholds for this process; False where unsupported."""
+def _libc():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def trim_freed_memory() -> bool:
+    """Return free heap pages of all malloc arenas to the OS; False where unsupported."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is None:
         return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(trim(0))
 
 
 def dds_history_memory_warning(environ: dict[str, str] | None = None) -> str | None:

@@ -11,8 +11,10 @@ Image accounting (the README's rule): every image published to the node ends in 
 one of a result, a counted drop or a counted transport loss. The report shows it in images:
 ``received_left + received_right == images_in_results + images_dropped + images_pending``
 (exact whenever the node is idle), and ``transport_lost_<eye>`` counts the images that were
-published and never received (`transport_loss`); ``dds_message_lost_<eye>`` is what the
-middleware itself reported, for comparison (it sees only part of the loss).
+published and never received: the larger of two counts that each see part of the loss and
+overlap, ``sequence_gaps_<eye>`` (gaps in the publishers' sequence numbers, `transport_loss`:
+exact once a later image of that publisher arrives) and ``dds_message_lost_<eye>`` (Fast
+DDS's message-lost events: the only count when nothing of a publisher ever arrives).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class PipelineStats:
         self.results: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
-        self.transport_lost: Counter[str] = Counter()
+        self.sequence_gaps: Counter[str] = Counter()
         self.dds_message_lost: Counter[str] = Counter()
         self.images_in_results = 0
         self.images_dropped = 0
@@ -61,11 +63,11 @@ class PipelineStats:
             self.drops[reason] += count
             self.images_dropped += count if images is None else images
 
-    def record_transport_loss(self, eye: str, count: int) -> None:
-        """Images of ``eye`` published and never received (sequence-number gaps)."""
+    def record_sequence_gap(self, eye: str, count: int) -> None:
+        """Images of ``eye`` published and never received, from sequence-number gaps."""
         if count:
             with self._lock:
-                self.transport_lost[eye] += count
+                self.sequence_gaps[eye] += count
 
     def record_dds_message_lost(self, eye: str, count: int) -> None:
         """What the middleware's message-lost event reported for ``eye``."""
@@ -86,15 +88,21 @@ class PipelineStats:
                 "results": dict(self.results),
                 "drops": dict(self.drops),
                 "received": dict(self.received),
-                "transport_lost": dict(self.transport_lost),
+                "transport_lost": self._transport_lost(),
+                "sequence_gaps": dict(self.sequence_gaps),
                 "dds_message_lost": dict(self.dds_message_lost),
                 "images_in_results": self.images_in_results,
                 "images_dropped": self.images_dropped,
             }
 
+    def _transport_lost(self) -> dict[str, int]:
+        """Per eye, the larger of the two partial loss counts (they overlap: never add them)."""
+        eyes = set(self.sequence_gaps) | set(self.dds_message_lost)
+        return {e: max(self.sequence_gaps.get(e, 0), self.dds_message_lost.get(e, 0)) for e in eyes}
+
     def problems(self) -> int:
         with self._lock:
-            return sum(self.drops.values()) + self.results.get("error", 0) + sum(self.transport_lost.values())
+            return sum(self.drops.values()) + self.results.get("error", 0) + sum(self._transport_lost().values())
 
 
 def to_diagnostic_array(
@@ -142,6 +150,8 @@ def to_diagnostic_array(
     values["drops_total"] = sum(snap["drops"].values())
     for eye in ("left", "right"):
         values[f"transport_lost_{eye}"] = snap["transport_lost"].get(eye, 0)
+    for eye in ("left", "right"):
+        values[f"sequence_gaps_{eye}"] = snap["sequence_gaps"].get(eye, 0)
     for eye in ("left", "right"):
         values[f"dds_message_lost_{eye}"] = snap["dds_message_lost"].get(eye, 0)
     values["images_in_results"] = snap["images_in_results"]

@@ -21,6 +21,10 @@ Cheap on a 2048x1536 camera frame: every measure runs on a copy downscaled to at
   the FOV crop resized to `sharpness_size` so it does not depend on the camera resolution,
   with the FOV mask eroded so the disc's rim (an edge that survives any blur) is excluded.
 
+- the plausibility measures of `fundus_plausibility` (is it a fundus photograph at all:
+  round field of view on a plain border, pixel noise, tones, colour, vessel-scale detail),
+  each with its limit in ``QualityThresholds.plausibility``.
+
 `assess_quality` turns the measures into a `QualityReport`: ``gradable`` is False when any
 measure crosses its threshold (each crossing adds a one-line reason naming measure, value
 and limit); ``score`` in [0, 1] is the weakest measure's margin (0 at its threshold, 1
@@ -30,7 +34,9 @@ Default thresholds were set on the real data (measured by test/unit/test_data_qu
 5,240 of the 5,241 photographs of the 256 px ODIR-5K development subset are gradable
 (99.98 %; the one failure, 2232_right, is a dense cataract with no visible retinal detail,
 sharpness 0.00); Gaussian blur of sigma >= 6 px (at 256 px; sigma 4: ~93 %) of real images,
-and black, blank/uniform, saturated and tiny images are not gradable. The sharpness limit
+and black, blank/uniform, saturated and tiny images are not gradable; since issue 16 neither
+are noise, patterns, screenshots and most photographs of other things (the plausibility
+measures; the same 5,240 real photographs pass). The sharpness limit
 is deliberately lenient: cataract fundi are hazy by nature and must still be diagnosed.
 """
 

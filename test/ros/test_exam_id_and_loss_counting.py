@@ -1,4 +1,4 @@
-"""Pure unit tests (no ROS) of the exam-id rules and the transport-loss counter."""
+"""Unit tests (no running ROS graph) of the exam-id rules and the transport-loss counts."""
 
 from __future__ import annotations
 
@@ -56,3 +56,19 @@ def test_an_over_long_exam_id_is_refused_not_truncated():
     assert shown("y" * 300).endswith("...(300 chars)")
     state.set("OK-1")
     assert state.current.value == "OK-1" and not state.current.error
+
+
+def test_the_two_partial_loss_counts_are_never_added():
+    """Sequence gaps and Fast DDS's events overlap: /diagnostics reports the larger per eye."""
+    from builtin_interfaces.msg import Time
+
+    from dms_net_ros.diagnostics import PipelineStats, diagnostic_values, to_diagnostic_array
+
+    stats = PipelineStats()
+    stats.record_sequence_gap("left", 37)
+    stats.record_dds_message_lost("left", 24)
+    stats.record_dds_message_lost("right", 8)  # nothing of the right camera arrived: no gaps to see
+    values = diagnostic_values(to_diagnostic_array(stats, node_name="/n", stamp=Time(), backend="onnxruntime", engine="e",
+                                                   model_id="m", queue_depth=0))
+    assert (values["transport_lost_left"], values["transport_lost_right"]) == ("37", "8")
+    assert (values["sequence_gaps_left"], values["dds_message_lost_left"]) == ("37", "24")

@@ -354,7 +354,7 @@ def test_images_lost_in_transport_are_counted(tiny_bundle, ros_domain, ros_names
         d = client.diagnostics[-1]
         lost = int(d["transport_lost_left"]) + int(d["transport_lost_right"])
         received = int(d["received_left"]) + int(d["received_right"])
-        print("transport:", {k: d[k] for k in d if k.startswith(("received", "transport", "dds", "images", "results", "drops"))})
+        print("transport:", {k: d[k] for k in d if k.startswith(("received", "transport", "sequence", "dds", "images", "results", "drops"))})
         assert lost > 0, f"the burst lost nothing: the test did not exercise transport loss ({d})"
         assert received + lost == published, d
         assert int(d["images_in_results"]) + int(d["images_dropped"]) + lost == published, d

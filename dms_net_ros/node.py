@@ -215,10 +215,14 @@ class DiagnosisNode(LifecycleNode):
             self._attention_pubs = {eye: self.create_publisher(Image, f"{eye}/attention", 2) for eye in ("left", "right")}
         # Latched (a workflow that published before the node started) and volatile (ros2 topic
         # pub, a bag played without recorded QoS); duplicates are dropped by sequence number.
+        # A volatile publisher is incompatible with the latched subscription by design (the
+        # volatile one serves it): no "incompatible QoS" warning for that pair.
+        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda info: None)
         self._exam_subs = [
             self.create_subscription(String, "exam_id", self._on_exam_id_message,
-                                     QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
-            for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE)
+                                     QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=durability),
+                                     event_callbacks=events)
+            for durability, events in ((DurabilityPolicy.TRANSIENT_LOCAL, quiet), (DurabilityPolicy.VOLATILE, None))
         ]
         self._pairer = ApproximateTimePairer(p["slop_s"], int(p["pairing_queue_size"]), p["pair_timeout_s"], float(p["max_stamp_ahead_s"]))
         self._preparer = PairPreparer(threads=2)

@@ -48,8 +48,7 @@ class SequenceGapCounter:
                 missed = 0 if publisher in self._known else max(0, sequence - 1)
             else:
                 missed = max(0, sequence - last - 1)
-                if sequence <= last:  # a duplicate or a reordered sample: keep the newest
-                    sequence = last
+                sequence = max(sequence, last)  # a duplicate or a reordered sample: keep the newest
             self._last[publisher] = sequence
             while len(self._last) > self._max:
                 self._last.popitem(last=False)

@@ -42,7 +42,6 @@ import os
 import random
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -201,7 +200,7 @@ def test_an_image_stamped_an_hour_ahead_costs_that_image_only(served):
     client, node = served
     assert_serves(client, node)
     start = len(client.results)
-    left, right = good_pair("583")
+    left, _ = good_pair("583")
     publish(client, "left", left, now_ns() + 3600 * SEC)
     client.wait_results(start + 1, 5.0)
     res = client.results[start]
@@ -247,7 +246,7 @@ def test_latched_exam_ids_in_quick_succession_apply_in_order(served):
     """The latched topic is read by two subscriptions: each message must apply once, in order."""
     from std_msgs.msg import String
 
-    client, node = served
+    client, _ = served
     for i in range(5):
         client.exam_pub.publish(String(data=f"EXAM-SEQ-{i}"))
     client.spin_for(0.8)

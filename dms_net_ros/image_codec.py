@@ -104,8 +104,12 @@ def _to_rgb(pixels: np.ndarray, order: str, copy: bool = True) -> np.ndarray:
     code = _TO_RGB[order]
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
-    if code is None:  # by default copy: the result must not alias (read-only) message memory
-        return np.array(pixels, dtype=np.uint8, order="C", copy=copy)
+    if code is None:
+        if copy:  # by default copy: the result must not alias (read-only) message memory
+            return np.array(pixels, dtype=np.uint8, order="C", copy=True)
+        # Alias when the rows are contiguous, copy when ``step`` pads them: NumPy 2 raises
+        # "Unable to avoid copy" for np.array(copy=False) on a padded view (issue 16).
+        return np.ascontiguousarray(pixels, dtype=np.uint8)
     return np.ascontiguousarray(cv2.cvtColor(np.ascontiguousarray(pixels), code))
 
 
@@ -114,7 +118,8 @@ def image_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, *, copy: bo
 
     By default a new array, safe to keep. ``copy=False`` lets an rgb8 image without row
     padding alias the message's buffer (saves a ~2 ms copy of a 2048x1536 frame): only for
-    callers that finish with the pixels while they still hold the message (the node).
+    callers that finish with the pixels while they still hold the message (the node). With
+    padded rows (``step > width * channels``) it copies, as every other encoding does.
     """
     enc = _lookup_encoding(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)

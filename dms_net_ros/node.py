@@ -10,7 +10,8 @@ Lifecycle (transitions own resources, so re-configuring never leaks):
 
 * configure: load the model bundle, create the backend and warm it up; create the
   publishers (``diagnosis``, ``/diagnostics``, optional ``left/attention`` and
-  ``right/attention``), the latched ``exam_id`` subscription, the pairer and the worker.
+  ``right/attention``), the ``exam_id`` subscriptions (latched and volatile, see
+  `exam_id`), the pairer and the worker.
 * activate: subscribe to the eye images and start the timers (diagnostics, expiry of
   unpaired images, the "publisher exists but nothing arrives" QoS warning).
 * deactivate: destroy the image subscriptions and timers (buffered images are forgotten).
@@ -20,8 +21,12 @@ The ``diagnose_exam`` action (`exam_action.py`, rules in `exam_slot.py`) exists 
 state and runs goals only while active; its exams go through this same pair path, so the
 result a goal gets is the one published on ``diagnosis``.
 
-Every bad input (undecodable image, eye missing, stamps out of order, ungradable photo)
-gives one log line and one ERROR/UNGRADABLE result; the node keeps serving. Logs never
+Every bad input (undecodable image, eye missing, stamps out of order or from the future,
+ungradable or non-fundus photo, an over-long exam id) gives one log line and one
+ERROR/UNGRADABLE result; the node keeps serving. Accounting (README, "Every image is
+accounted for"): each image received ends in a result or a drop counted by reason, and
+images published but never received are counted from the publishers' sequence numbers
+(`transport_loss`); all of it is on ``/diagnostics``. Logs never
 contain image data or patient details beyond the exam id. Parameters are declared in
 `PARAMETERS` (one place, with descriptions); defaults for deployment are in
 ``config/diagnose.yaml``. Parameters other than ``exam_id`` take effect at the next
@@ -33,7 +38,6 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +48,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -55,12 +60,15 @@ from dms_net_core.postprocess import decide
 from dms_net_ros.bundle_path import package_share_dir, resolve_bundle_path
 from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
 from dms_net_ros.exam_action import ExamActionServer
+from dms_net_ros.exam_id import ExamId, ExamIdState
 from dms_net_ros.exam_slot import ExamTicket, Outcome, Stage
 from dms_net_ros.eye_pipeline import PairPreparer
 from dms_net_ros.image_codec import rgb_to_image_msg
 from dms_net_ros.messages import ResultContext, error_result, ok_result, stamp_to_ns, ungradable_result
 from dms_net_ros.msg import DiagnosisResult
 from dms_net_ros.pairing import ApproximateTimePairer, Pair, Unpaired
+from dms_net_ros.process_memory import dds_history_memory_warning, trim_freed_memory
+from dms_net_ros.transport_loss import SequenceGapCounter, gid_bytes, publisher_key
 from dms_net_ros.worker import DropOldestWorker
 
 NODE_NAME = "dms_net_diagnosis"
@@ -86,6 +94,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("qos_depth", 5, "input subscription history depth (keep last N)"),
     ParamSpec("slop_s", 0.5, "max stamp difference (s) between a left and a right image of one exam"),
     ParamSpec("pair_timeout_s", 5.0, "an eye image without partner for this long (s) gives an ERROR result 'eye never arrived'"),
+    ParamSpec("max_stamp_ahead_s", 10.0, "an image stamped more than this (s) ahead of the node's clock gives an ERROR result (camera clock wrong); 0 disables"),
     ParamSpec("pairing_queue_size", 10, "unpaired images kept per eye (oldest evicted and counted beyond)"),
     ParamSpec("worker_queue_size", 2, "pairs waiting for inference (oldest dropped and counted beyond)"),
     ParamSpec("max_pixels", 4096 * 4096, "images with more pixels are refused with an ERROR result (memory guard)"),
@@ -93,7 +102,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("quality_gate", True, "run the image-quality gate; an ungradable eye gives an UNGRADABLE result"),
     ParamSpec("quality_min_score", 0.0, "additionally treat an eye as ungradable when its quality score is below this (0..1)"),
     ParamSpec("autostart", True, "configure and activate at start (plain launch without a lifecycle manager)"),
-    ParamSpec("exam_id", "", "exam identifier copied into every result (the latched exam_id topic overrides it)"),
+    ParamSpec("exam_id", "", "exam identifier copied into every result (the exam_id topic overrides it; longer than 256 characters: ERROR results)"),
     ParamSpec("diagnostics_period_s", 1.0, "period (s) of /diagnostics reports"),
     ParamSpec("no_input_warn_s", 5.0, "warn when a publisher exists on an input topic but no image arrived for this long (s)"),
     ParamSpec("exam_timeout_s", 30.0, "diagnose_exam action: timeout (s) of a goal whose timeout_s is 0"),
@@ -103,8 +112,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 @dataclass(frozen=True)
 class PairJob:
     pair: Pair
-    exam_id: str
-    exam: ExamTicket | None = None  # the diagnose_exam goal this pair answers, if any
+    exam: ExamId  # the id the result carries (a refused id carries its error)
+    ticket: ExamTicket | None = None  # the diagnose_exam goal this pair answers, if any
+
+    @property
+    def exam_id(self) -> str:
+        return self.exam.value
 
 
 def _input_qos(kind: str, depth: int) -> QoSProfile:
@@ -133,8 +146,8 @@ class DiagnosisNode(LifecycleNode):
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description))
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._exam_lock = threading.Lock()
-        self._exam_id = str(self.get_parameter("exam_id").value)
+        self._exam = ExamIdState()
+        self._set_exam_id(str(self.get_parameter("exam_id").value), "parameter")
         self.stats = PipelineStats()
         self._bundle: Any = None
         self._backend: Any = None
@@ -144,12 +157,14 @@ class DiagnosisNode(LifecycleNode):
         self._result_pub = None
         self._diag_pub = None
         self._attention_pubs: dict[str, Any] = {}
-        self._exam_sub = None
+        self._exam_subs: list[Any] = []
         self._image_subs: dict[str, Any] = {}
+        self._gap_counters: dict[str, SequenceGapCounter] = {}
         self._timers: list[Any] = []
         self._last_rx: dict[str, float] = {}  # eye -> monotonic time of the last image since activation
         self._publisher_seen_at: dict[str, float] = {}  # eye -> monotonic time its publisher was first seen since activation
         self._last_warn: dict[str, float] = {}
+        self._trimmed_at_processed = 0  # worker.processed when freed memory was last returned
         self._p: dict[str, Any] = {}
         self._exam_action = ExamActionServer(
             self,
@@ -168,17 +183,21 @@ class DiagnosisNode(LifecycleNode):
                 self._set_exam_id(str(p.value), "parameter")
         return SetParametersResult(successful=True)
 
-    def _set_exam_id(self, exam_id: str, source: str) -> None:
-        with self._exam_lock:
-            changed = exam_id != self._exam_id
-            self._exam_id = exam_id
+    def _set_exam_id(self, exam_id: str, source: str, message_info: dict | None = None) -> None:
+        publisher, sequence = publisher_key(message_info)
+        changed, line = self._exam.set(exam_id, publisher, sequence)
         if changed:
-            self.get_logger().info(f"exam_id set to {exam_id!r} ({source})")
+            if self._exam.current.error:
+                self.get_logger().error(f"{line} ({source}; starts {self._exam.current.value!r})")
+            else:
+                self.get_logger().info(f"{line} ({source})")
+
+    def _on_exam_id_message(self, msg: String, message_info: dict) -> None:
+        self._set_exam_id(msg.data, "topic", message_info)
 
     @property
     def exam_id(self) -> str:
-        with self._exam_lock:
-            return self._exam_id
+        return self._exam.current.value
 
     # -- lifecycle ----------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -205,14 +224,26 @@ class DiagnosisNode(LifecycleNode):
             self._release_backend()
             return TransitionCallbackReturn.FAILURE
         log.info(f"model {self._bundle.model_id} on {self._backend.describe()}")
+        memory_warning = dds_history_memory_warning()
+        if memory_warning:
+            log.warning(memory_warning)
 
         self._result_pub = self.create_publisher(DiagnosisResult, "diagnosis", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if p["publish_attention"]:
             self._attention_pubs = {eye: self.create_publisher(Image, f"{eye}/attention", 2) for eye in ("left", "right")}
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._exam_sub = self.create_subscription(String, "exam_id", lambda m: self._set_exam_id(m.data, "topic"), latched)
-        self._pairer = ApproximateTimePairer(p["slop_s"], int(p["pairing_queue_size"]), p["pair_timeout_s"])
+        # Latched (a workflow that published before the node started) and volatile (ros2 topic
+        # pub, a bag played without recorded QoS); duplicates are dropped by sequence number.
+        # A volatile publisher is incompatible with the latched subscription by design (the
+        # volatile one serves it): no "incompatible QoS" warning for that pair.
+        quiet = SubscriptionEventCallbacks(incompatible_qos=lambda info: None)
+        self._exam_subs = [
+            self.create_subscription(String, "exam_id", self._on_exam_id_message,
+                                     QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=durability),
+                                     event_callbacks=events)
+            for durability, events in ((DurabilityPolicy.TRANSIENT_LOCAL, quiet), (DurabilityPolicy.VOLATILE, None))
+        ]
+        self._pairer = ApproximateTimePairer(p["slop_s"], int(p["pairing_queue_size"]), p["pair_timeout_s"], float(p["max_stamp_ahead_s"]))
         self._preparer = PairPreparer(threads=2)
         self._worker = DropOldestWorker(
             self._process_pair, int(p["worker_queue_size"]), on_drop=self._on_worker_drop, on_error=self._on_worker_error
@@ -226,7 +257,12 @@ class DiagnosisNode(LifecycleNode):
         msg_type = CompressedImage if compressed else Image
         suffix = "/image_raw/compressed" if compressed else "/image_raw"
         for eye in ("left", "right"):
-            self._image_subs[eye] = self.create_subscription(msg_type, eye + suffix, lambda m, e=eye: self._on_image(e, m), qos)
+            topic = self.resolve_topic_name(eye + suffix)
+            known = [gid_bytes(i.endpoint_gid) for i in self.get_publishers_info_by_topic(topic)]
+            self._gap_counters[eye] = SequenceGapCounter(known)
+            events = SubscriptionEventCallbacks(message_lost=lambda info, e=eye: self._on_dds_message_lost(e, info.total_count_change))
+            self._image_subs[eye] = self.create_subscription(
+                msg_type, eye + suffix, lambda m, i, e=eye: self._on_image(e, m, i), qos, event_callbacks=events)
         self._publisher_seen_at = {}
         self._last_rx = {}
         self._last_warn = {}
@@ -269,7 +305,10 @@ class DiagnosisNode(LifecycleNode):
             self.destroy_timer(timer)
         self._timers = []
         if self._pairer is not None:
-            self._pairer.clear()
+            forgotten = self._pairer.clear()
+            if forgotten:
+                self.stats.record_drop("deactivated", len(forgotten))
+                self.get_logger().warning(f"deactivated with {len(forgotten)} unpaired image(s) buffered: not diagnosed (counted)")
 
     def _lifecycle_state_label(self) -> str:
         try:
@@ -292,7 +331,10 @@ class DiagnosisNode(LifecycleNode):
     def _release_all(self) -> None:
         self._stop_inputs()
         if self._worker is not None:
-            self._worker.stop()
+            pending = self._worker.stop()
+            if pending:
+                self.stats.record_drop("shutdown", len(pending), images=2 * len(pending))
+                self.get_logger().warning(f"stopped with {len(pending)} pair(s) queued: not diagnosed (counted)")
             self._worker = None
         if self._preparer is not None:
             self._preparer.close()
@@ -303,28 +345,39 @@ class DiagnosisNode(LifecycleNode):
                 self.destroy_publisher(pub)
         self._result_pub = self._diag_pub = None
         self._attention_pubs = {}
-        if self._exam_sub is not None:
-            self.destroy_subscription(self._exam_sub)
-            self._exam_sub = None
+        for sub in self._exam_subs:
+            self.destroy_subscription(sub)
+        self._exam_subs = []
         self._pairer = None
 
     # -- callbacks (executor thread: cheap work only) -----------------------------------
-    def _on_image(self, eye: str, msg: Any) -> None:
+    def _on_image(self, eye: str, msg: Any, message_info: dict | None = None) -> None:
         now = time.monotonic()
         self._last_rx[eye] = now
         self.stats.record_received(eye)
+        counter = self._gap_counters.get(eye)
+        if counter is not None:
+            missed = counter.observe(*publisher_key(message_info))
+            if missed:
+                self.stats.record_sequence_gap(eye, missed)
+                self.get_logger().warning(
+                    f"{missed} {eye} image(s) published but never received (transport loss, counted): "
+                    "lower the camera rate, use qos:=reliable with a deeper qos_depth, or the Fast DDS profile for large images",
+                    throttle_duration_sec=5.0,
+                )
         if self._pairer is None or self._worker is None:
+            self.stats.record_drop("inactive")
             return
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        out = self._pairer.add(eye, stamp_ns, msg, received=now)
+        out = self._pairer.add(eye, stamp_ns, msg, received=now, now_ns=self.get_clock().now().nanoseconds)
         exams = self._exam_action.slot
         exams.note_image(eye, stamp_ns, completes_pair=bool(out.pairs))  # before the report: the image may be unpaired at once
         self._report_unpaired(out.unpaired)
         for pair in out.pairs:
-            exam = exams.take_pair()  # the first pair after a camera goal is that goal's
-            self._worker.submit(PairJob(pair, exam.exam_id if exam else self.exam_id, exam))
+            ticket = exams.take_pair()  # the first pair after a camera goal is that goal's
+            self._worker.submit(PairJob(pair, ExamId(ticket.exam_id) if ticket else self._exam.current, ticket))
 
-    def _submit_exam_pair(self, exam: ExamTicket, left: Any, right: Any) -> str | None:
+    def _submit_exam_pair(self, ticket: ExamTicket, left: Any, right: Any) -> str | None:
         """Queue a diagnose_exam goal's inline pair on the worker; None, or why it could not be."""
         if self._worker is None:
             return "the node has no pipeline (not configured): configure and activate it"
@@ -332,31 +385,57 @@ class DiagnosisNode(LifecycleNode):
             self.stats.record_received(eye)
         pair = Pair(stamp_to_ns(left.header.stamp), stamp_to_ns(right.header.stamp), left, right, time.monotonic())
         try:
-            self._worker.submit(PairJob(pair, exam.exam_id, exam))
+            self._worker.submit(PairJob(pair, ExamId(ticket.exam_id), ticket))
         except RuntimeError as exc:
+            self.stats.record_drop("inactive", images=2)
             return f"the inference worker is stopped ({exc}): reconfigure the node"
         return None
 
+    def _on_dds_message_lost(self, eye: str, count: int) -> None:
+        """Fast DDS's own loss report: the only one when nothing of a publisher ever arrives
+        (best-effort images of ~40 MB and more, measured; README "QoS")."""
+        self.stats.record_dds_message_lost(eye, count)
+        if count:
+            self.get_logger().warning(
+                f"Fast DDS reports {count} {eye} image(s) lost in transport (counted): for images over ~10 MB use "
+                "qos:=reliable on both sides, and the Fast DDS profile for large images",
+                throttle_duration_sec=5.0,
+            )
+
     def _report_unpaired(self, items: list[Unpaired]) -> None:
         for item in items:
-            self.stats.record_drop(item.reason)
             text = item.describe()
             if item.reason == "duplicate":
+                self.stats.record_drop(item.reason)
                 self.get_logger().warning(text)
                 continue
-            exam = self._exam_action.slot.unpaired_owner(item.eye, item.stamp_ns)
-            if exam is not None and exam.abandoned:  # counted above; its goal ended: publish nothing
-                self.get_logger().info(f"exam {exam.exam_id!r} ({exam.outcome.name}): {text}; not published")
+            ticket = self._exam_action.slot.unpaired_owner(item.eye, item.stamp_ns)
+            if ticket is not None and ticket.abandoned:  # its goal ended: publish nothing, the image is dropped
+                self.stats.record_drop(item.reason, images=1)
+                self.get_logger().info(f"exam {ticket.exam_id!r} ({ticket.outcome.name}): {text}; not published")
                 continue
-            exam_id = exam.exam_id if exam is not None else self.exam_id
+            self.stats.record_drop(item.reason, images=0)  # the image is accounted for by its ERROR result
+            exam_id = ticket.exam_id if ticket is not None else self.exam_id
             self.get_logger().error(f"exam {exam_id!r}: {text}")
             ctx = self._result_context(item.eye == "left" and item.stamp_ns or 0, item.eye == "right" and item.stamp_ns or 0, item.item.header.frame_id, exam_id)
-            self._publish_for(exam, error_result(ctx, text))
+            self._publish_for(ticket, error_result(ctx, text), images=1)
 
     def _housekeeping(self) -> None:
         if self._pairer is not None:
             self._report_unpaired(self._pairer.expire(time.monotonic()))
         self._warn_silent_inputs()
+        self._return_memory_when_idle()
+
+    def _return_memory_when_idle(self, idle_s: float = 1.0) -> None:
+        """After work, once nothing arrived for ``idle_s`` and the worker is idle, hand the
+        frames' freed memory back to the OS (`process_memory`): never while serving pairs."""
+        worker = self._worker
+        if worker is None or worker.processed == self._trimmed_at_processed or worker.unfinished:
+            return
+        if self._last_rx and time.monotonic() - max(self._last_rx.values()) < idle_s:
+            return
+        self._trimmed_at_processed = worker.processed
+        trim_freed_memory()
 
     def _warn_silent_inputs(self) -> None:
         """The classic silent QoS mismatch: a publisher is there, yet nothing ever arrives.
@@ -397,8 +476,16 @@ class DiagnosisNode(LifecycleNode):
             return
         engine = self._backend.describe() if self._backend is not None else ""
         extra = {"exam_id": self.exam_id, "worker_processed": self._worker.processed if self._worker else 0}
+        pending = 0
         if self._pairer is not None:
-            extra.update({f"buffered_{e}": n for e, n in self._pairer.buffered().items()})
+            buffered = self._pairer.buffered()
+            extra.update({f"buffered_{e}": n for e, n in buffered.items()})
+            pending += sum(buffered.values())
+        if self._worker is not None:
+            pending += 2 * self._worker.unfinished
+        extra["images_pending"] = pending
+        extra["exam_id_refused"] = self._exam.refused_too_long
+        extra["clock_resets"] = self._pairer.clock_resets if self._pairer is not None else 0
         self._diag_pub.publish(
             to_diagnostic_array(
                 self.stats,
@@ -414,9 +501,9 @@ class DiagnosisNode(LifecycleNode):
 
     # -- worker thread -------------------------------------------------------------------
     def _on_worker_drop(self, job: PairJob) -> None:
-        self.stats.record_drop("queue_overflow")
-        if job.exam is not None:
-            self._exam_action.slot.finish(job.exam, Outcome.ERROR, "the exam's pair was dropped from a full inference queue "
+        self.stats.record_drop("queue_overflow", images=2)
+        if job.ticket is not None:
+            self._exam_action.slot.finish(job.ticket, Outcome.ERROR, "the exam's pair was dropped from a full inference queue "
                                           "(cameras faster than inference): lower the camera rate or use a faster backend")
         self.get_logger().warning(
             "inference slower than the cameras: dropped the oldest queued pair "
@@ -425,9 +512,20 @@ class DiagnosisNode(LifecycleNode):
         )
 
     def _on_worker_error(self, job: PairJob, exc: BaseException) -> None:
-        self.get_logger().error(f"unexpected error while processing a pair: {type(exc).__name__}: {exc}")
-        if job.exam is not None:
-            self._exam_action.slot.finish(job.exam, Outcome.ERROR, f"unexpected error while processing the pair ({type(exc).__name__}): see the node log")
+        """A bug, not a bad input: the pair still ends as a counted ERROR result (issue 16)."""
+        detail = (str(exc).splitlines() or [""])[0][:200]
+        text = (f"internal error while processing the pair ({type(exc).__name__}: {detail}): "
+                "the node keeps serving; please report it with the node log")
+        self.get_logger().error(f"exam {job.exam_id!r}: {text}")
+        try:
+            pair = job.pair
+            ctx = self._result_context(pair.left_stamp_ns, pair.right_stamp_ns, pair.left.header.frame_id, job.exam_id)
+            self._publish_for(job.ticket, error_result(ctx, text))
+        except Exception as again:  # noqa: BLE001 - the result itself cannot be built: count the pair
+            self.stats.record_drop("internal_error", images=2)
+            self.get_logger().error(f"could not publish the ERROR result either ({type(again).__name__}: {again}); pair counted as dropped")
+            if job.ticket is not None:
+                self._exam_action.slot.finish(job.ticket, Outcome.ERROR, f"internal error while processing the pair ({type(exc).__name__}): see the node log")
 
     def _result_context(self, left_ns: int, right_ns: int, frame_id: str, exam_id: str) -> ResultContext:
         backend = self._backend
@@ -441,20 +539,22 @@ class DiagnosisNode(LifecycleNode):
             backend_detail=backend.describe() if backend is not None else "",
         )
 
-    def _publish_result(self, msg: DiagnosisResult, total_ms: float | None = None) -> None:
+    def _publish_result(self, msg: DiagnosisResult, total_ms: float | None = None, images: int = 2) -> None:
         pub = self._result_pub
         if pub is None:
+            self.stats.record_drop("not_configured", images=images)
             return
         pub.publish(msg)
-        self.stats.record_result(msg.status, total_ms)
+        self.stats.record_result(msg.status, total_ms, images=images)
 
-    def _publish_for(self, exam: ExamTicket | None, msg: DiagnosisResult, total_ms: float | None = None) -> None:
+    def _publish_for(self, exam: ExamTicket | None, msg: DiagnosisResult, total_ms: float | None = None, images: int = 2) -> None:
         """Publish a result; one made for a diagnose_exam goal is also that goal's result,
-        unless the goal already ended (timeout, cancel): then nothing is published."""
+        unless the goal already ended (timeout, cancel): then nothing is published and the
+        ``images`` it covered are counted as dropped."""
         if exam is not None and not self._exam_action.slot.deliver(exam, msg):
-            self._drop_abandoned(exam)
+            self._drop_abandoned(exam, images)
             return
-        self._publish_result(msg, total_ms)
+        self._publish_result(msg, total_ms, images=images)
 
     def _exam_stage(self, exam: ExamTicket | None, stage: Stage) -> bool:
         """Report a goal's stage; False when its goal already ended (stop working on the pair)."""
@@ -463,20 +563,25 @@ class DiagnosisNode(LifecycleNode):
         self._drop_abandoned(exam)
         return False
 
-    def _drop_abandoned(self, exam: ExamTicket) -> None:
-        self.stats.record_drop("exam_abandoned")
+    def _drop_abandoned(self, exam: ExamTicket, images: int = 2) -> None:
+        self.stats.record_drop("exam_abandoned", images=images)
         self.get_logger().info(f"exam {exam.exam_id!r}: its goal ended ({exam.outcome.name}) before the result: nothing published")
 
     def _process_pair(self, job: PairJob) -> None:
         pair, p = job.pair, self._p
         bundle, backend = self._bundle, self._backend
         if bundle is None or backend is None:
+            self.stats.record_drop("not_configured", images=2)
             return
-        if not self._exam_stage(job.exam, Stage.GRADING):
+        if not self._exam_stage(job.ticket, Stage.GRADING):
             return
         t0 = time.monotonic()
         ctx = self._result_context(pair.left_stamp_ns, pair.right_stamp_ns, pair.left.header.frame_id, job.exam_id)
         log = self.get_logger()
+        if job.exam.error:
+            log.error(f"exam {job.exam_id!r}: {job.exam.error}")
+            self._publish_for(job.ticket, error_result(ctx, job.exam.error))
+            return
 
         left_eye, right_eye = self._preparer.prepare(
             pair.left, pair.right, bundle.preprocess, max_pixels=int(p["max_pixels"]),
@@ -488,7 +593,7 @@ class DiagnosisNode(LifecycleNode):
             text = "; ".join(errors)
             log.error(f"exam {job.exam_id!r}: {text}")
             ctx.timings_ms = {"total": (time.monotonic() - pair.received) * 1e3}
-            self._publish_for(job.exam, error_result(ctx, text))
+            self._publish_for(job.ticket, error_result(ctx, text))
             return
         if p["quality_gate"]:
             ctx.left_quality, ctx.right_quality = left_eye.quality, right_eye.quality
@@ -496,10 +601,10 @@ class DiagnosisNode(LifecycleNode):
                 ctx.timings_ms = {"preprocess": (time.monotonic() - t0) * 1e3, "total": (time.monotonic() - pair.received) * 1e3}
                 msg = ungradable_result(ctx)
                 log.warning(f"exam {job.exam_id!r}: {msg.status_message}")
-                self._publish_for(job.exam, msg)
+                self._publish_for(job.ticket, msg)
                 return
 
-        if not self._exam_stage(job.exam, Stage.INFERRING):
+        if not self._exam_stage(job.ticket, Stage.INFERRING):
             return
         try:
             left, right = left_eye.image[None], right_eye.image[None]  # prepared uint8; the backend normalises
@@ -510,11 +615,11 @@ class DiagnosisNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - one failed pair must not stop the node
             text = f"inference failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): check the bundle/backend; the node keeps serving"
             log.error(f"exam {job.exam_id!r}: {text}")
-            self._publish_for(job.exam, error_result(ctx, text))
+            self._publish_for(job.ticket, error_result(ctx, text))
             return
 
-        if job.exam is not None and job.exam.done:  # goal ended during inference: no overlays either
-            self._drop_abandoned(job.exam)
+        if job.ticket is not None and job.ticket.done:  # goal ended during inference: no overlays either
+            self._drop_abandoned(job.ticket)
             return
         attention = False
         if self._attention_pubs and result.attention_left is not None and result.attention_right is not None:
@@ -527,7 +632,7 @@ class DiagnosisNode(LifecycleNode):
         ctx.timings_ms = {"preprocess": (t1 - t0) * 1e3, "inference": inference_ms, "total": (time.monotonic() - pair.received) * 1e3}
         msg = ok_result(ctx, decision, bundle.class_codes, bundle.class_names, attention_published=attention,
                         left_probabilities=_first(result.left_probabilities), right_probabilities=_first(result.right_probabilities))
-        self._publish_for(job.exam, msg, ctx.timings_ms["total"])
+        self._publish_for(job.ticket, msg, ctx.timings_ms["total"])
 
 
 def _first(batch: np.ndarray | None) -> np.ndarray | None:

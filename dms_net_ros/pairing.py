@@ -14,16 +14,27 @@ Semantics
   fundus camera) it is the same as the globally nearest matching.
 * **Duplicate.** A message whose stamp equals one already buffered or recently paired for
   the same eye is dropped (``duplicate``): a re-sent frame must not produce a second result.
+* **From the future.** When the caller passes its clock (``now_ns``), a message stamped more
+  than ``max_ahead`` after it is dropped at once (``future_stamp``) and touches nothing
+  else: one wrong camera clock reading costs one result (issue 16: one image stamped an hour
+  ahead used to make every later pair "out of order").
 * **Out of order.** A message older than or equal to the newest stamp already *paired* for
   its eye, or older than the expiry horizon (below), arrives too late to be paired
   consistently and is dropped (``out_of_order``) and reported, so the caller can publish an
   ERROR result for it. Older-than-newest messages that are still pairable are simply
   inserted in stamp order.
+* **Clock jumps back.** When a left and a right message are both dropped as out of order
+  within ``timeout`` of each other (receipt clock) and their stamps lie within ``slop`` of
+  each other, the cameras agree on a new, earlier time (a clock reset, a looping bag, or the
+  watermarks were set by a pair from the future): the watermarks are reset to that time and
+  pairing resumes with the next images. This costs one exam, not every exam after.
 * **Expiry.** An unpaired message expires (``unpaired_timeout``) when its stamp is older
-  than the newest stamp seen on either eye minus ``timeout``, or, via `expire`, when it
+  than the horizon, the newest stamp seen minus ``timeout``, or, via `expire`, when it
   was *received* more than ``timeout`` ago by the caller's clock (so the last exam of a
   session is reported even if no newer image ever comes). Expired messages are returned as
-  `Unpaired` items naming the missing eye ("right eye never arrived").
+  `Unpaired` items naming the missing eye ("right eye never arrived"). A pair always
+  advances the newest stamp seen; an unpaired message only when it lies at most
+  ``max_ahead`` after it, so an outlying stamp cannot expire or reject the images after it.
 * **Eviction.** A buffer over ``queue_size`` drops its oldest message (``evicted``), also
   returned as `Unpaired`: memory is bounded by ``2 * queue_size`` messages whatever the
   input.
@@ -40,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 EYES = ("left", "right")
-DROP_REASONS = ("unpaired_timeout", "evicted", "out_of_order", "duplicate")
+DROP_REASONS = ("unpaired_timeout", "evicted", "out_of_order", "future_stamp", "duplicate")
 
 
 def other_eye(eye: str) -> str:
@@ -78,6 +89,7 @@ class Unpaired:
     stamp_ns: int
     item: Any
     reason: str  # one of DROP_REASONS
+    ahead_s: float = 0.0  # future_stamp: seconds ahead of the caller's clock
 
     @property
     def missing_eye(self) -> str:
@@ -92,6 +104,11 @@ class Unpaired:
             return (
                 f"{self.eye} image stamped {sec:.3f} arrived after newer images were already paired: "
                 "check the camera clocks (stamps must increase)"
+            )
+        if self.reason == "future_stamp":
+            return (
+                f"{self.eye} image stamped {sec:.3f} is {self.ahead_s:.1f} s ahead of this node's clock: "
+                "check the camera clock (NTP/PTP); the image is not diagnosed"
             )
         if self.reason == "evicted":
             return f"{self.eye} image stamped {sec:.3f} evicted from a full pairing queue: the {self.missing_eye} eye is missing or late"
@@ -114,43 +131,58 @@ class PairingOutput:
 class ApproximateTimePairer:
     """Pairs left/right messages by stamp; see the module docstring for the exact rules."""
 
-    def __init__(self, slop_s: float = 0.5, queue_size: int = 10, timeout_s: float = 5.0) -> None:
-        if slop_s < 0 or queue_size < 1 or timeout_s <= 0:
-            raise ValueError(f"pairing needs slop >= 0, queue_size >= 1, timeout > 0 (got {slop_s}, {queue_size}, {timeout_s})")
+    def __init__(self, slop_s: float = 0.5, queue_size: int = 10, timeout_s: float = 5.0, max_ahead_s: float = 10.0) -> None:
+        if slop_s < 0 or queue_size < 1 or timeout_s <= 0 or max_ahead_s < 0:
+            raise ValueError(f"pairing needs slop >= 0, queue_size >= 1, timeout > 0, max_ahead >= 0 "
+                             f"(got {slop_s}, {queue_size}, {timeout_s}, {max_ahead_s})")
         self.slop_ns = int(round(slop_s * 1e9))
         self.timeout_ns = int(round(timeout_s * 1e9))
         self.timeout_s = float(timeout_s)
+        self.max_ahead_ns = int(round(max_ahead_s * 1e9))
         self.queue_size = int(queue_size)
         self._buffers: dict[str, list[_Entry]] = {e: [] for e in EYES}
         self._paired_recent: dict[str, deque[int]] = {e: deque(maxlen=self.queue_size) for e in EYES}
         self._newest_paired: dict[str, int | None] = {e: None for e in EYES}
         self._newest_seen: int | None = None
+        self._last_out_of_order: dict[str, _Entry | None] = {e: None for e in EYES}
+        self.clock_resets = 0
         self.stats = PairingStats()
 
     # -- public API -------------------------------------------------------------------
-    def add(self, eye: str, stamp_ns: int, item: Any, received: float = 0.0) -> PairingOutput:
-        """Offer one message; returns the pairs made and the messages dropped by this call."""
+    def add(self, eye: str, stamp_ns: int, item: Any, received: float = 0.0, now_ns: int | None = None) -> PairingOutput:
+        """Offer one message; returns the pairs made and the messages dropped by this call.
+
+        ``now_ns``: the caller's clock on the cameras' time base (the node's ROS clock), for
+        the ``future_stamp`` rule; None skips that rule (offline evaluation).
+        """
         if eye not in EYES:
             raise ValueError(f"eye must be 'left' or 'right', got {eye!r}")
         self.stats.received[eye] += 1
         dropped: list[Unpaired] = []
+        entry = _Entry(stamp_ns, received, item)
+        if now_ns is not None and self.max_ahead_ns and stamp_ns > now_ns + self.max_ahead_ns:
+            return PairingOutput([], [self._drop(eye, entry, "future_stamp", ahead_s=(stamp_ns - now_ns) / 1e9)])
         own = self._buffers[eye]
         if stamp_ns in self._paired_recent[eye] or any(e.stamp_ns == stamp_ns for e in own):
-            return PairingOutput([], [self._drop(eye, _Entry(stamp_ns, received, item), "duplicate")])
+            return PairingOutput([], [self._drop(eye, entry, "duplicate")])
         newest_paired = self._newest_paired[eye]
         horizon = None if self._newest_seen is None else self._newest_seen - self.timeout_ns
         if (newest_paired is not None and stamp_ns <= newest_paired) or (horizon is not None and stamp_ns < horizon):
-            return PairingOutput([], [self._drop(eye, _Entry(stamp_ns, received, item), "out_of_order")])
+            self._detect_clock_jump_back(eye, entry)
+            return PairingOutput([], [self._drop(eye, entry, "out_of_order")])
 
-        if self._newest_seen is None or stamp_ns > self._newest_seen:
+        if self._newest_seen is None or self._newest_seen < stamp_ns <= self._newest_seen + self.max_ahead_ns:
             self._newest_seen = stamp_ns
         dropped += self._expire_by_stamp()
 
-        entry = _Entry(stamp_ns, received, item)
         match = self._nearest(self._buffers[other_eye(eye)], stamp_ns)
         if match is not None:
             self._buffers[other_eye(eye)].remove(match)
-            return PairingOutput([self._make_pair(eye, entry, match, received)], dropped)
+            pair = self._make_pair(eye, entry, match, received)
+            if self._newest_seen is None or pair.stamp_ns > self._newest_seen:
+                self._newest_seen = pair.stamp_ns  # two cameras agree: time has moved on
+                dropped += self._expire_by_stamp()
+            return PairingOutput([pair], dropped)
 
         bisect.insort(own, entry, key=lambda e: e.stamp_ns)
         while len(own) > self.queue_size:
@@ -174,7 +206,7 @@ class ApproximateTimePairer:
         return {e: len(self._buffers[e]) for e in EYES}
 
     def clear(self) -> list[Unpaired]:
-        """Forget everything buffered (e.g. on deactivate); returned items are not counted."""
+        """Forget everything buffered (e.g. on deactivate); the caller counts the returned items."""
         out = [Unpaired(e, x.stamp_ns, x.item, "unpaired_timeout") for e in EYES for x in self._buffers[e]]
         self._buffers = {e: [] for e in EYES}
         return out
@@ -207,6 +239,19 @@ class ApproximateTimePairer:
                 out.append(self._drop(eye, buf.pop(0), "unpaired_timeout"))
         return out
 
-    def _drop(self, eye: str, entry: _Entry, reason: str) -> Unpaired:
+    def _detect_clock_jump_back(self, eye: str, entry: _Entry) -> None:
+        """Reset the watermarks when both eyes were just refused with matching stamps."""
+        self._last_out_of_order[eye] = entry
+        other = self._last_out_of_order[other_eye(eye)]
+        if other is None or abs(entry.received - other.received) > self.timeout_s or abs(entry.stamp_ns - other.stamp_ns) > self.slop_ns:
+            return
+        restart = min(entry.stamp_ns, other.stamp_ns)
+        self._newest_paired = {e: restart for e in EYES}
+        self._newest_seen = restart
+        self._paired_recent = {e: deque(maxlen=self.queue_size) for e in EYES}
+        self._last_out_of_order = {e: None for e in EYES}
+        self.clock_resets += 1
+
+    def _drop(self, eye: str, entry: _Entry, reason: str, ahead_s: float = 0.0) -> Unpaired:
         self.stats.drops[reason] += 1
-        return Unpaired(eye, entry.stamp_ns, entry.item, reason)
+        return Unpaired(eye, entry.stamp_ns, entry.item, reason, ahead_s)

@@ -46,6 +46,12 @@ class DropOldestWorker:
         with self._cond:
             return len(self._queue)
 
+    @property
+    def unfinished(self) -> int:
+        """Jobs queued or running (for the node's image accounting)."""
+        with self._cond:
+            return len(self._queue) + int(self._busy)
+
     def submit(self, job: Any) -> Any | None:
         """Queue a job; returns the job evicted to make room (already counted), or None."""
         evicted = None

@@ -12,4 +12,6 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 1 ))}
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$_DMS_ROOT/config/fastdds_large_images.xml}
+# Let rmw_fastrtps apply the profile's memory policy (payloads freed after use) instead of its own.
+export RMW_FASTRTPS_USE_QOS_FROM_XML=${RMW_FASTRTPS_USE_QOS_FROM_XML:-1}
 export PYTHONPATH=$_DMS_ROOT${PYTHONPATH:+:$PYTHONPATH}

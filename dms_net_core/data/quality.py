@@ -21,6 +21,10 @@ Cheap on a 2048x1536 camera frame: every measure runs on a copy downscaled to at
   the FOV crop resized to `sharpness_size` so it does not depend on the camera resolution,
   with the FOV mask eroded so the disc's rim (an edge that survives any blur) is excluded.
 
+- the plausibility measures of `fundus_plausibility` (is it a fundus photograph at all:
+  round field of view on a plain border, pixel noise, tones, colour, vessel-scale detail),
+  each with its limit in ``QualityThresholds.plausibility``.
+
 `assess_quality` turns the measures into a `QualityReport`: ``gradable`` is False when any
 measure crosses its threshold (each crossing adds a one-line reason naming measure, value
 and limit); ``score`` in [0, 1] is the weakest measure's margin (0 at its threshold, 1
@@ -30,7 +34,9 @@ Default thresholds were set on the real data (measured by test/unit/test_data_qu
 5,240 of the 5,241 photographs of the 256 px ODIR-5K development subset are gradable
 (99.98 %; the one failure, 2232_right, is a dense cataract with no visible retinal detail,
 sharpness 0.00); Gaussian blur of sigma >= 6 px (at 256 px; sigma 4: ~93 %) of real images,
-and black, blank/uniform, saturated and tiny images are not gradable. The sharpness limit
+and black, blank/uniform, saturated and tiny images are not gradable; since issue 16 neither
+are noise, patterns, screenshots and most photographs of other things (the plausibility
+measures; the same 5,240 real photographs pass). The sharpness limit
 is deliberately lenient: cataract fundi are hazy by nature and must still be diagnosed.
 """
 
@@ -42,6 +48,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from dms_net_core.data.fundus_plausibility import PlausibilityLimits, implausibility_reasons, plausibility_measures
 from dms_net_core.data.preprocess import channel_max, decimate, find_fov
 
 
@@ -62,6 +69,8 @@ class QualityThresholds:
     # Levels at which a measure scores 1.0 (the score ramps linearly from the threshold).
     good_fov_fraction: float = 0.4
     good_sharpness: float = 0.2
+    #: is it a fundus photograph at all (see `fundus_plausibility`)
+    plausibility: PlausibilityLimits = field(default_factory=PlausibilityLimits)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +80,13 @@ class QualityThresholds:
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown quality threshold keys {unknown}: remove them or fix the spelling")
+        data = dict(data)
+        if isinstance(data.get("plausibility"), dict):
+            limits = data["plausibility"]
+            unknown = sorted(set(limits) - set(PlausibilityLimits.__dataclass_fields__))
+            if unknown:
+                raise ValueError(f"unknown plausibility limit keys {unknown}: remove them or fix the spelling")
+            data["plausibility"] = PlausibilityLimits(**limits)
         return cls(**data)
 
 
@@ -116,6 +132,7 @@ def measure_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThre
     if bbox is None:
         m.update(mean_luma=float(gray.mean()), dark_fraction=1.0, bright_fraction=0.0, sharpness=0.0, laplacian_var=0.0)
         return m
+    m.update(plausibility_measures(small, bbox, thresholds.fov_threshold, thresholds.sharpness_size))
     x0, y0, x1, y1 = bbox
     crop = small[y0:y1, x0:x1]
     mask = channel_max(crop) > thresholds.fov_threshold
@@ -180,6 +197,8 @@ def assess_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThres
             reasons.append(f"over-exposed: mean brightness {m['mean_luma']:.0f}, {m['bright_fraction']:.0%} of the fundus saturated (reduce flash)")
         if m["sharpness"] < t.min_sharpness:
             reasons.append(f"blurred or featureless: sharpness {m['sharpness']:.2f} < {t.min_sharpness} (refocus, ask the patient not to move)")
+        if "surround_plain" in m:
+            reasons.extend(implausibility_reasons(m, t.plausibility))
     gradable = not reasons
     score = 0.0
     if gradable:

@@ -105,11 +105,16 @@ def create_backend(
         raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
 
     if backend != "auto":
-        cls = _backend_class(backend)
-        unknown = sorted(set(options) - set(_accepted_options(cls, options)))
-        if unknown:
-            raise ValueError(f"backend {backend!r} does not take options {unknown}: remove them")
-        instance = cls(bundle, device=device, precision=precision, **options)
+        try:
+            cls = _backend_class(backend)
+            unknown = sorted(set(options) - set(_accepted_options(cls, options)))
+            if unknown:
+                raise ValueError(f"backend {backend!r} does not take options {unknown}: remove them")
+            instance = cls(bundle, device=device, precision=precision, **options)
+        except ImportError as exc:  # the engine's module is missing: name the fix, like every configure error
+            others = ", ".join(b for b in BACKENDS if b != backend)
+            raise RuntimeError(f"backend {backend!r} cannot load: {_reason(exc)}: {_INSTALL_HINT[backend]}, "
+                               f"or choose backend auto (tries {', '.join(BACKENDS)}) or one of {others}") from exc
         LOGGER.info("inference backend: %s", instance.describe())
         return instance
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rosbags.interfaces import Connection
+from rosbags.interfaces import Connection, Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
@@ -40,6 +40,22 @@ DIAGNOSTIC_ARRAY_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+
+_INFINITE = QosTime(2147483647, 4294967295)  # how rosbag2 writes an infinite deadline/lifespan/lease
+
+
+def offered_qos(reliable: bool = True, transient_local: bool = False, depth: int = 10) -> Qos:
+    """One ``offered_qos_profiles`` entry as ``ros2 bag record`` writes it (a player offers it)."""
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+               QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
+               _INFINITE, _INFINITE, QosLiveliness.AUTOMATIC, _INFINITE, avoid_ros_namespace_conventions=False)
+
+
+#: What `dms-net-bag make` records for its topics: without it `ros2 bag play` falls back to
+#: reliable + volatile, and a latched exam id published that way reached no latched
+#: subscriber (issue 16).
+RELIABLE_QOS = (offered_qos(reliable=True, depth=10),)
+LATCHED_QOS = (offered_qos(reliable=True, transient_local=True, depth=1),)
 
 #: Sidecar with the ground truth of a bag made by `dms-net-bag make`.
 LABELS_FILENAME = "labels.csv"
@@ -307,17 +323,19 @@ class BagWriter:
     def set_custom_data(self, key: str, value: str) -> None:
         self._writer.set_custom_data(key, value)
 
-    def write_raw(self, topic: str, msgtype: str, log_ns: int, raw: bytes | memoryview) -> None:
+    def write_raw(self, topic: str, msgtype: str, log_ns: int, raw: bytes | memoryview, qos: Sequence[Qos] = ()) -> None:
+        """Write one message; ``qos`` (the publisher's offered profiles) is recorded with the
+        topic's first message, as ``ros2 bag record`` does."""
         key = (topic, msgtype)
         conn = self._connections.get(key)
         if conn is None:
-            conn = self._writer.add_connection(topic, msgtype, typestore=typestore())
+            conn = self._writer.add_connection(topic, msgtype, typestore=typestore(), offered_qos_profiles=list(qos))
             self._connections[key] = conn
         self._writer.write(conn, int(log_ns), raw)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
-    def write(self, topic: str, msgtype: str, log_ns: int, message: object) -> None:
-        self.write_raw(topic, msgtype, log_ns, typestore().serialize_cdr(message, msgtype))
+    def write(self, topic: str, msgtype: str, log_ns: int, message: object, qos: Sequence[Qos] = ()) -> None:
+        self.write_raw(topic, msgtype, log_ns, typestore().serialize_cdr(message, msgtype), qos)
 
 
 # --------------------------------------------------------------------------- labels sidecar

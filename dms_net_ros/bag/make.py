@@ -15,7 +15,9 @@ recorded rate reproduces the acquisition timing. Compressed images carry the sou
 (or PNG) bytes unchanged, raw images carry exactly what `load_rgb` decodes, so evaluating
 the bag and evaluating the folder see identical pixels. The sidecar ``labels.csv`` inside
 the bag directory holds patient id, exam id, both eye stamps and the eight labels, so
-results join to ground truth by exam id or stamps.
+results join to ground truth by exam id or stamps. The metadata records each topic's QoS
+as ``ros2 bag record`` would (exam id latched: reliable + transient local; images reliable),
+so ``ros2 bag play`` offers the same.
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ def make_bag(
         }, sort_keys=True))
         for record, (left_ns, right_ns) in zip(records, stamps):
             exam_id = f"{exam_prefix}{record.patient_id}"
-            writer.write(exam_topic, io.STRING_TYPE, min(left_ns, right_ns) - exam_lead_ns, io.make_string(exam_id))
+            writer.write(exam_topic, io.STRING_TYPE, min(left_ns, right_ns) - exam_lead_ns, io.make_string(exam_id), io.LATCHED_QOS)
             eyes = [(left_topic, record.left_path, left_ns, left_frame_id), (right_topic, record.right_path, right_ns, right_frame_id)]
             for topic, path, stamp_ns, frame_id in sorted(eyes, key=lambda e: e[2]):
                 if compressed:
@@ -208,7 +210,7 @@ def make_bag(
                     except FileNotFoundError as err:
                         raise io.BagError(f"{err}; fix or drop that patient (--patients)") from err
                     msg = io.make_image(rgb, stamp_ns, frame_id)
-                writer.write(topic, image_type, stamp_ns, msg)
+                writer.write(topic, image_type, stamp_ns, msg, io.RELIABLE_QOS)
             rows.append(io.LabelRow(patient_id=record.patient_id, exam_id=exam_id, left_stamp_ns=left_ns,
                                     right_stamp_ns=right_ns, labels=np.asarray(record.labels, np.float32),
                                     left_file=str(record.left_path), right_file=str(record.right_path),

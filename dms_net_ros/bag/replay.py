@@ -271,7 +271,7 @@ def replay_bag(args: Any, out_dir: Path, expected_results: int | None, node_proc
         writer.set_custom_data("dms_net_bag", json.dumps({"tool": "dms-net-bag replay", "source": str(args.bag)}))
         with recorder.lock:
             for topic, msgtype, t_ns, raw in sorted(recorder.messages, key=lambda m: m[2]):
-                writer.write_raw(topic, msgtype, t_ns, raw)
+                writer.write_raw(topic, msgtype, t_ns, raw, io.RELIABLE_QOS)  # the node publishes results reliable
     return stats, results_bag
 
 

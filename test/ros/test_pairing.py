@@ -103,3 +103,60 @@ def test_rejects_bad_arguments():
         ApproximateTimePairer(slop_s=-1)
     with pytest.raises(ValueError):
         ApproximateTimePairer().add("middle", 0, None)
+
+
+HOUR = 3600 * S
+
+
+def test_a_stamp_ahead_of_the_callers_clock_costs_that_image_only():
+    """Issue 16: one image stamped an hour ahead used to make every later pair out of order."""
+    p = ApproximateTimePairer(slop_s=0.1, queue_size=10, timeout_s=2, max_ahead_s=10)
+    now = 1000 * S
+    assert p.add("left", 10 * S, "L", now_ns=now).pairs == []  # buffered
+    out = p.add("right", 10 * S + HOUR, "future", now_ns=now)
+    assert [u.reason for u in out.unpaired] == ["future_stamp"] and out.pairs == []
+    assert "ahead of this node's clock" in out.unpaired[0].describe()
+    assert p.add("right", 10 * S, "R", now_ns=now).pairs[0].left == "L"
+    for i in range(1, 5):  # every later pair still pairs
+        p.add("left", (10 + 2 * i) * S, "L", now_ns=now)
+        assert len(p.add("right", (10 + 2 * i) * S, "R", now_ns=now).pairs) == 1
+    assert p.stats.drops["future_stamp"] == 1 and p.stats.drops["out_of_order"] == 0
+
+
+def test_an_outlying_stamp_without_a_clock_does_not_move_the_horizon():
+    """Offline (no clock): the outlier waits unpaired and expires alone; later pairs pair."""
+    p = ApproximateTimePairer(slop_s=0.1, queue_size=10, timeout_s=2, max_ahead_s=10)
+    p.add("left", 10 * S, "L", received=1.0)
+    p.add("right", 10 * S, "R", received=1.0)
+    assert p.add("left", 10 * S + HOUR, "outlier", received=1.5).unpaired == []
+    for i in range(1, 4):
+        p.add("left", (10 + 2 * i) * S, "L", received=1.5 + i)
+        out = p.add("right", (10 + 2 * i) * S, "R", received=1.5 + i)
+        assert len(out.pairs) == 1 and out.unpaired == []
+    gone = p.expire(10.0)
+    assert [(u.item, u.reason) for u in gone] == [("outlier", "unpaired_timeout")]
+    assert p.stats.drops["out_of_order"] == 0
+
+
+def test_a_pair_from_the_future_costs_one_exam_after_it_then_pairing_resumes():
+    """Both cameras an hour ahead once (no clock to catch it), or a looping bag: the watermarks
+    come back when a left and a right image agree on the earlier time."""
+    p = ApproximateTimePairer(slop_s=0.1, queue_size=10, timeout_s=2)
+    p.add("left", 10 * S + HOUR, "Lf", received=1.0)
+    assert len(p.add("right", 10 * S + HOUR, "Rf", received=1.0).pairs) == 1
+    refused = p.add("left", 12 * S, "L", received=2.0).unpaired + p.add("right", 12 * S, "R", received=2.0).unpaired
+    assert [u.reason for u in refused] == ["out_of_order", "out_of_order"] and p.clock_resets == 1
+    for i in range(1, 4):
+        p.add("left", (12 + 2 * i) * S, "L", received=2.0 + i)
+        assert len(p.add("right", (12 + 2 * i) * S, "R", received=2.0 + i).pairs) == 1
+    s = p.stats
+    assert sum(s.received.values()) == 2 * s.pairs + sum(s.drops.values()) + sum(p.buffered().values())
+
+
+def test_a_single_late_image_does_not_reset_the_clock():
+    p = ApproximateTimePairer(slop_s=0.1, queue_size=10, timeout_s=2)
+    p.add("left", 10 * S, "L")
+    p.add("right", 10 * S, "R")
+    assert p.add("left", 5 * S, "late").unpaired[0].reason == "out_of_order"
+    assert p.add("right", 7 * S, "late too, other time").unpaired[0].reason == "out_of_order"
+    assert p.clock_resets == 0

@@ -217,6 +217,8 @@ class DiagnosisNode(LifecycleNode):
             if accel and p["backend"] not in ("auto", "torch"):
                 raise ValueError(f"torch_accel={p['torch_accel']} applies to the torch backend only: "
                                  f"set backend to torch or auto, or torch_accel to none")
+            if p["backend"] in ("auto", "torch"):  # the torch backend copies attention maps back only when they are drawn
+                accel["attention_outputs"] = bool(p["publish_attention"])
             self._backend = create_backend(self._bundle, backend=p["backend"], device=p["device"], precision=p["precision"], **accel)
             self._backend.warmup(int(p["warmup_iterations"]))
         except Exception as exc:  # noqa: BLE001 - a failed configure must leave the node unconfigured, not dead

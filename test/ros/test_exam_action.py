@@ -371,7 +371,9 @@ def test_ros2_action_send_goal(served):
             cli.kill()
             cli.wait(5)
     assert cli.returncode == 0, out
-    assert "Goal accepted" in out and "stage_name: waiting for both eyes" in out and "stage_name: inferring" in out
+    # the first feedback ("waiting for both eyes") can precede the CLI's feedback subscription
+    # being matched on a loaded machine; the stage sequence itself is held by the rclpy tests above
+    assert "Goal accepted" in out and "stage_name: inferring" in out
     assert "outcome: 0" in out and "exam_id: EXAM-CLI" in out and "Goal finished with status: SUCCEEDED" in out
     published = published_since(client, start)
     assert len(published) == 1 and published[0].exam_id == "EXAM-CLI"

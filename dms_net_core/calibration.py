@@ -12,7 +12,9 @@ because classes shift against each other).
 The offsets are fitted on VALIDATION probabilities only (coordinate ascent over a grid, a
 few sweeps, the official ``final`` as objective) and then frozen; the held-out side is scored
 with them once. Measured on the previous demo model (DMS-Net Lite0): validation final 0.775
--> 0.784, held-out test 0.748 -> 0.756 (kappa 0.474 -> 0.496).
+-> 0.784, held-out test 0.748 -> 0.756 (kappa 0.474 -> 0.496). On 365 validation patients the
+offsets can also fit noise (a two-seed ensemble: val 0.804 -> 0.814, held-out 0.773 -> 0.772),
+so `cross_validated_gain` decides first, on validation alone, whether they generalise.
 
 They travel inside the model: ``DMSNetConfig.logit_offsets`` makes the network add them to its
 patient logits (not to the per-eye logits, which no official score reads), so every backend
@@ -85,3 +87,24 @@ def fit_logit_offsets(labels: np.ndarray, probs: np.ndarray, *, grid: np.ndarray
             break
     after = odir_official_score(y, apply_logit_offsets(probs, offsets))
     return offsets.astype(np.float32), {"before": before, "after": after, "sweeps": done}
+
+
+def cross_validated_gain(labels: np.ndarray, probs: np.ndarray, *, folds: int = 5, seed: int = 0,
+                         grid: np.ndarray | None = None) -> float:
+    """Mean gain in official ``final`` that offsets fitted on ``folds - 1`` parts of the data
+    bring on the part left out: whether calibration generalises on THIS model, judged on
+    validation data alone (the held-out side is never looked at).
+
+    Why a check at all: on 365 validation patients the offsets can fit noise. Measured: for
+    single per-eye Lite0 models the 5-fold gain was +0.003 to +0.005, for their two-seed
+    ensemble (already better calibrated by averaging) -0.003; calibration is kept only when
+    this is positive."""
+    y, p = np.asarray(labels), np.asarray(probs)
+    order = np.random.default_rng(seed).permutation(len(y))
+    gains = []
+    for part in np.array_split(order, folds):
+        rest = np.setdiff1d(order, part)
+        offsets, _ = fit_logit_offsets(y[rest], p[rest], grid=grid)
+        gains.append(odir_official_score(y[part], apply_logit_offsets(p[part], offsets))["final"]
+                     - odir_official_score(y[part], p[part])["final"])
+    return float(np.mean(gains))

@@ -32,7 +32,7 @@ from dms_net_core.data.odir import load_odir, select_patients
 from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.data.splits import read_split
 from dms_net_core.classes import NUM_CLASSES
-from dms_net_core.calibration import apply_logit_offsets, fit_logit_offsets
+from dms_net_core.calibration import apply_logit_offsets, cross_validated_gain, fit_logit_offsets
 from dms_net_core.metrics import full_report, odir_official_score, per_eye_auc, tune_thresholds
 from dms_net_core.model.config import DMSNetConfig
 from training.evaluate import ModuleBackend, PairPredictions, model_from_checkpoint, predict_pairs
@@ -82,12 +82,17 @@ def _split_for_tuning(args: argparse.Namespace, first: dict[str, Any]) -> tuple[
 
 
 def calibrate(val: PairPredictions, test: PairPredictions | None) -> tuple[dict[str, Any], PairPredictions, PairPredictions | None]:
-    """Fit logit offsets on ``val`` (`fit_logit_offsets`), apply them to both sides; returns the
-    record for model.json (offsets, official scores before/after on each side) and the
-    calibrated predictions. The held-out side is only scored, never fitted on."""
+    """Fit logit offsets on ``val`` (`fit_logit_offsets`) and apply them to both sides, if a
+    5-fold cross-validation within ``val`` shows they generalise (`cross_validated_gain`);
+    returns the record for model.json (offsets, official scores before/after on each side, or
+    why none were applied) and the predictions. The held-out side is only scored, never fitted on."""
+    gain = cross_validated_gain(val.labels, val.probs)
+    if gain <= 0:  # offsets that do not generalise within validation are not applied
+        return {"applied": False, "val_cross_validated_gain": gain,
+                "why": "5-fold cross-validation on the val side showed no gain"}, val, test
     offsets, info = fit_logit_offsets(val.labels, val.probs)
-    record: dict[str, Any] = {"logit_offsets": [float(b) for b in offsets], "fitted_on": "val",
-                              "objective": "ODIR-2019 final at probability > 0.5",
+    record: dict[str, Any] = {"applied": True, "logit_offsets": [float(b) for b in offsets], "fitted_on": "val",
+                              "objective": "ODIR-2019 final at probability > 0.5", "val_cross_validated_gain": gain,
                               "val_before": info["before"], "val_after": info["after"]}
     val = dataclasses.replace(val, probs=apply_logit_offsets(val.probs, offsets))
     if test is not None:
@@ -154,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                 test = predict_pairs(backend, test_recs, pre, args.batch_size, progress=sys.stderr.isatty())
             if args.calibrate:
                 calibration, val, test = calibrate(val, test)
-                ensemble.logit_offsets = torch.tensor(calibration["logit_offsets"], dtype=torch.float32)
-                bundle_config = dataclasses.replace(bundle_config, logit_offsets=list(calibration["logit_offsets"]))
+                if calibration["applied"]:
+                    ensemble.logit_offsets = torch.tensor(calibration["logit_offsets"], dtype=torch.float32)
+                    bundle_config = dataclasses.replace(bundle_config, logit_offsets=list(calibration["logit_offsets"]))
             thresholds = tune_thresholds(val.labels, val.probs)
             metrics = side_report(val, thresholds)
             if test is not None:
@@ -189,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         if "held_out_test" in metrics:
             t = metrics["held_out_test"]["official"]
             print(f"ensemble test final {t['final']:.4f}  kappa {t['kappa']:.4f}  F1 {t['f1']:.4f}  AUC {t['auc']:.4f}  (held out)")
-    if calibration:
+    if calibration and not calibration["applied"]:
+        print(f"calibration   not applied: {calibration['why']} ({calibration['val_cross_validated_gain']:+.4f})")
+    elif calibration:
         print(f"calibration   logit offsets {' '.join(f'{c}={b:+.1f}' for c, b in zip(bundle.class_codes, calibration['logit_offsets']))}"
               f" (val final {calibration['val_before']['final']:.4f} -> {calibration['val_after']['final']:.4f}"
               + (f"; test {calibration['test_before']['final']:.4f} -> {calibration['test_after']['final']:.4f}" if "test_before" in calibration else "")

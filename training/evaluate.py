@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dms_net_core.checkpoint import checkpoint_preprocess, checkpoint_thresholds, load_checkpoint, model_from_checkpoint
 from dms_net_core.classes import NUM_CLASSES
 from dms_net_core.data.eye_labels import eye_label_matrices
 from dms_net_core.data.odir import PatientRecord, labels_matrix, load_odir, select_patients
@@ -72,18 +73,6 @@ class ModuleBackend(InferenceBackend):
         return f"{self.name} on {self.device}"
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> Any:
-    """The trained network of a ``dms-net-train`` checkpoint (never re-downloads ImageNet weights)."""
-    from dms_net_core.model import build_model
-    from dms_net_core.model.config import DMSNetConfig
-
-    cfg = DMSNetConfig.from_dict(checkpoint["model_config"])
-    cfg.pretrained = None  # weights come from the checkpoint
-    model = build_model(cfg)
-    model.load_state_dict(checkpoint["model"])
-    return model.float().eval()
-
-
 class CheckpointBackend(ModuleBackend):
     """Eager PyTorch on a training checkpoint (``best.pt``), behind the runtime interface."""
 
@@ -104,15 +93,9 @@ def load_model_source(path: str, backend: str = "onnxruntime", device: str = "cp
         be = create_backend(bundle, backend=backend, device=device)
         return be, bundle.preprocess, np.asarray(bundle.thresholds, np.float32), {"bundle": str(p), "model_id": bundle.model_id, "backend": be.describe()}
     if p.is_file():
-        import torch
-
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        if "model" not in ckpt or "model_config" not in ckpt:
-            raise ValueError(f"{p} is not a dms-net-train checkpoint (no 'model'/'model_config'): pass best.pt or a bundle directory")
+        ckpt = load_checkpoint(p)
         be = CheckpointBackend(ckpt, device=device)
-        pre = PreprocessConfig.from_dict(ckpt["preprocess"])
-        thresholds = np.asarray(ckpt.get("thresholds", [0.5] * NUM_CLASSES), np.float32)
-        return be, pre, thresholds, {"checkpoint": str(p), "epoch": ckpt.get("epoch"), "backend": be.describe()}
+        return be, checkpoint_preprocess(ckpt), checkpoint_thresholds(ckpt), {"checkpoint": str(p), "epoch": ckpt.get("epoch"), "backend": be.describe()}
     raise FileNotFoundError(f"model {p} does not exist: pass a best.pt checkpoint or a model bundle directory")
 
 

@@ -543,8 +543,8 @@ class DiagnosisNode(LifecycleNode):
         """One pair through the exam pipeline (`dms_net_core.exam_pipeline`); the node adds the
         goal's stages, the exam id, the messages and the overlays."""
         pair = job.pair
-        pipeline, preparer = self._pipeline, self._preparer
-        if pipeline is None or preparer is None:
+        pipeline, preparer, bundle = self._pipeline, self._preparer, self._bundle
+        if pipeline is None or preparer is None or bundle is None:
             self.stats.record_drop("not_configured", images=2)
             return
         if not self._exam_stage(job.ticket, Stage.GRADING):
@@ -565,16 +565,17 @@ class DiagnosisNode(LifecycleNode):
             if job.ticket is not None and job.ticket.done:  # goal ended during inference: no overlays either
                 self._drop_abandoned(job.ticket)
                 return
-        self._publish_exam_result(job, ctx, result, preprocess_ms)
+        self._publish_exam_result(job, ctx, result, preprocess_ms, bundle)
 
-    def _publish_exam_result(self, job: PairJob, ctx: ResultContext, result: ExamResult, preprocess_ms: float) -> None:
+    def _publish_exam_result(self, job: PairJob, ctx: ResultContext, result: ExamResult, preprocess_ms: float, bundle: Any) -> None:
         pair, log = job.pair, self.get_logger()
         attention = result.status is ExamStatus.OK and self._publish_overlays(pair, result)
-        ctx.timings_ms = {"preprocess": preprocess_ms, **({"inference": result.timings_ms["inference"]} if "inference" in result.timings_ms else {}),
-                          "total": (time.monotonic() - pair.received) * 1e3}
-        msg = exam_result_msg(ctx, result, self._bundle.class_codes, self._bundle.class_names, attention_published=attention)
+        ctx.timings_ms = {"preprocess": preprocess_ms, "total": (time.monotonic() - pair.received) * 1e3}  # decode included
+        if "inference" in result.timings_ms:
+            ctx.timings_ms["inference"] = result.timings_ms["inference"]
+        msg = exam_result_msg(ctx, result, bundle.class_codes, bundle.class_names, attention_published=attention)
         if result.status is ExamStatus.ERROR:
-            log.error(f"exam {job.exam_id!r}: {result.message}" + ("; the node keeps serving" if "inference failed" in result.message else ""))
+            log.error(f"exam {job.exam_id!r}: {result.message}")
         elif result.status is ExamStatus.UNGRADABLE:
             log.warning(f"exam {job.exam_id!r}: {msg.status_message}")
         self._publish_for(job.ticket, msg, ctx.timings_ms["total"] if result.status is ExamStatus.OK else None)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-CODES = ("N", "D", "G", "C", "A", "H", "M", "O")
+from dms_net_core.classes import CLASS_CODES
 STATUS = {0: "OK", 1: "UNGRADABLE", 2: "ERROR"}
 
 
@@ -39,7 +39,7 @@ def load_samples(folder: Path) -> list[dict[str, Any]]:
     with open(labels, newline="") as f:
         for row in csv.DictReader(f):
             if row.get("left_file") and row.get("right_file"):
-                row["truth"] = [c for c in CODES if row.get(c) == "1"]
+                row["truth"] = [c for c in CLASS_CODES if row.get(c) == "1"]
                 rows.append(row)
     return rows
 

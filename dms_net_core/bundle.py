@@ -212,23 +212,6 @@ class ModelBundle:
         )
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a training checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} not found: pass the .pt file written by dms-net-train")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot load checkpoint {p} ({first}): it is corrupt or not a dms-net-train checkpoint") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise ValueError(f"checkpoint {p} has no 'model'/'model_config' entries: pass a checkpoint written by dms-net-train")
-    return ckpt
-
-
 def _export_onnx(model: "torch.nn.Module", example: tuple["torch.Tensor", "torch.Tensor"], out_path: Path, opset: int,
                  outputs: tuple[str, ...] = OUTPUT_NAMES) -> str:
     """Write ``model.onnx``; returns which exporter produced it.

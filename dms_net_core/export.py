@@ -2,7 +2,7 @@
 
     dms-net-export runs/exp1/best.pt --output bundles/dms-net-r152 --name dms-net-r152
 
-Rebuilds the network from the checkpoint's ``model_config``, loads its weights, and calls
+Rebuilds the network from the checkpoint (`dms_net_core.checkpoint`: every weight must fit), and calls
 `dms_net_core.bundle.export_bundle`, which refuses to write ``model.json`` unless ONNX
 Runtime reproduces eager PyTorch. Thresholds, validation metrics and the data summary
 are copied from the checkpoint so the robot applies the thresholds tuned on validation.
@@ -14,9 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dms_net_core.bundle import DEFAULT_OPSET, BundleError, export_bundle, load_checkpoint
-from dms_net_core.data.preprocess import PreprocessConfig
-from dms_net_core.model.config import DMSNetConfig
+from dms_net_core.bundle import DEFAULT_OPSET, BundleError, export_bundle
+from dms_net_core.checkpoint import checkpoint_model_config, checkpoint_preprocess, load_checkpoint, model_from_checkpoint
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -40,23 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         ckpt = load_checkpoint(args.checkpoint)
-        model_config = DMSNetConfig.from_dict(ckpt["model_config"])
-        preprocess = PreprocessConfig.from_dict(ckpt.get("preprocess") or {"image_size": model_config.image_size})
+        model_config = checkpoint_model_config(ckpt)
+        preprocess = checkpoint_preprocess(ckpt)
+        model = model_from_checkpoint(ckpt)  # every weight, or one line naming the misfit
     except (FileNotFoundError, ValueError) as exc:
         print(f"dms-net-export: error: {exc}", file=sys.stderr)
-        return 2
-
-    from dms_net_core.model import build_model
-
-    # an ImageNet download must not happen at export: the weights come from the checkpoint
-    model = build_model(DMSNetConfig.from_dict({**model_config.to_dict(), "pretrained": None}))
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    if missing or unexpected:
-        print(
-            f"dms-net-export: error: checkpoint weights do not fit model_config (missing {list(missing)[:3]}, "
-            f"unexpected {list(unexpected)[:3]}): export with the code version that trained it",
-            file=sys.stderr,
-        )
         return 2
     try:
         bundle = export_bundle(

@@ -19,14 +19,25 @@ tools) imports `sensor_msgs` lazily.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 
-#: Default refusal limit: 16.8 MP per eye (4096 x 4096); a 2048x1536 clinical frame is 3.1 MP.
-DEFAULT_MAX_PIXELS = 4096 * 4096
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Decoding's knob. The field name is the node's parameter name and the default its default
+    (`dms_net_ros.node_parameters` builds its table from it; the bag tools decode with it)."""
+
+    #: 16.8 MP per eye (4096 x 4096); a 2048x1536 clinical frame is 3.1 MP
+    max_pixels: int = field(default=4096 * 4096, metadata={
+        "description": "images with more pixels are refused with an ERROR result (memory guard)"})
+
+
+#: Default refusal limit (`DecodeSettings.max_pixels`).
+DEFAULT_MAX_PIXELS = DecodeSettings.max_pixels
 
 
 class ImageDecodeError(ValueError):

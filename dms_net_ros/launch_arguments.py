@@ -48,7 +48,7 @@ class ParameterArgument:
         return f"{self.description} ({KEEP_PARAMS_FILE})"
 
 
-#: Launch arguments that override node parameters (dms_net_ros/node.py PARAMETERS).
+#: Launch arguments that override node parameters (dms_net_ros/node_parameters.py PARAMETERS).
 PARAMETER_ARGUMENTS: tuple[ParameterArgument, ...] = (
     ParameterArgument("bundle", "model bundle directory (dms-net-export output); a relative path is looked up in the working directory, then in the package's share directory"),
     ParameterArgument("backend", "auto | tensorrt | onnxruntime | torch"),

@@ -3,17 +3,19 @@
 One builder per status (OK / UNGRADABLE / ERROR) so every result a clinician display can
 receive is filled the same way: provenance (exam id, stamps, model id, backend) always,
 per-class arrays only for OK, quality fields whenever the images were assessed. Class
-codes and names come from the model bundle, never from a constant here.
+codes and names come from the model bundle, never from a constant here. `exam_result_msg`
+turns the exam pipeline's `ExamResult` into the message of its status.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
 
+from dms_net_core.exam_pipeline import ExamResult, ExamStatus, quality_reasons, ungradable_message
 from dms_net_core.postprocess import Decision, finding_eyes
 
 
@@ -90,10 +92,6 @@ def _score(report: Any) -> float:
     return math.nan if report is None else float(report.score)
 
 
-def quality_reasons(left: Any, right: Any) -> list[str]:
-    return [f"{eye}: {r}" for eye, rep in (("left", left), ("right", right)) if rep is not None for r in rep.reasons]
-
-
 def ok_result(
     ctx: ResultContext,
     decision: Decision,
@@ -131,9 +129,7 @@ def ungradable_result(ctx: ResultContext) -> Any:
     from dms_net_ros.msg import DiagnosisResult
 
     bad = [eye for eye, rep in (("left", ctx.left_quality), ("right", ctx.right_quality)) if rep is not None and not rep.gradable]
-    reasons = quality_reasons(ctx.left_quality, ctx.right_quality)
-    text = f"{' and '.join(bad) or 'an'} eye image ungradable ({'; '.join(reasons) or 'quality below the minimum score'}): retake the photograph"
-    msg = _base(ctx, DiagnosisResult.STATUS_UNGRADABLE, text)
+    msg = _base(ctx, DiagnosisResult.STATUS_UNGRADABLE, ungradable_message(ctx.left_quality, ctx.right_quality))
     msg.summary = "UNGRADABLE: retake " + " and ".join(bad) + " eye" if bad else "UNGRADABLE: retake the photographs"
     return msg
 
@@ -145,3 +141,18 @@ def error_result(ctx: ResultContext, message: str) -> Any:
     msg = _base(ctx, DiagnosisResult.STATUS_ERROR, message)
     msg.summary = "ERROR: " + message
     return msg
+
+
+def exam_result_msg(ctx: ResultContext, result: ExamResult, class_codes: Sequence[str], class_names: Sequence[str], *,
+                    attention_published: bool = False) -> Any:
+    """The ``DiagnosisResult`` of one `ExamResult` of the exam pipeline, with ``ctx``'s
+    provenance and timings. The eyes' quality reports go in unless an eye could not be
+    decoded (an ERROR about the input, not about image quality)."""
+    if not (result.left.error or result.right.error):
+        ctx = replace(ctx, left_quality=result.left_quality, right_quality=result.right_quality)
+    if result.status is ExamStatus.OK:
+        return ok_result(ctx, result.decision, class_codes, class_names, attention_published=attention_published,
+                         left_probabilities=result.left_probabilities, right_probabilities=result.right_probabilities)
+    if result.status is ExamStatus.UNGRADABLE:
+        return ungradable_result(ctx)
+    return error_result(ctx, result.message)

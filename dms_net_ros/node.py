@@ -1,10 +1,12 @@
 """The DMS-Net diagnosis lifecycle node ``dms_net_diagnosis``.
 
-Data path (the same functions the offline evaluator uses, from `dms_net_core`)::
+Data path (the exam pipeline `dms_net_core.exam_pipeline`, which ``dms-net-bag evaluate`` and
+``dms-net-eval`` run too)::
 
     left/right Image | CompressedImage --(callback: stamp pairing only)--> bounded queue
-      --(one worker thread)--> decode -> quality gate -> prepare (both eyes on two threads; uint8) -> backend.infer (normalises)
-      -> decide(thresholds) -> DiagnosisResult on `diagnosis` (+ attention overlays)
+      --(one worker thread)--> decode (here) -> ExamPipeline: grade + prepare (both eyes on two
+      threads, `pair_preparer`) -> verdict -> infer (the backend normalises) -> thresholds
+      -> ExamResult -> DiagnosisResult on `diagnosis` (`messages.exam_result_msg`) (+ attention overlays)
 
 Lifecycle (transitions own resources, so re-configuring never leaks):
 
@@ -27,9 +29,10 @@ ERROR/UNGRADABLE result; the node keeps serving. Accounting (README, "Every imag
 accounted for"): each image received ends in a result or a drop counted by reason, and
 images published but never received are counted from the publishers' sequence numbers
 (`transport_loss`); all of it is on ``/diagnostics``. Logs never
-contain image data or patient details beyond the exam id. Parameters are declared in
-`PARAMETERS` (one place, with descriptions); defaults for deployment are in
-``config/diagnose.yaml``. Parameters other than ``exam_id`` take effect at the next
+contain image data or patient details beyond the exam id. Parameters are declared from
+`node_parameters.PARAMETERS` (one place, with descriptions; the pairing, decoding and
+pipeline ones generated from those steps' settings dataclasses); ``config/diagnose.yaml``
+lists them with the same defaults. Parameters other than ``exam_id`` take effect at the next
 configure.
 """
 
@@ -56,58 +59,21 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from dms_net_core.postprocess import decide
+from dms_net_core.exam_pipeline import ExamPipeline, ExamResult, ExamStatus
 from dms_net_ros.bundle_path import package_share_dir, resolve_bundle_path
 from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
 from dms_net_ros.exam_action import ExamActionServer
 from dms_net_ros.exam_id import ExamId, ExamIdState
 from dms_net_ros.exam_slot import ExamTicket, Outcome, Stage
-from dms_net_ros.eye_pipeline import PairPreparer
 from dms_net_ros.image_codec import rgb_to_image_msg
-from dms_net_ros.messages import ResultContext, error_result, ok_result, stamp_to_ns, ungradable_result
+from dms_net_ros.messages import ResultContext, error_result, exam_result_msg, stamp_to_ns
 from dms_net_ros.msg import DiagnosisResult
+from dms_net_ros.node_parameters import NODE_NAME, PARAMETERS, PipelineSettings
+from dms_net_ros.pair_preparer import PairPreparer
 from dms_net_ros.pairing import ApproximateTimePairer, Pair, Unpaired
 from dms_net_ros.process_memory import dds_history_memory_warning, trim_freed_memory
 from dms_net_ros.transport_loss import SequenceGapCounter, gid_bytes, publisher_key
 from dms_net_ros.worker import DropOldestWorker
-
-NODE_NAME = "dms_net_diagnosis"
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    default: Any
-    description: str
-
-
-#: Every parameter of the node, with its default and what it does (config/diagnose.yaml mirrors it).
-PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("bundle", "models/demo", "model bundle directory written by dms-net-export (model.json, model.onnx, weights)"),
-    ParamSpec("backend", "auto", "inference engine: auto (tensorrt -> onnxruntime -> torch), tensorrt, onnxruntime or torch"),
-    ParamSpec("device", "auto", "auto, cpu or cuda"),
-    ParamSpec("precision", "fp32", "fp32 or fp16 (fp16 needs tensorrt or torch on CUDA)"),
-    ParamSpec("torch_accel", "none", "torch backend on CUDA only: none, cuda_graph, compile or compile_cudagraphs (fastest for one pair; ~30 s longer configure)"),
-    ParamSpec("warmup_iterations", 2, "dummy inferences at configure so the first exam is not slow"),
-    ParamSpec("image_transport", "raw", "raw: sensor_msgs/Image on <eye>/image_raw; compressed: CompressedImage on <eye>/image_raw/compressed"),
-    ParamSpec("qos", "sensor_data", "input QoS: sensor_data (best effort; receives from any publisher) or reliable (only from reliable publishers)"),
-    ParamSpec("qos_depth", 5, "input subscription history depth (keep last N)"),
-    ParamSpec("slop_s", 0.5, "max stamp difference (s) between a left and a right image of one exam"),
-    ParamSpec("pair_timeout_s", 5.0, "an eye image without partner for this long (s) gives an ERROR result 'eye never arrived'"),
-    ParamSpec("max_stamp_ahead_s", 10.0, "an image stamped more than this (s) ahead of the node's clock gives an ERROR result (camera clock wrong); 0 disables"),
-    ParamSpec("pairing_queue_size", 10, "unpaired images kept per eye (oldest evicted and counted beyond)"),
-    ParamSpec("worker_queue_size", 2, "pairs waiting for inference (oldest dropped and counted beyond)"),
-    ParamSpec("max_pixels", 4096 * 4096, "images with more pixels are refused with an ERROR result (memory guard)"),
-    ParamSpec("publish_attention", False, "publish OSIM attention overlays on left/attention and right/attention (rgb8)"),
-    ParamSpec("quality_gate", True, "run the image-quality gate; an ungradable eye gives an UNGRADABLE result"),
-    ParamSpec("quality_min_score", 0.0, "additionally treat an eye as ungradable when its quality score is below this (0..1)"),
-    ParamSpec("autostart", True, "configure and activate at start (plain launch without a lifecycle manager)"),
-    ParamSpec("exam_id", "", "exam identifier copied into every result (the exam_id topic overrides it; longer than 256 characters: ERROR results)"),
-    ParamSpec("diagnostics_period_s", 1.0, "period (s) of /diagnostics reports"),
-    ParamSpec("no_input_warn_s", 5.0, "warn when a publisher exists on an input topic but no image arrived for this long (s)"),
-    ParamSpec("exam_timeout_s", 30.0, "diagnose_exam action: timeout (s) of a goal whose timeout_s is 0"),
-)
-
 
 @dataclass(frozen=True)
 class PairJob:
@@ -152,6 +118,7 @@ class DiagnosisNode(LifecycleNode):
         self._bundle: Any = None
         self._backend: Any = None
         self._worker: DropOldestWorker | None = None
+        self._pipeline: ExamPipeline | None = None
         self._preparer: PairPreparer | None = None
         self._pairer: ApproximateTimePairer | None = None
         self._result_pub = None
@@ -245,8 +212,10 @@ class DiagnosisNode(LifecycleNode):
                                      event_callbacks=events)
             for durability, events in ((DurabilityPolicy.TRANSIENT_LOCAL, quiet), (DurabilityPolicy.VOLATILE, None))
         ]
-        self._pairer = ApproximateTimePairer(p["slop_s"], int(p["pairing_queue_size"]), p["pair_timeout_s"], float(p["max_stamp_ahead_s"]))
-        self._preparer = PairPreparer(threads=2)
+        settings = PipelineSettings.from_parameters(p)
+        self._pairer = ApproximateTimePairer.from_settings(settings.pairing)
+        self._pipeline = ExamPipeline.for_bundle(self._bundle, self._backend, settings.exam)
+        self._preparer = PairPreparer(self._pipeline, settings.decode.max_pixels, threads=2)
         self._worker = DropOldestWorker(
             self._process_pair, int(p["worker_queue_size"]), on_drop=self._on_worker_drop, on_error=self._on_worker_error
         )
@@ -341,6 +310,7 @@ class DiagnosisNode(LifecycleNode):
         if self._preparer is not None:
             self._preparer.close()
             self._preparer = None
+        self._pipeline = None
         self._release_backend()
         for pub in [self._result_pub, self._diag_pub, *self._attention_pubs.values()]:
             if pub is not None:
@@ -570,76 +540,55 @@ class DiagnosisNode(LifecycleNode):
         self.get_logger().info(f"exam {exam.exam_id!r}: its goal ended ({exam.outcome.name}) before the result: nothing published")
 
     def _process_pair(self, job: PairJob) -> None:
-        pair, p = job.pair, self._p
-        bundle, backend = self._bundle, self._backend
-        if bundle is None or backend is None:
+        """One pair through the exam pipeline (`dms_net_core.exam_pipeline`); the node adds the
+        goal's stages, the exam id, the messages and the overlays."""
+        pair = job.pair
+        pipeline, preparer, bundle = self._pipeline, self._preparer, self._bundle
+        if pipeline is None or preparer is None or bundle is None:
             self.stats.record_drop("not_configured", images=2)
             return
         if not self._exam_stage(job.ticket, Stage.GRADING):
             return
         t0 = time.monotonic()
         ctx = self._result_context(pair.left_stamp_ns, pair.right_stamp_ns, pair.left.header.frame_id, job.exam_id)
-        log = self.get_logger()
         if job.exam.error:
-            log.error(f"exam {job.exam_id!r}: {job.exam.error}")
+            self.get_logger().error(f"exam {job.exam_id!r}: {job.exam.error}")
             self._publish_for(job.ticket, error_result(ctx, job.exam.error))
             return
-
-        left_eye, right_eye = self._preparer.prepare(
-            pair.left, pair.right, bundle.preprocess, max_pixels=int(p["max_pixels"]),
-            quality_gate=bool(p["quality_gate"]), quality_min_score=float(p["quality_min_score"]),
-        )
-        eyes = {"left": left_eye, "right": right_eye}
-        errors = [f"{eye} eye: {e.error}" for eye, e in eyes.items() if e.error]
-        if errors:
-            text = "; ".join(errors)
-            log.error(f"exam {job.exam_id!r}: {text}")
-            ctx.timings_ms = {"total": (time.monotonic() - pair.received) * 1e3}
-            self._publish_for(job.ticket, error_result(ctx, text))
-            return
-        if p["quality_gate"]:
-            ctx.left_quality, ctx.right_quality = left_eye.quality, right_eye.quality
-            if not (left_eye.quality.gradable and right_eye.quality.gradable):
-                ctx.timings_ms = {"preprocess": (time.monotonic() - t0) * 1e3, "total": (time.monotonic() - pair.received) * 1e3}
-                msg = ungradable_result(ctx)
-                log.warning(f"exam {job.exam_id!r}: {msg.status_message}")
-                self._publish_for(job.ticket, msg)
+        left, right = preparer.prepare(pair.left, pair.right)  # decode, grade, prepare: both eyes at once
+        preprocess_ms = (time.monotonic() - t0) * 1e3
+        result = pipeline.verdict(left, right)
+        if result is None:
+            if not self._exam_stage(job.ticket, Stage.INFERRING):
                 return
+            result = pipeline.infer([(left, right)])[0]
+            if job.ticket is not None and job.ticket.done:  # goal ended during inference: no overlays either
+                self._drop_abandoned(job.ticket)
+                return
+        self._publish_exam_result(job, ctx, result, preprocess_ms, bundle)
 
-        if not self._exam_stage(job.ticket, Stage.INFERRING):
-            return
-        try:
-            left, right = left_eye.image[None], right_eye.image[None]  # prepared uint8; the backend normalises
-            t1 = time.monotonic()
-            result = backend.infer(left, right)
-            t2 = time.monotonic()
-            decision = decide(result.probabilities[0], bundle.thresholds)
-        except Exception as exc:  # noqa: BLE001 - one failed pair must not stop the node
-            text = f"inference failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): check the bundle/backend; the node keeps serving"
-            log.error(f"exam {job.exam_id!r}: {text}")
-            self._publish_for(job.ticket, error_result(ctx, text))
-            return
+    def _publish_exam_result(self, job: PairJob, ctx: ResultContext, result: ExamResult, preprocess_ms: float, bundle: Any) -> None:
+        pair, log = job.pair, self.get_logger()
+        attention = result.status is ExamStatus.OK and self._publish_overlays(pair, result)
+        ctx.timings_ms = {"preprocess": preprocess_ms, "total": (time.monotonic() - pair.received) * 1e3}  # decode included
+        if "inference" in result.timings_ms:
+            ctx.timings_ms["inference"] = result.timings_ms["inference"]
+        msg = exam_result_msg(ctx, result, bundle.class_codes, bundle.class_names, attention_published=attention)
+        if result.status is ExamStatus.ERROR:
+            log.error(f"exam {job.exam_id!r}: {result.message}")
+        elif result.status is ExamStatus.UNGRADABLE:
+            log.warning(f"exam {job.exam_id!r}: {msg.status_message}")
+        self._publish_for(job.ticket, msg, ctx.timings_ms["total"] if result.status is ExamStatus.OK else None)
 
-        if job.ticket is not None and job.ticket.done:  # goal ended during inference: no overlays either
-            self._drop_abandoned(job.ticket)
-            return
-        attention = False
-        if self._attention_pubs and result.attention_left is not None and result.attention_right is not None:
-            for eye, att, msg in (("left", result.attention_left, pair.left), ("right", result.attention_right, pair.right)):
-                overlay = attention_overlay(eyes[eye].image, att[0, 0])
-                self._attention_pubs[eye].publish(rgb_to_image_msg(overlay, "rgb8", stamp=msg.header.stamp, frame_id=msg.header.frame_id))
-            attention = True
-
-        inference_ms = float(result.timings_ms.get("inference", (t2 - t1) * 1e3))
-        ctx.timings_ms = {"preprocess": (t1 - t0) * 1e3, "inference": inference_ms, "total": (time.monotonic() - pair.received) * 1e3}
-        msg = ok_result(ctx, decision, bundle.class_codes, bundle.class_names, attention_published=attention,
-                        left_probabilities=_first(result.left_probabilities), right_probabilities=_first(result.right_probabilities))
-        self._publish_for(job.ticket, msg, ctx.timings_ms["total"])
-
-
-def _first(batch: np.ndarray | None) -> np.ndarray | None:
-    """Row 0 of a [1,8] per-eye output (None when the model has no per-eye heads)."""
-    return None if batch is None else batch[0]
+    def _publish_overlays(self, pair: Pair, result: ExamResult) -> bool:
+        """OSIM attention drawn on the eyes the network saw, on ``<eye>/attention``; True when published."""
+        if not self._attention_pubs or result.attention_left is None or result.attention_right is None:
+            return False
+        for eye, prepared, att, msg in (("left", result.left, result.attention_left, pair.left),
+                                        ("right", result.right, result.attention_right, pair.right)):
+            overlay = attention_overlay(prepared.image, att)
+            self._attention_pubs[eye].publish(rgb_to_image_msg(overlay, "rgb8", stamp=msg.header.stamp, frame_id=msg.header.frame_id))
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,23 @@ EYES = ("left", "right")
 DROP_REASONS = ("unpaired_timeout", "evicted", "out_of_order", "future_stamp", "duplicate")
 
 
+@dataclass(frozen=True)
+class PairingSettings:
+    """The pairer's knobs. Field names are the node's parameter names and the defaults its
+    defaults (`dms_net_ros.node_parameters` builds its table from these fields; the bag tools
+    pair with the same values)."""
+
+    slop_s: float = field(default=0.5, metadata={
+        "description": "max stamp difference (s) between a left and a right image of one exam"})
+    pair_timeout_s: float = field(default=5.0, metadata={
+        "description": "an eye image without partner for this long (s) gives an ERROR result 'eye never arrived'"})
+    max_stamp_ahead_s: float = field(default=10.0, metadata={
+        "description": "an image stamped more than this (s) ahead of the node's clock gives an ERROR result "
+                       "(camera clock wrong); 0 disables"})
+    pairing_queue_size: int = field(default=10, metadata={
+        "description": "unpaired images kept per eye (oldest evicted and counted beyond)"})
+
+
 def other_eye(eye: str) -> str:
     return "right" if eye == "left" else "left"
 
@@ -131,7 +148,8 @@ class PairingOutput:
 class ApproximateTimePairer:
     """Pairs left/right messages by stamp; see the module docstring for the exact rules."""
 
-    def __init__(self, slop_s: float = 0.5, queue_size: int = 10, timeout_s: float = 5.0, max_ahead_s: float = 10.0) -> None:
+    def __init__(self, slop_s: float = PairingSettings.slop_s, queue_size: int = PairingSettings.pairing_queue_size,
+                 timeout_s: float = PairingSettings.pair_timeout_s, max_ahead_s: float = PairingSettings.max_stamp_ahead_s) -> None:
         if slop_s < 0 or queue_size < 1 or timeout_s <= 0 or max_ahead_s < 0:
             raise ValueError(f"pairing needs slop >= 0, queue_size >= 1, timeout > 0, max_ahead >= 0 "
                              f"(got {slop_s}, {queue_size}, {timeout_s}, {max_ahead_s})")
@@ -149,6 +167,10 @@ class ApproximateTimePairer:
         self.stats = PairingStats()
 
     # -- public API -------------------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: PairingSettings) -> "ApproximateTimePairer":
+        return cls(settings.slop_s, settings.pairing_queue_size, settings.pair_timeout_s, settings.max_stamp_ahead_s)
+
     def add(self, eye: str, stamp_ns: int, item: Any, received: float = 0.0, now_ns: int | None = None) -> PairingOutput:
         """Offer one message; returns the pairs made and the messages dropped by this call.
 

@@ -28,6 +28,7 @@ from dms_net_ros.launch_arguments import (
     parameter_overrides,
     topic_remappings,
 )
+from dms_net_ros.node_parameters import NODE_NAME
 
 
 def _node(context, *args, **kwargs):
@@ -40,7 +41,7 @@ def _node(context, *args, **kwargs):
         LifecycleNode(
             package="dms_net_ros",
             executable="diagnose",
-            name="dms_net_diagnosis",
+            name=NODE_NAME,
             namespace=namespace,
             parameters=[LaunchConfiguration("params_file"), parameter_overrides(values)],
             remappings=topic_remappings(values),

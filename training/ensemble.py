@@ -27,15 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from dms_net_core.bundle import DEFAULT_OPSET, BundleError, export_bundle, load_checkpoint
+from dms_net_core.bundle import DEFAULT_OPSET, BundleError, export_bundle
+from dms_net_core.checkpoint import checkpoint_model_config, checkpoint_preprocess, checkpoint_thresholds, load_checkpoint, model_from_checkpoint
 from dms_net_core.data.odir import load_odir, select_patients
-from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.data.splits import read_split
-from dms_net_core.classes import NUM_CLASSES
 from dms_net_core.calibration import apply_logit_offsets, cross_validated_gain, fit_logit_offsets
 from dms_net_core.metrics import full_report, odir_official_score, per_eye_auc, tune_thresholds
-from dms_net_core.model.config import DMSNetConfig
-from training.evaluate import ModuleBackend, PairPredictions, model_from_checkpoint, predict_pairs
+from training.evaluate import ModuleBackend, PairPredictions, predict_pairs
 from training.paths import DEFAULT_ODIR_HELP, default_odir_dir
 
 
@@ -116,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.checkpoints) < 2:
             raise ValueError(f"{len(args.checkpoints)} checkpoint given: an ensemble needs 2 or more (use dms-net-export for one)")
         ckpts = [load_checkpoint(p) for p in args.checkpoints]
-        pres = [PreprocessConfig.from_dict(c.get("preprocess") or {}) for c in ckpts]
+        pres = [checkpoint_preprocess(c) for c in ckpts]
         for path, pre in zip(args.checkpoints[1:], pres[1:]):
             if pre != pres[0]:
                 raise ValueError(f"{path} preprocesses differently from {args.checkpoints[0]} ({pre} vs {pres[0]}): "
                                  "ensemble only models trained on the same input")
-        configs = [DMSNetConfig.from_dict(c["model_config"]) for c in ckpts]
+        configs = [checkpoint_model_config(c) for c in ckpts]
         attention_from = args.attention_from
         if attention_from is None:
             attention_from = next((i for i, c in enumerate(configs) if c.architecture == "dms_net"), 0)
@@ -140,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     # the bundle's model_config describes the graph's outputs: per-eye outputs iff any member has them
     bundle_config = dataclasses.replace(configs[attention_from], per_eye_heads=per_eye)
     pre = pres[0]
-    member_thresholds = np.mean([np.asarray(c.get("thresholds", [0.5] * NUM_CLASSES), np.float32) for c in ckpts], axis=0)
+    member_thresholds = np.mean([checkpoint_thresholds(c) for c in ckpts], axis=0)
     thresholds, metrics, calibration = member_thresholds, {}, None
     split_file, why_not = _split_for_tuning(args, ckpts[0])
     if split_file is None:

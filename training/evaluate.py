@@ -5,9 +5,10 @@
 
 A bundle directory runs through `dms_net_core.runtime.create_backend` (ONNX Runtime on CPU
 by default, like the robot without a GPU); a ``.pt`` checkpoint runs in eager PyTorch
-through a small `InferenceBackend` adapter, so both go through `evaluate_pairs`, which
-preprocesses with `prepare_eye_uint8` and the model's own `PreprocessConfig` - the node's
-path, not the trainer's cache. Writes the report of `dms_net_core.report` (``report.json``,
+through a small `InferenceBackend` adapter, so both go through `evaluate_pairs`, which runs
+each pair through the node's exam pipeline (`dms_net_core.exam_pipeline`: quality grade,
+preparation with the model's own `PreprocessConfig`, inference) - the node's path, not the
+trainer's cache; pairs the gate would withhold are scored too and counted. Writes the report of `dms_net_core.report` (``report.json``,
 ``report.md``, ``probs.npy``, plots; per-eye AUC against the keyword-derived per-eye labels
 when the model has per-eye heads) and prints the ODIR official score table.
 """
@@ -17,22 +18,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from dms_net_core.checkpoint import checkpoint_preprocess, checkpoint_thresholds, load_checkpoint, model_from_checkpoint
 from dms_net_core.classes import NUM_CLASSES
 from dms_net_core.data.eye_labels import eye_label_matrices
 from dms_net_core.data.odir import PatientRecord, labels_matrix, load_odir, select_patients
-from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, prepare_eye_uint8
+from dms_net_core.data.preprocess import PreprocessConfig, load_rgb
+from dms_net_core.exam_pipeline import ExamPipeline, ExamStatus
 from dms_net_core.data.splits import read_split
 from dms_net_core.metrics import format_official_table
 from dms_net_core.postprocess import sigmoid
 from dms_net_core.report import write_report
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
-from dms_net_core.runtime.inputs import float_pair
 
 __all__ = ["CheckpointBackend", "ModuleBackend", "PairPredictions", "evaluate_pairs", "main", "predict_pairs", "write_report"]
 
@@ -72,18 +74,6 @@ class ModuleBackend(InferenceBackend):
         return f"{self.name} on {self.device}"
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> Any:
-    """The trained network of a ``dms-net-train`` checkpoint (never re-downloads ImageNet weights)."""
-    from dms_net_core.model import build_model
-    from dms_net_core.model.config import DMSNetConfig
-
-    cfg = DMSNetConfig.from_dict(checkpoint["model_config"])
-    cfg.pretrained = None  # weights come from the checkpoint
-    model = build_model(cfg)
-    model.load_state_dict(checkpoint["model"])
-    return model.float().eval()
-
-
 class CheckpointBackend(ModuleBackend):
     """Eager PyTorch on a training checkpoint (``best.pt``), behind the runtime interface."""
 
@@ -104,27 +94,23 @@ def load_model_source(path: str, backend: str = "onnxruntime", device: str = "cp
         be = create_backend(bundle, backend=backend, device=device)
         return be, bundle.preprocess, np.asarray(bundle.thresholds, np.float32), {"bundle": str(p), "model_id": bundle.model_id, "backend": be.describe()}
     if p.is_file():
-        import torch
-
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        if "model" not in ckpt or "model_config" not in ckpt:
-            raise ValueError(f"{p} is not a dms-net-train checkpoint (no 'model'/'model_config'): pass best.pt or a bundle directory")
+        ckpt = load_checkpoint(p)
         be = CheckpointBackend(ckpt, device=device)
-        pre = PreprocessConfig.from_dict(ckpt["preprocess"])
-        thresholds = np.asarray(ckpt.get("thresholds", [0.5] * NUM_CLASSES), np.float32)
-        return be, pre, thresholds, {"checkpoint": str(p), "epoch": ckpt.get("epoch"), "backend": be.describe()}
+        return be, checkpoint_preprocess(ckpt), checkpoint_thresholds(ckpt), {"checkpoint": str(p), "epoch": ckpt.get("epoch"), "backend": be.describe()}
     raise FileNotFoundError(f"model {p} does not exist: pass a best.pt checkpoint or a model bundle directory")
 
 
 @dataclass
 class PairPredictions:
     """What `predict_pairs` returns: patient labels and probabilities, per-eye labels from the
-    keywords (`eye_label_matrices` layout) and per-eye probabilities (None without per-eye heads)."""
+    keywords (`eye_label_matrices` layout), per-eye probabilities (None without per-eye heads),
+    and the patients whose pair the node's quality gate would call UNGRADABLE (scored anyway)."""
 
     labels: np.ndarray  # [N,8] uint8
     probs: np.ndarray  # [N,8] float32
     eye_labels: dict[str, np.ndarray]
     eye_probs: dict[str, np.ndarray] | None
+    ungradable: list[str] = field(default_factory=list)
 
 
 def evaluate_pairs(backend: InferenceBackend, records: Sequence[PatientRecord], preprocess_cfg: PreprocessConfig,
@@ -136,37 +122,39 @@ def evaluate_pairs(backend: InferenceBackend, records: Sequence[PatientRecord], 
 
 def predict_pairs(backend: InferenceBackend, records: Sequence[PatientRecord], preprocess_cfg: PreprocessConfig,
                   batch_size: int = 16, progress: bool = False) -> PairPredictions:
-    """Run ``backend`` on every patient's pair (patient and, if present, per-eye probabilities).
+    """Run every patient's pair through the node's exam pipeline (`dms_net_core.exam_pipeline`:
+    quality grade, preparation, ``backend`` in batches) and collect patient and, if present,
+    per-eye probabilities. Pairs the gate would withhold are inferred too and listed.
 
-    Preprocessing is the node's: `prepare_eye_uint8` with ``preprocess_cfg``, handed over as
-    prepared uint8 when the backend takes it (normalised by the backend, as in the node) and
-    normalised on the host otherwise; reused by the bag tools and the node tests."""
+    The pipeline hands the backend prepared uint8 when it takes it (normalised by the
+    backend, as in the node) and normalised float32 otherwise; reused by ensembles and tests."""
     recs = list(records)
+    missing = [r.patient_id for r in recs if not r.has_both]
+    if missing:
+        raise ValueError(f"patients {missing[:3]} lack an eye: load the labels with skip_missing_eye=True")
+    pipeline = ExamPipeline(backend, preprocess_cfg, infer_ungradable=True)
     probs = np.zeros((len(recs), NUM_CLASSES), np.float32)
     eye_probs: dict[str, np.ndarray] | None = None
-    it = range(0, len(recs), batch_size)
+    ungradable: list[str] = []
+    items = ((i, load_rgb(r.left_path), load_rgb(r.right_path)) for i, r in enumerate(recs))
+    results = pipeline.examine_all(items, batch_size)
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="evaluate", leave=False)
-    for s in it:
-        chunk = recs[s:s + batch_size]
-        missing = [r.patient_id for r in chunk if not r.has_both]
-        if missing:
-            raise ValueError(f"patients {missing[:3]} lack an eye: load the labels with skip_missing_eye=True")
-        left = np.stack([prepare_eye_uint8(load_rgb(r.left_path), preprocess_cfg) for r in chunk])
-        right = np.stack([prepare_eye_uint8(load_rgb(r.right_path), preprocess_cfg) for r in chunk])
-        if "uint8" not in backend.input_forms:
-            left, right = float_pair(left, right, preprocess_cfg)
-        result = backend.infer(left, right)
-        probs[s:s + len(chunk)] = result.probabilities
+        results = tqdm(results, total=len(recs), desc="evaluate", leave=False)
+    for i, result in results:
+        if result.probabilities is None:  # inference failed: no number to score
+            raise ValueError(f"patient {recs[i].patient_id}: {result.message}")
+        probs[i] = result.probabilities
+        if result.status is ExamStatus.UNGRADABLE:
+            ungradable.append(recs[i].patient_id)
         if result.left_probabilities is not None and result.right_probabilities is not None:
             if eye_probs is None:
                 eye_probs = {side: np.zeros((len(recs), NUM_CLASSES), np.float32) for side in ("left", "right")}
-            eye_probs["left"][s:s + len(chunk)] = result.left_probabilities
-            eye_probs["right"][s:s + len(chunk)] = result.right_probabilities
+            eye_probs["left"][i] = result.left_probabilities
+            eye_probs["right"][i] = result.right_probabilities
     eye_labels = eye_label_matrices((r.keywords.get("left"), r.keywords.get("right")) for r in recs)
-    return PairPredictions(labels_matrix(recs), probs, eye_labels, eye_probs)
+    return PairPredictions(labels_matrix(recs), probs, eye_labels, eye_probs, ungradable)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -203,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except (FileNotFoundError, ValueError) as exc:
         print(f"dms-net-eval: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    prov |= {"labels": args.labels, "split_file": args.split_file, "subset": args.subset}
+    prov |= {"labels": args.labels, "split_file": args.split_file, "subset": args.subset,
+             "ungradable_pairs": len(pred.ungradable)}
     report = write_report(pred.labels, pred.probs, thresholds, args.output_dir, provenance=prov, plots=not args.no_plots,
                           name=Path(args.model).name, eye_labels=pred.eye_labels, eye_probs=pred.eye_probs)
     print(format_official_table({Path(args.model).name: report["official"]}))
@@ -213,6 +202,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         print(f"per-eye AUC ({per_eye['eyes']} eyes, keyword labels): flat {per_eye['auc']:.4f}, macro {per_eye['macro_auc']:.4f}; "
               + " ".join(f"{c} {v:.3f}" for c, v in per_eye["per_class"].items()))
+    if pred.ungradable:
+        print(f"{len(pred.ungradable)} of {len(pred.labels)} pairs the node's quality gate would call UNGRADABLE "
+              f"(scored anyway): {', '.join(pred.ungradable[:10])}")
     print(f"report: {Path(args.output_dir) / 'report.md'}")
     return report
 

@@ -46,6 +46,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from dms_net_core.checkpoint import load_checkpoint, make_checkpoint
 from dms_net_core.classes import CLASS_CODES, NUM_CLASSES
 from dms_net_core.data.augment import AugmentConfig
 from dms_net_core.data.odir import load_odir, select_patients
@@ -490,7 +491,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     start_epoch, step, best_final, best_epoch, epochs_total = 0, 0, -1.0, -1, args.epochs
     history: list[dict[str, Any]] = []
     if args.resume:
-        ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint(args.resume)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["lr_scheduler"])
@@ -564,9 +565,9 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                 for k, v in row.items():
                     if k not in ("epoch", "step"):
                         writer.add_scalar(k, v, step)
-            base = {"model": model.state_dict(), "model_config": model_cfg.to_dict(), "preprocess": pre_cfg.to_dict(),
-                    "thresholds": [0.5] * NUM_CLASSES, "metrics": {"official": {k: val_scores[k] for k in ("kappa", "f1", "auc", "final")}},
-                    "data_summary": data_summary, "epoch": epoch, "step": step, "args": _plain_args(args)}
+            base = make_checkpoint(model.state_dict(), model_cfg, pre_cfg,
+                                   metrics={"official": {k: val_scores[k] for k in ("kappa", "f1", "auc", "final")}},
+                                   data_summary=data_summary, epoch=epoch, step=step, args=_plain_args(args))
             if improved:
                 torch.save(base, out_dir / "best.pt")
             torch.save(base | {"optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
@@ -598,7 +599,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     result: dict[str, Any] = {"output_dir": str(out_dir), "best_epoch": best_epoch, "stop_reason": stop_reason,
                               "epochs_run": len(history), "cache_s": cache_s, "train_s": time.time() - t_start}
     if is_main:
-        best = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True)
+        best = load_checkpoint(out_dir / "best.pt")
         model.load_state_dict(best["model"])
         probs, eye_probs = predict(model, val_data, **eval_kw)
         labels = val_data["labels"].cpu().numpy()

@@ -4,8 +4,10 @@ The gradability measures in `quality` (exposure, field of view, sharpness) were 
 tell a good fundus photograph from a bad one; they say nothing about whether the image is
 a fundus photograph. Uniform noise, for one, is "sharp", well exposed and fills the frame,
 and passed the gate with score 0.999 (issue 16). The measures here describe what every
-colour fundus photograph shares and most other images lack, each cheap on the gate's
-256 px working copy:
+colour fundus photograph shares and most other images lack, each cheap at the gate's
+256 px scale: the first two on the thumbnail the field of view was found on (`frame_measures`),
+the rest on the field of view's crop at 256 px, the view cut from the network input's own
+downscale passes (`disc_measures`, `preprocess.EyeFrame`):
 
 - ``fov_aspect``: long over short side of the field of view's bounding box: a fundus disc
   is round (at most clipped at the top and bottom by the sensor).
@@ -66,64 +68,67 @@ class PlausibilityLimits:
     max_blue_chromaticity: float = 0.36  # real: max 0.335 (grey: 1/3)
     min_detail: float = 0.2  # real: min 0.27 (a dense cataract)
     max_detail: float = 12.5  # real: max 11.4, 99.9 % 8.4
-    min_detail_spread: float = 0.4  # real: min 0.45, 0.1 % 0.58; white or fine-grained noise: 0.2-0.33
+    min_detail_spread: float = 0.4  # real: min 0.43, 0.1 % 0.58; white or fine-grained noise: 0.2-0.33
 
 
-def plausibility_measures(rgb: np.ndarray, bbox: tuple[int, int, int, int], fov_threshold: int, size: int = 256) -> dict[str, float]:
-    """The measures of the module docstring for an RGB uint8 working image and its FOV box.
-
-    ``rgb`` is the gate's downscaled frame (~256 px), ``bbox`` the field of view's bounding
-    box in it (`preprocess.find_fov`). Texture measures run on the disc resized to ``size``
-    so they do not depend on how much of the frame the disc fills.
-    """
-    h, w = rgb.shape[:2]
+def frame_measures(thumbnail: np.ndarray, bbox: tuple[int, int, int, int], fov_threshold: int) -> dict[str, float]:
+    """``fov_aspect`` and ``surround_plain`` of a frame, from the decimated ``thumbnail`` the
+    field of view was found on and the field of view's box ``bbox`` in it (`preprocess.locate_fov`)."""
+    h, w = thumbnail.shape[:2]
     x0, y0, x1, y1 = bbox
     fov_aspect = max(x1 - x0, y1 - y0) / max(1, min(x1 - x0, y1 - y0))
     cx, cy, radius = (x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0, max(x1 - x0, y1 - y0) / 2.0
     yy, xx = np.ogrid[0:h, 0:w]
     dist2 = ((xx - cx) ** 2 + (yy - cy) ** 2).astype(np.float32)
-    brightest = channel_max(rgb)
-    darkest = cv2.min(cv2.min(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+    brightest = channel_max(thumbnail)
+    darkest = cv2.min(cv2.min(thumbnail[..., 0], thumbnail[..., 1]), thumbnail[..., 2])
     surround = dist2 > (radius * 1.04) ** 2
     plain = (brightest <= fov_threshold) | (darkest >= 235)
     # A disc filling (nearly) the whole frame leaves no surround to judge: count it plain.
     surround_plain = float(plain[surround].mean()) if surround.sum() >= 0.02 * h * w else 1.0
+    return {"fov_aspect": float(fov_aspect), "surround_plain": surround_plain}
 
-    disc = ((dist2[y0:y1, x0:x1] <= (radius * 0.96) ** 2) & (brightest[y0:y1, x0:x1] > fov_threshold)).astype(np.uint8)
-    crop = rgb[y0:y1, x0:x1]
+
+def disc_measures(view: np.ndarray, fov_threshold: int) -> dict[str, float]:
+    """The texture, tone and colour measures of the module docstring, on ``view``: the field of
+    view's crop with its longest side at the gate's working size (`preprocess.EyeFrame.disc_view`),
+    so they do not depend on the camera's resolution or on how much of the frame the disc fills.
+    The disc is the circle spanned by the crop's longest side, where the frame is not black."""
+    h, w = view.shape[:2]
+    size = max(h, w)
+    radius = size / 2.0
+    yy, xx = np.ogrid[0:h, 0:w]
+    dist2 = ((xx - (w - 1) / 2.0) ** 2 + (yy - (h - 1) / 2.0) ** 2).astype(np.float32)
+    disc = ((dist2 <= (radius * 0.96) ** 2) & (channel_max(view) > fov_threshold)).astype(np.uint8)
     near_rim = np.ones((5, 5), np.uint8)
-    if cv2.countNonZero(cv2.erode(disc, near_rim)) < 64:
-        return {"fov_aspect": fov_aspect, "surround_plain": surround_plain, "noise_sigma": 0.0, "top2_share": 1.0,
-                "grey_entropy": 0.0, "blue_share": 0.0, "blue_chromaticity": 0.0, "detail": 0.0, "detail_spread": 0.0}
-
-    # Noise, colour, tone and texture on the disc resized to `size` (independent of the disc's size).
-    interp = cv2.INTER_AREA if max(crop.shape[:2]) > size else cv2.INTER_LINEAR
-    crop = cv2.resize(crop, (size, size), interpolation=interp)
-    disc = cv2.resize(disc, (size, size), interpolation=cv2.INTER_NEAREST)
     mask = cv2.erode(disc, near_rim)
+    if cv2.countNonZero(mask) < 64:
+        return {"noise_sigma": 0.0, "top2_share": 1.0, "grey_entropy": 0.0, "blue_share": 0.0, "blue_chromaticity": 0.0,
+                "detail": 0.0, "detail_spread": 0.0}
+
     # Masked OpenCV reductions: NumPy boolean indexing of the disc cost ~1 ms an eye.
-    r, g, b = cv2.split(crop)
+    r, g, b = cv2.split(view)
     bluest = cv2.compare(b, cv2.add(cv2.max(r, g), 8), cv2.CMP_GT)
     blue_share = cv2.countNonZero(cv2.bitwise_and(bluest, bluest, mask=mask)) / float(cv2.countNonZero(mask))
     planes = [p.astype(np.float32) for p in (r, g, b)]
     blue_chromaticity = cv2.mean(cv2.divide(planes[2], planes[0] + planes[1] + planes[2] + 1e-3), mask=mask)[0]
 
-    grey_u8 = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    grey_u8 = cv2.cvtColor(view, cv2.COLOR_RGB2GRAY)
     hist = cv2.calcHist([grey_u8], [0], mask, [256], [0, 256]).ravel().astype(np.float64)
     hist /= hist.sum()
     top2_share = float(np.sort(hist)[-2:].sum())
     nz = hist[hist > 0]
     grey_entropy = float(-(nz * np.log2(nz)).sum())
 
-    # Measured at this common scale, not at the working scale: Immerkaer's mask reads the
-    # vessels of a small disc (150 px) as noise. Upsampling a small disc smooths its noise;
+    # Measured at this common scale, not at the camera's: Immerkaer's mask reads the vessels of
+    # a small disc (150 px) as noise. Upsampling a small disc smooths its noise;
     # `detail_spread` catches noise of any amplitude anyway.
     noise_sigma = _NOISE_SCALE * cv2.mean(np.abs(cv2.filter2D(grey_u8.astype(np.float32), -1, _NOISE_MASK)), mask=mask)[0]
 
     # The band-pass must not see the disc's rim (an edge every photograph has): outside the
     # disc the grey is set to the disc's mean, and the texture is judged on the disc's
     # inner ~85 % (the reach of the filters below).
-    grey = np.full((size, size), cv2.mean(grey_u8, mask=disc)[0], np.float32)
+    grey = np.full((h, w), cv2.mean(grey_u8, mask=disc)[0], np.float32)
     cv2.copyTo(grey_u8.astype(np.float32), disc, grey)
     inner = cv2.erode(disc, np.ones((size // 12 | 1,) * 2, np.uint8))
     if cv2.countNonZero(inner) < 64:
@@ -133,9 +138,8 @@ def plausibility_measures(rgb: np.ndarray, bbox: tuple[int, int, int, int], fov_
     # local band-pass energy over 17 x 17 px (a box filter: a Gaussian of that reach cost 1 ms)
     energy_mean, energy_std = cv2.meanStdDev(cv2.blur(band * band, (17, 17)), mask=inner)
     detail_spread = float(energy_std[0, 0] / energy_mean[0, 0]) if energy_mean[0, 0] > 1e-6 else 0.0
-    return {"fov_aspect": fov_aspect, "surround_plain": surround_plain, "noise_sigma": noise_sigma, "top2_share": top2_share,
-            "grey_entropy": grey_entropy, "blue_share": blue_share, "blue_chromaticity": blue_chromaticity,
-            "detail": detail, "detail_spread": detail_spread}
+    return {"noise_sigma": noise_sigma, "top2_share": top2_share, "grey_entropy": grey_entropy, "blue_share": blue_share,
+            "blue_chromaticity": blue_chromaticity, "detail": detail, "detail_spread": detail_spread}
 
 
 def implausibility_reasons(m: dict[str, float], limits: PlausibilityLimits = PlausibilityLimits()) -> list[str]:

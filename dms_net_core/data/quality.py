@@ -1,15 +1,20 @@
 """Image-quality gate for the diagnosis node: is this fundus photograph gradable?
 
-Cheap on a 2048x1536 camera frame: every measure runs on a copy downscaled to at most
-`QualityThresholds.work_size` px (area interpolation), so the gate costs ~10 ms on one CPU core
-(measured on a 2048x1536 frame), not a full-resolution pass. Measures (all inside the field of view, FOV, found by the same
-`preprocess.find_fov` the preprocessing uses):
+Cheap on a 2048x1536 camera frame, and sharing its work with the network's input: the
+measures run on one `preprocess.EyeFrame`, whose field of view is found on a ~256 px
+thumbnail and whose FOV crop is downscaled once, by a `HalvingPyramid` the network's input is
+cut from too. The frame-level measures read the thumbnail; the rest read the FOV crop with its
+longest side at `QualityThresholds.work_size` (256 px: the scale every limit was set at; for a
+256 px model it is exactly the eye the network sees, before padding). Grading a camera frame
+costs ~1.5 ms on one core on top of preparing it (`benchmarks/node_overhead.py`). Measures
+(all inside the field of view, FOV, found by the same `preprocess.locate_fov` the
+preprocessing uses):
 
 - ``fov_found`` / ``fov_fraction``: share of the frame covered by the fundus disc;
 - ``min_side``: the original image's short side (a thumbnail cannot be graded);
 - ``mean_luma``: mean brightness (0-255) in the FOV (under-/over-exposure);
 - ``dark_fraction`` / ``bright_fraction``: FOV pixels clipped near 0 / 255;
-- ``laplacian_var``: variance of the Laplacian of the grey FOV (rim excluded) divided by
+- ``laplacian_var``: variance of the Laplacian of the grey FOV view (rim excluded) divided by
   (mean luma/255)^2: the classic focus measure, reported but NOT gated on, because on
   real ODIR photographs it overlaps with blurred ones (hazy cataract fundi score as low
   as 0.05, a sigma=2 px blur of a sharp fundus up to 2.8);
@@ -17,9 +22,8 @@ Cheap on a 2048x1536 camera frame: every measure runs on a copy downscaled to at
   (sigma 1 px) removes, in [0, 1] (the re-blur idea of Crete-Roffet et al. 2007, "The blur
   effect"), after removing uint8 quantisation noise). A sharp image (vessels, JPEG grain)
   loses much; an already-blurred one loses little. Contrast- and exposure-invariant by
-  construction. Computed on
-  the FOV crop resized to `sharpness_size` so it does not depend on the camera resolution,
-  with the FOV mask eroded so the disc's rim (an edge that survives any blur) is excluded.
+  construction. Computed on the FOV view (resolution-independent), with the FOV mask eroded
+  so the disc's rim (an edge that survives any blur) is excluded.
 
 - the plausibility measures of `fundus_plausibility` (is it a fundus photograph at all:
   round field of view on a plain border, pixel noise, tones, colour, vessel-scale detail),
@@ -36,7 +40,8 @@ Default thresholds were set on the real data (measured by test/unit/test_data_qu
 sharpness 0.00); Gaussian blur of sigma >= 6 px (at 256 px; sigma 4: ~93 %) of real images,
 and black, blank/uniform, saturated and tiny images are not gradable; since issue 16 neither
 are noise, patterns, screenshots and most photographs of other things (the plausibility
-measures; the same 5,240 real photographs pass). The sharpness limit
+measures; the same 5,240 real photographs pass; and again since issue 14 graded the FOV view
+cut from the network input's downscale instead of a separate thumbnail). The sharpness limit
 is deliberately lenient: cataract fundi are hazy by nature and must still be diagnosed.
 """
 
@@ -48,16 +53,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dms_net_core.data.fundus_plausibility import PlausibilityLimits, implausibility_reasons, plausibility_measures
-from dms_net_core.data.preprocess import channel_max, decimate, find_fov
+from dms_net_core.data.fundus_plausibility import PlausibilityLimits, disc_measures, frame_measures, implausibility_reasons
+from dms_net_core.data.preprocess import EyeFrame, channel_max
 
 
 @dataclass(frozen=True)
 class QualityThresholds:
     """Limits of the quality gate (a `gradable` image lies inside all of them)."""
 
-    work_size: int = 256  # downscale the frame to this long side before measuring
-    sharpness_size: int = 256  # FOV crop resized to this for the Laplacian
+    work_size: int = 256  # the FOV crop's long side for the measures (the thumbnail is ~256 px too)
     fov_threshold: int = 15  # same meaning as PreprocessConfig.fov_threshold
     min_side: int = 128  # px of the ORIGINAL image's short side
     min_fov_fraction: float = 0.15
@@ -100,62 +104,52 @@ class QualityReport:
     measures: dict[str, float] = field(default_factory=dict)
 
 
-def _downscale(rgb: np.ndarray, size: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    # A camera frame is first decimated by an integer stride down to >= 2x the work size
-    # (nearest neighbour: only every k-th pixel is read), then area-averaged: the gate's measures need
-    # a 256 px image, and area-averaging a full 2048x1536 frame alone cost ~9 ms.
-    stride = max(1, max(h, w) // (2 * size))
-    if stride > 1:
-        rgb = decimate(rgb, stride)
-        h, w = rgb.shape[:2]
-    scale = min(1.0, size / max(h, w))
-    if scale == 1.0:
-        return rgb
-    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-
-
 def measure_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThresholds()) -> dict[str, float]:
     """All quality measures of an RGB uint8 image (plain floats; see module doc)."""
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        shape = getattr(rgb, "shape", None)
-        raise ValueError(f"quality gate expects an RGB uint8 HxWx3 array, got {getattr(rgb, 'dtype', type(rgb))} {shape}: decode the image first")
-    h, w = rgb.shape[:2]
+    return measure_eye(EyeFrame(rgb, thresholds.fov_threshold), thresholds)
+
+
+def measure_eye(frame: EyeFrame, thresholds: QualityThresholds = QualityThresholds()) -> dict[str, float]:
+    """`measure_quality` of an `EyeFrame`: the frame-level measures on the thumbnail its field of
+    view was found on, the rest on its FOV crop at ``work_size`` (cut from the crop's pyramid,
+    which the network's input then reuses)."""
+    t = thresholds
+    if frame.fov_threshold != t.fov_threshold:
+        raise ValueError(f"the frame's FOV threshold {frame.fov_threshold} is not the gate's {t.fov_threshold}: "
+                         "build the EyeFrame with QualityThresholds.fov_threshold")
+    h, w = frame.rgb.shape[:2]
     m: dict[str, float] = {"min_side": float(min(h, w))}
     if h == 0 or w == 0:
         return m | {"fov_found": 0.0, "fov_fraction": 0.0, "mean_luma": 0.0, "dark_fraction": 1.0, "bright_fraction": 0.0, "sharpness": 0.0, "laplacian_var": 0.0}
-    small = _downscale(rgb, thresholds.work_size)
-    bbox, fov_fraction = find_fov(small, thresholds.fov_threshold)
-    m["fov_found"] = 0.0 if bbox is None else 1.0
-    m["fov_fraction"] = float(fov_fraction)
-    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    if bbox is None:
-        m.update(mean_luma=float(gray.mean()), dark_fraction=1.0, bright_fraction=0.0, sharpness=0.0, laplacian_var=0.0)
+    fov = frame.fov
+    m["fov_found"] = 0.0 if fov.bbox is None else 1.0
+    m["fov_fraction"] = float(fov.fraction)
+    if fov.bbox is None:
+        m.update(mean_luma=float(cv2.cvtColor(fov.thumbnail, cv2.COLOR_RGB2GRAY).mean()), dark_fraction=1.0,
+                 bright_fraction=0.0, sharpness=0.0, laplacian_var=0.0)
         return m
-    m.update(plausibility_measures(small, bbox, thresholds.fov_threshold, thresholds.sharpness_size))
-    x0, y0, x1, y1 = bbox
-    crop = small[y0:y1, x0:x1]
-    mask = channel_max(crop) > thresholds.fov_threshold
-    g = gray[y0:y1, x0:x1]
-    inside = g[mask]
-    m["mean_luma"] = float(inside.mean())
-    m["dark_fraction"] = float((inside <= 10).mean())
-    m["bright_fraction"] = float((inside >= 250).mean())
-    # Sharpness on a resolution-independent FOV crop, rim excluded, exposure-normalised.
-    s = thresholds.sharpness_size
-    g_s = cv2.resize(g, (s, s), interpolation=cv2.INTER_AREA if max(g.shape) > s else cv2.INTER_LINEAR).astype(np.float32)
-    mask_s = cv2.resize(mask.astype(np.uint8), (s, s), interpolation=cv2.INTER_NEAREST)
-    k = max(3, s // 16) | 1
-    mask_s = cv2.erode(mask_s, np.ones((k, k), np.uint8)).astype(bool)
-    if mask_s.sum() < 16:
+    m.update(frame_measures(fov.thumbnail, fov.thumbnail_bbox, t.fov_threshold))
+    view = frame.disc_view(t.work_size)
+    m.update(disc_measures(view, t.fov_threshold))
+    gray = cv2.cvtColor(view, cv2.COLOR_RGB2GRAY)
+    mask = (channel_max(view) > t.fov_threshold).astype(np.uint8)
+    inside = max(cv2.countNonZero(mask), 1)
+    m["mean_luma"] = float(cv2.mean(gray, mask=mask)[0])
+    m["dark_fraction"] = cv2.countNonZero(cv2.bitwise_and(mask, (gray <= 10).view(np.uint8))) / inside
+    m["bright_fraction"] = cv2.countNonZero(cv2.bitwise_and(mask, (gray >= 250).view(np.uint8))) / inside
+    # Sharpness on the resolution-independent FOV view, rim excluded, exposure-normalised.
+    k = max(3, t.work_size // 16) | 1
+    inner = cv2.erode(mask, np.ones((k, k), np.uint8)).astype(bool)
+    if inner.sum() < 16:
         m["sharpness"] = m["laplacian_var"] = 0.0
         return m
-    luma = max(float(g_s[mask_s].mean()), 1.0)
-    lap = cv2.Laplacian(g_s, cv2.CV_32F, ksize=3)
-    m["laplacian_var"] = float(lap[mask_s].var() / (luma / 255.0) ** 2 / 255.0)
-    reblur = cv2.GaussianBlur(g_s, (0, 0), 1.0)
-    e0 = float(_gradient_energy(g_s)[mask_s].mean())
-    e1 = float(_gradient_energy(reblur)[mask_s].mean())
+    g = gray.astype(np.float32)
+    luma = max(float(g[inner].mean()), 1.0)
+    lap = cv2.Laplacian(g, cv2.CV_32F, ksize=3)
+    m["laplacian_var"] = float(lap[inner].var() / (luma / 255.0) ** 2 / 255.0)
+    reblur = cv2.GaussianBlur(g, (0, 0), 1.0)
+    e0 = float(_gradient_energy(g)[inner].mean())
+    e1 = float(_gradient_energy(reblur)[inner].mean())
     # uint8 quantisation noise (variance 1/12) adds ~2 to the Sobel gradient energy and
     # vanishes under the re-blur; without removing it a dark, blurred fundus looks "sharp".
     e0 -= _QUANTISATION_GRADIENT_ENERGY
@@ -181,8 +175,14 @@ def _ramp(value: float, bad: float, good: float) -> float:
 
 def assess_quality(rgb: np.ndarray, thresholds: QualityThresholds = QualityThresholds()) -> QualityReport:
     """Measure and gate one eye's image (see module doc)."""
+    return assess_eye(EyeFrame(rgb, thresholds.fov_threshold), thresholds)
+
+
+def assess_eye(frame: EyeFrame, thresholds: QualityThresholds = QualityThresholds()) -> QualityReport:
+    """`assess_quality` of an `EyeFrame` (the exam pipeline's form: the frame then gives the
+    network's input from the same passes)."""
     t = thresholds
-    m = measure_quality(rgb, t)
+    m = measure_eye(frame, t)
     reasons: list[str] = []
     if m["min_side"] < t.min_side:
         reasons.append(f"image too small: short side {m['min_side']:.0f} px < {t.min_side} px (send the full-resolution frame)")

@@ -9,7 +9,7 @@ Flow (TensorRT 8.6+ and 10.x Python API, named-tensor interface):
    crosses to it at a quarter of float32's bytes; ``"float32"`` builds the graph as exported
    (prepared uint8 is then normalised on the host; also what TensorRT < 8.6 gets, with a log
    line). `EngineCache` loads ``engines/<precision>_b<min>-<max>_<fp12>.engine`` when its
-   sidecar matches, otherwise builds (`build_engine.build_serialized_engine`) and logs which
+   sidecar matches, otherwise builds (`tensorrt_build.build_serialized_engine`) and logs which
    field differed. A file that fails ``deserialize_cuda_engine`` is rebuilt, not fatal.
    A build failure raises, so ``create_backend("auto")`` falls back to ONNX Runtime.
 2. ``trt.Runtime.deserialize_cuda_engine`` -> ``create_execution_context``; I/O tensors are
@@ -39,7 +39,7 @@ import numpy as np
 from dms_net_core.bundle import INPUT_NAMES, OUTPUT_NAMES, ModelBundle
 from dms_net_core.postprocess import eye_probabilities, sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
-from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized_engine, make_trt_logger, timing_cache_path, trt_version_tuple
+from dms_net_core.runtime.tensorrt_build import EngineBuildError, build_serialized_engine, make_trt_logger, timing_cache_path, trt_version_tuple
 from dms_net_core.runtime.cuda_api import load_cuda_api
 from dms_net_core.runtime.engine_cache import EngineCache, EngineFingerprint
 from dms_net_core.runtime.inputs import INPUT_FORMS, check_pair, float_pair, input_shape, warmup_pair

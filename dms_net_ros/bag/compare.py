@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from dms_net_ros.bag import io
-from dms_net_ros.bag.evaluate import STATUS_ERROR, STATUS_OK, STATUS_UNGRADABLE, PairResult
+from dms_net_ros.bag.pair_results import STATUS_ERROR, STATUS_OK, STATUS_UNGRADABLE, PairResult
 
 STATUS_BY_CODE = {0: STATUS_OK, 1: STATUS_UNGRADABLE, 2: STATUS_ERROR}
 DIAGNOSTICS_TOPIC = "/diagnostics"

@@ -39,21 +39,18 @@ from typing import Any
 
 from dms_net_ros.bag import io
 from dms_net_ros.bag.compare import DIAGNOSTICS_TOPIC, Comparison, compare, read_live_recording
-from dms_net_ros.bag.evaluate import (
-    BagEvaluation,
+from dms_net_ros.bag.arguments import (
     add_backend_arguments,
     add_pipeline_arguments,
     add_topic_arguments,
-    evaluate_bag,
-    format_summary,
-    join_labels,
-    read_pairs_csv,
+    load_bundle_and_backend,
     settings_from_args,
-    write_outputs,
 )
+from dms_net_ros.bag.evaluate import BagEvaluation, evaluate_bag, format_summary, join_labels, write_outputs
+from dms_net_ros.bag.pair_results import read_pairs_csv
+from dms_net_ros.package_files import IMPORT_ROOT, package_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-NODE_NAME = "dms_net_diagnosis"
+FASTDDS_PROFILE = "config/fastdds_large_images.xml"
 
 
 # --------------------------------------------------------------------------- environment
@@ -65,8 +62,8 @@ def ros_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if not env.get("ROS_DOMAIN_ID"):
         env["ROS_DOMAIN_ID"] = str(random.randint(1, 101))
-    profile = REPO_ROOT / "config" / "fastdds_large_images.xml"
-    if not env.get("FASTDDS_DEFAULT_PROFILES_FILE") and profile.is_file():
+    profile = package_file(FASTDDS_PROFILE)
+    if not env.get("FASTDDS_DEFAULT_PROFILES_FILE") and profile is not None:
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     return {k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE") if k in env}
 
@@ -102,8 +99,8 @@ def start_node(bundle: Path, *, compressed: bool, log_path: Path, params: list[s
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if x)
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT))
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(IMPORT_ROOT), env.get("PYTHONPATH", "")) if x)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def stop_node(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
@@ -221,7 +218,7 @@ def replay_bag(args: Any, out_dir: Path, expected_results: int | None, node_proc
 
             _wait_for_node(node, image_pubs, result_sub, args, node_proc, node_log)
 
-            pairer = ApproximateTimePairer(settings.slop_s, settings.queue_size, settings.timeout_s)
+            pairer = ApproximateTimePairer.from_settings(settings.pairing)
             bar = None
             if not args.quiet:
                 from tqdm import tqdm
@@ -356,8 +353,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from dms_net_ros.bag.evaluate import load_bundle_and_backend
-
     if args.rate <= 0:
         raise io.BagError("--rate must be > 0: use --as-fast-as-possible for no timing")
     if args.start_node and args.bundle is None:
@@ -379,7 +374,7 @@ def run(args) -> int:
     if args.bundle is not None:
         bundle, backend = load_bundle_and_backend(args)
         try:
-            offline = evaluate_bag(args.bag, backend, bundle.preprocess, left_topic=args.left_topic, right_topic=args.right_topic,
+            offline = evaluate_bag(args.bag, bundle, backend, left_topic=args.left_topic, right_topic=args.right_topic,
                                    exam_topic=args.exam_topic, labels=args.labels, use_labels=not args.no_labels,
                                    settings=settings, batch_size=args.batch_size, progress=not args.quiet)
         finally:
@@ -414,11 +409,13 @@ def run(args) -> int:
                               received={}, drops={}, backend="node")
     if not args.no_labels:
         label_rows = io.read_labels_sidecar(io.find_labels_sidecar(args.bag, args.labels))
-        live_eval.unlabeled, live_eval.unused_labels = join_labels(live_eval.pairs, label_rows, int(round(settings.slop_s * 1e9)))
+        live_eval.unlabeled, live_eval.unused_labels = join_labels(live_eval.pairs, label_rows, int(round(settings.pairing.slop_s * 1e9)))
     if thresholds is None:
         import numpy as np
 
-        thresholds = np.full(8, 0.5, np.float32)
+        from dms_net_core.checkpoint import default_thresholds
+
+        thresholds = np.asarray(default_thresholds(), np.float32)
     replay_info = {"ros": env, "published": stats.published, "pairs_sent": stats.pairs_sent, "wall_s": round(stats.wall_s, 3),
                    "mode": "as-fast-as-possible" if args.as_fast_as_possible else f"rate x{args.rate:g}",
                    "backpressure_waits": stats.backpressure_waits, "backpressure_timeouts": stats.backpressure_timeouts,

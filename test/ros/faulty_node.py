@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import sys
 
-from dms_net_ros import eye_pipeline
+from dms_net_core import exam_pipeline
 from dms_net_ros.node import main
 
 TRIGGER_WIDTH = 257
-_real_prepare = eye_pipeline.prepare_eye_uint8
+_real_prepare = exam_pipeline.prepare_network_eye
 
 
-def _prepare_or_fail(rgb, cfg):
-    if rgb.shape[1] == TRIGGER_WIDTH:
+def _prepare_or_fail(frame, cfg):
+    if frame.rgb.shape[1] == TRIGGER_WIDTH:
         raise RuntimeError(f"injected failure for a {TRIGGER_WIDTH} px wide image")
-    return _real_prepare(rgb, cfg)
+    return _real_prepare(frame, cfg)
 
 
-eye_pipeline.prepare_eye_uint8 = _prepare_or_fail
+exam_pipeline.prepare_network_eye = _prepare_or_fail
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,7 +24,10 @@ def test_launch_starts_the_installed_lifecycle_node():
     assert len(calls) == 1
     kw = {k.arg: k.value for k in calls[0].keywords}
     assert ast.literal_eval(kw["package"]) == "dms_net_ros" and ast.literal_eval(kw["executable"]) == "diagnose"
-    assert ast.literal_eval(kw["name"]) == "dms_net_diagnosis"
+    assert isinstance(kw["name"], ast.Name) and kw["name"].id == "NODE_NAME"  # the node's own constant
+    from dms_net_ros.node_parameters import NODE_NAME
+
+    assert NODE_NAME == "dms_net_diagnosis"
     assert {"namespace", "parameters", "remappings"} <= set(kw)
     # the executable the launch file names, and the demo model its default params file names, are installed
     cmake = (REPO / "CMakeLists.txt").read_text()
@@ -35,7 +38,7 @@ def test_launch_starts_the_installed_lifecycle_node():
 
 def test_launch_parameter_arguments_are_node_parameters():
     from dms_net_ros.launch_arguments import PARAMETER_ARGUMENTS
-    from dms_net_ros.node import PARAMETERS  # needs rclpy, like the node
+    from dms_net_ros.node_parameters import PARAMETERS
 
     params = {p.name: p for p in PARAMETERS}
     assert {a.name for a in PARAMETER_ARGUMENTS} <= set(params)

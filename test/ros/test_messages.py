@@ -95,7 +95,7 @@ def test_diagnostics_report_rates_latency_and_drops():
 
 
 def test_params_file_matches_declared_parameters():
-    from dms_net_ros.node import PARAMETERS
+    from dms_net_ros.node_parameters import PARAMETERS
 
     params = yaml.safe_load((REPO / "config" / "diagnose.yaml").read_text())["/**"]["ros__parameters"]
     declared = {p.name: p for p in PARAMETERS}

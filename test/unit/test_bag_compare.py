@@ -9,7 +9,7 @@ import pytest
 
 from dms_net_ros.bag import io
 from dms_net_ros.bag.compare import compare, read_live_recording
-from dms_net_ros.bag.evaluate import PairResult
+from dms_net_ros.bag.pair_results import PairResult
 
 S = 1_000_000_000
 

@@ -16,7 +16,10 @@ from dms_net_core.data.preprocess import load_rgb, preprocess_pair
 from dms_net_core.metrics import full_report
 from dms_net_core.runtime import create_backend
 from dms_net_ros.bag import cli, io
-from dms_net_ros.bag.evaluate import PipelineSettings, evaluate_bag, read_pairs_csv, scored_pairs
+from dms_net_ros.bag.evaluate import evaluate_bag
+from dms_net_ros.bag.pair_results import read_pairs_csv, scored_pairs
+from dms_net_ros.node_parameters import PipelineSettings
+from dms_net_ros.pairing import PairingSettings
 from dms_net_ros.bag.make import AcquisitionModel, make_bag
 from test.fakes.tiny_bundle import tiny_bundle_path
 from test.odir_data import SUBSET_DIR
@@ -59,7 +62,7 @@ def folder_reference(records, bundle, backend):
 @pytest.fixture(scope="module")
 def raw_eval(records, bundle, backend, tmp_path_factory):
     bag = make_bag(records, tmp_path_factory.mktemp("raw") / "bag", storage="mcap").bag
-    return evaluate_bag(bag, backend, bundle.preprocess)
+    return evaluate_bag(bag, bundle, backend)
 
 
 def _probs_by_patient(evaluation) -> dict[str, np.ndarray]:
@@ -95,7 +98,7 @@ def test_matches_training_evaluate_on_the_folder(raw_eval, records, bundle, back
 def test_compressed_sqlite3_sequential_jitter_pairs_every_patient(records, bundle, backend, raw_eval, tmp_path):
     acq = AcquisitionModel(mode="sequential", eye_delay_s=0.3, jitter_s=0.15, period_s=2.0, seed=3)
     bag = make_bag(records, tmp_path / "bag", storage="sqlite3", compressed=True, acquisition=acq).bag
-    ev = evaluate_bag(bag, backend, bundle.preprocess)
+    ev = evaluate_bag(bag, bundle, backend)
     assert "CompressedImage" in ev.topics["left"] and ev.storage == "sqlite3"
     assert len(ev.pairs) == N_PATIENTS and ev.unpaired == [] and ev.unlabeled == 0
     assert all(0.15e9 <= p.right_stamp_ns - p.left_stamp_ns <= 0.45e9 for p in ev.pairs)
@@ -108,11 +111,11 @@ def test_compressed_sqlite3_sequential_jitter_pairs_every_patient(records, bundl
 def test_delay_beyond_slop_is_counted_never_silent(records, bundle, backend, tmp_path):
     acq = AcquisitionModel(mode="sequential", eye_delay_s=0.8, period_s=4.0)
     bag = make_bag(records[:3], tmp_path / "bag", acquisition=acq).bag
-    ev = evaluate_bag(bag, backend, bundle.preprocess)  # node default slop 0.5 s
+    ev = evaluate_bag(bag, bundle, backend)  # node default slop 0.5 s
     assert ev.pairs == [] and len(ev.unpaired) == 6
     assert {u["reason"] for u in ev.unpaired} == {"unpaired_timeout"} and ev.drops["unpaired_timeout"] == 6
     assert "never arrived" in ev.unpaired[0]["message"] and len(ev.unused_labels) == 3
-    wider = evaluate_bag(bag, backend, bundle.preprocess, settings=PipelineSettings(slop_s=1.0))
+    wider = evaluate_bag(bag, bundle, backend, settings=PipelineSettings(pairing=PairingSettings(slop_s=1.0)))
     assert len(wider.pairs) == 3 and wider.unpaired == []
 
 
@@ -127,7 +130,7 @@ def test_undecodable_image_gives_error_pair(records, bundle, backend, tmp_path):
             writer.write("/left/image_raw/compressed", io.COMPRESSED_IMAGE_TYPE, l_ns, io.make_compressed_image(left, l_ns, "l"))
             writer.write("/right/image_raw/compressed", io.COMPRESSED_IMAGE_TYPE, r_ns,
                          io.make_compressed_image(Path(rec.right_path).read_bytes(), r_ns, "r"))
-    ev = evaluate_bag(bag, backend, bundle.preprocess, use_labels=False)
+    ev = evaluate_bag(bag, bundle, backend, use_labels=False)
     assert [p.status for p in ev.pairs] == ["ok", "error"]
     assert ev.pairs[1].probabilities is None and "left" in ev.pairs[1].message and "corrupt" in ev.pairs[1].message
     assert ev.topics["exam_id"] == "(none)" and ev.counts()["pairs_by_status"]["error"] == 1
@@ -163,12 +166,3 @@ def test_cli_evaluate_errors_in_one_line(records, bundle_dir, tmp_path, capsys):
     rc = cli.main(["evaluate", "-q", str(bag), str(tmp_path / "no_bundle"), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "no_bundle" in err
-
-
-def test_pipeline_defaults_are_the_nodes():
-    node = pytest.importorskip("dms_net_ros.node", reason="rclpy/generated messages not importable")
-    params = {p.name: p.default for p in node.PARAMETERS}
-    d = PipelineSettings.node_defaults()
-    assert (d.slop_s, d.timeout_s, d.queue_size, d.quality_gate) == (
-        params["slop_s"], params["pair_timeout_s"], params["pairing_queue_size"], params["quality_gate"])
-

@@ -13,7 +13,7 @@ import torch
 from dms_net_core.bundle import ModelBundle
 from dms_net_core.runtime import create_backend
 from test.fakes.tiny_bundle import real_pair_batch
-from training.evaluate import model_from_checkpoint
+from dms_net_core.checkpoint import model_from_checkpoint
 from dms_net_core.data.splits import read_split
 from test.odir_data import SUBSET_LABELS as LABELS, SUBSET_SPLIT3 as SPLIT3
 

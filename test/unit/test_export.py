@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dms_net_core.bundle import ModelBundle, load_checkpoint
+from dms_net_core.bundle import ModelBundle
+from dms_net_core.checkpoint import load_checkpoint
 from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.export import main
 from test.fakes.tiny_bundle import build_tiny_model, tiny_config

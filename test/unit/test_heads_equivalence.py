@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from dms_net_core.data.preprocess import PreprocessConfig, normalize_batch
 from dms_net_core.model import DMSNetConfig, build_model
 from dms_net_core.model.config import MULTISCALE_MODULES
 from dms_net_core.model.osim import MultiScaleProjection, multiscale_concat
@@ -60,7 +61,10 @@ def reference_checkpoint() -> tuple[DMSNetConfig, dict[str, torch.Tensor], dict[
 
 @pytest.fixture(scope="module")
 def real_batch_112() -> tuple[torch.Tensor, torch.Tensor]:
-    left, right = real_pair_batch(112)
+    """The two real eye pairs the reference outputs were computed on, as prepared then
+    (``inputs.npz``: frozen, so a later change to the preprocessing cannot move them)."""
+    with np.load(REFERENCE_DIR / "inputs.npz") as saved:
+        left, right = (normalize_batch(saved[side], PreprocessConfig(image_size=112)) for side in ("left", "right"))
     return torch.from_numpy(left), torch.from_numpy(right)
 
 
@@ -80,7 +84,6 @@ def test_the_rewritten_heads_export_to_onnx_with_the_checkpoints_outputs(referen
     import onnxruntime as ort
 
     from dms_net_core.bundle import export_bundle
-    from dms_net_core.data.preprocess import PreprocessConfig
 
     cfg, state, expected = reference_checkpoint
     model = build_model(cfg).eval()

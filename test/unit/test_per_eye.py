@@ -199,13 +199,14 @@ def test_trainer_learns_per_eye_heads_on_real_pairs(tmp_path) -> None:
 
 def test_bag_evaluation_reports_per_eye_auc_from_the_sidecar_keywords(per_eye_bundle: ModelBundle, tmp_path) -> None:
     from dms_net_core.data.odir import load_odir
-    from dms_net_ros.bag.evaluate import evaluate_bag, read_pairs_csv, write_outputs
+    from dms_net_ros.bag.evaluate import evaluate_bag, write_outputs
+    from dms_net_ros.bag.pair_results import read_pairs_csv
     from dms_net_ros.bag.make import make_bag
 
     records = load_odir(SAMPLES / "labels.csv").records
     bag = make_bag(records, tmp_path / "bag").bag
     backend = create_backend(per_eye_bundle, backend="onnxruntime", device="cpu")
-    evaluation = evaluate_bag(bag, backend, per_eye_bundle.preprocess)
+    evaluation = evaluate_bag(bag, per_eye_bundle, backend)
     summary = write_outputs(evaluation, tmp_path / "eval", per_eye_bundle.thresholds)
     assert summary["report"]["per_eye"]["eyes"] == 16
     rows = read_pairs_csv(tmp_path / "eval" / "pairs.csv")

@@ -16,9 +16,10 @@ import pytest
 
 from dms_net_core.bundle import ModelBundle
 from dms_net_core.runtime import create_backend
-from dms_net_core.runtime.build_engine import EngineBuildError, build_serialized_engine, main as build_main
+from dms_net_core.runtime.build_engine import main as build_main
 from dms_net_core.runtime.engine_cache import EngineCache, EngineFingerprint
 from dms_net_core.runtime.tensorrt_backend import TensorRTBackend
+from dms_net_core.runtime.tensorrt_build import EngineBuildError, build_serialized_engine
 from test.fakes import fake_tensorrt
 from test.fakes.tiny_bundle import REAL_PAIRS, copy_bundle, real_pair_batch, real_prepared_pair_batch, tiny_bundle_path
 from test.odir_data import SUBSET_DIR, SUBSET_LABELS

@@ -12,6 +12,11 @@ script was run ONCE, on the commit before that rewrite (c55cd6e), and its output
   and stored as fp16 to keep the file small (loaded back as fp32, exactly);
 - ``outputs.npz``: that model's five outputs, eager fp32 on the CPU, for the first two
   two-eyed patients of ``test/data/odir5k_subset`` preprocessed with THE preprocessing.
+- ``inputs.npz`` (added by issue 14, whose downscale changed how a 256 px photograph becomes a
+  112 px input by about a grey level): those prepared uint8 eyes (``left``, ``right``
+  [2,112,112,3]) as the preprocessing of c55cd6e..8d539c5 made them
+  (``test.fakes.tiny_bundle.real_prepared_pair_batch(112)`` run on 8d539c5, whose preprocess.py is
+  c55cd6e's), so the tests feed the reference model exactly what its outputs were computed on.
 
 Rerunning it on a later commit would compare that commit with itself: don't, unless a change is
 *meant* to change the numbers (then say so in the commit).

@@ -1,0 +1,115 @@
+"""The training checkpoint, defined once: written by the trainer, read and checked, turned back into a model.
+
+``dms-net-train`` writes it (`make_checkpoint`); ``dms-net-export``, ``dms-net-eval`` and
+``dms-net-ensemble`` read it (`load_checkpoint`) and rebuild the network from it
+(`model_from_checkpoint`). Before this module the dict was a literal in the trainer, checked
+in two places and rebuilt three ways (one of them non-strict), so a format change had to be
+found everywhere.
+
+A checkpoint is a plain dict saved with ``torch.save`` and loaded with ``weights_only=True``
+(never unpickle an untrusted file):
+
+==============  ================================================================
+``model``       the network's ``state_dict``
+``model_config`` ``DMSNetConfig.to_dict()``: what `model_from_checkpoint` builds
+``preprocess``  ``PreprocessConfig.to_dict()``: the input the weights were trained on
+``thresholds``  one per class (`classes.CLASS_CODES` order); 0.5 each until tuned
+``metrics``     validation (and held-out) reports
+``data_summary`` what the run trained on
+``epoch``, ``step``, ``args``  provenance (the trainer's arguments as plain values)
+==============  ================================================================
+
+The trainer's ``last.pt`` adds its resume state (optimizer, scheduler, scaler, RNG, history)
+to the same dict; readers ignore keys they do not know.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from dms_net_core.classes import NUM_CLASSES
+from dms_net_core.data.preprocess import PreprocessConfig
+from dms_net_core.model.config import DMSNetConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+#: Keys every checkpoint has; the rest have defaults (`checkpoint_preprocess`, `checkpoint_thresholds`).
+REQUIRED_KEYS = ("model", "model_config")
+
+
+def default_thresholds() -> list[float]:
+    """0.5 for every class: the ODIR score's own cut, used until validation tunes them."""
+    return [0.5] * NUM_CLASSES
+
+
+def make_checkpoint(model_state: Mapping[str, Any], model_config: DMSNetConfig, preprocess: PreprocessConfig, *,
+                    metrics: dict[str, Any], data_summary: dict[str, Any], epoch: int, step: int,
+                    args: dict[str, Any], thresholds: list[float] | None = None) -> dict[str, Any]:
+    """The dict ``dms-net-train`` saves as ``best.pt`` (see the module docstring)."""
+    return {"model": model_state, "model_config": model_config.to_dict(), "preprocess": preprocess.to_dict(),
+            "thresholds": list(thresholds) if thresholds is not None else default_thresholds(), "metrics": metrics,
+            "data_summary": data_summary, "epoch": epoch, "step": step, "args": args}
+
+
+def check_checkpoint(ckpt: Any, source: str | os.PathLike) -> dict[str, Any]:
+    """``ckpt`` if it has the checkpoint's required entries; else a one-line ValueError naming ``source``."""
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in REQUIRED_KEYS):
+        raise ValueError(f"checkpoint {source} has no 'model'/'model_config' entries: pass a checkpoint written by dms-net-train")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and check a checkpoint without unpickling arbitrary objects (``weights_only=True``).
+
+    Raises FileNotFoundError (missing) or ValueError (corrupt, not a checkpoint), one line each."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} not found: pass the .pt file written by dms-net-train")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot load checkpoint {p} ({first}): it is corrupt or not a dms-net-train checkpoint") from None
+    return check_checkpoint(ckpt, p)
+
+
+def checkpoint_model_config(ckpt: Mapping[str, Any]) -> DMSNetConfig:
+    return DMSNetConfig.from_dict(ckpt["model_config"])
+
+
+def checkpoint_preprocess(ckpt: Mapping[str, Any]) -> PreprocessConfig:
+    """The preprocessing the weights were trained with (old checkpoints: the default at the model's size)."""
+    return PreprocessConfig.from_dict(ckpt.get("preprocess") or {"image_size": checkpoint_model_config(ckpt).image_size})
+
+
+def checkpoint_thresholds(ckpt: Mapping[str, Any]) -> np.ndarray:
+    """[C] float32 per-class thresholds (0.5 each when the checkpoint has none)."""
+    return np.asarray(ckpt.get("thresholds") or default_thresholds(), np.float32)
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any]) -> "torch.nn.Module":
+    """The trained network: built from ``model_config`` (no ImageNet download: the weights come
+    from the checkpoint) with every weight loaded, fp32, in eval mode.
+
+    Weights that do not fit the config (missing, unexpected or mis-shaped) raise one ValueError
+    naming a few of them: such a checkpoint comes from another code version."""
+    from dms_net_core.model import build_model
+
+    config = DMSNetConfig.from_dict({**dict(ckpt["model_config"]), "pretrained": None})
+    model = build_model(config)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as exc:  # mis-shaped tensors
+        detail = " ".join(str(exc).split())[:300]
+        raise ValueError(f"checkpoint weights do not fit model_config ({detail}): use the code version that trained it") from None
+    if missing or unexpected:
+        raise ValueError(f"checkpoint weights do not fit model_config (missing {list(missing)[:3]}, "
+                         f"unexpected {list(unexpected)[:3]}): use the code version that trained it")
+    return model.float().eval()

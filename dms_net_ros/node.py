@@ -185,7 +185,7 @@ class DiagnosisNode(LifecycleNode):
                 raise ValueError(f"torch_accel={p['torch_accel']} applies to the torch backend only: "
                                  f"set backend to torch or auto, or torch_accel to none")
             if p["backend"] in ("auto", "torch"):  # the torch backend copies attention maps back only when they are drawn
-                accel["attention_outputs"] = bool(p["publish_attention"])
+                accel["attention_outputs"] = bool(p["publish_attention"]) and self._bundle.model_config.has_attention_maps
             self._backend = create_backend(self._bundle, backend=p["backend"], device=p["device"], precision=p["precision"], **accel)
             self._backend.warmup(int(p["warmup_iterations"]))
         except Exception as exc:  # noqa: BLE001 - a failed configure must leave the node unconfigured, not dead
@@ -199,7 +199,10 @@ class DiagnosisNode(LifecycleNode):
 
         self._result_pub = self.create_publisher(DiagnosisResult, "diagnosis", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if p["publish_attention"]:
+        if p["publish_attention"] and not self._bundle.model_config.has_attention_maps:
+            log.warning(f"publish_attention is on but model {self._bundle.name} ({self._bundle.model_config.architecture}) "
+                        "has no OSIM attention maps: no overlays are published; load a DMS-Net bundle for overlays")
+        elif p["publish_attention"]:
             self._attention_pubs = {eye: self.create_publisher(Image, f"{eye}/attention", 2) for eye in ("left", "right")}
         # Latched (a workflow that published before the node started) and volatile (ros2 topic
         # pub, a bag played without recorded QoS); duplicates are dropped by sequence number.

@@ -50,7 +50,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     *settings_parameters(PairingSettings),
     ParamSpec("worker_queue_size", 2, "pairs waiting for inference (oldest dropped and counted beyond)"),
     *settings_parameters(DecodeSettings),
-    ParamSpec("publish_attention", False, "publish OSIM attention overlays on left/attention and right/attention (rgb8)"),
+    ParamSpec("publish_attention", False, "publish OSIM attention overlays on left/attention and right/attention (rgb8); a bundle without OSIM maps (the plain control) logs a warning and publishes none"),
     *settings_parameters(ExamSettings),
     ParamSpec("autostart", True, "configure and activate at start (plain launch without a lifecycle manager)"),
     ParamSpec("exam_id", "", "exam identifier copied into every result (the exam_id topic overrides it; longer than 256 characters: ERROR results)"),

@@ -30,8 +30,8 @@ _DOMAINS = itertools.count(random.Random(os.getpid()).randrange(1, 60))
 _NAMES = itertools.count()
 
 
-def export_tiny_bundle(out_dir: Path) -> Path:
-    """DMSNetConfig.tiny() with seeded weights, head scaled x40 so probabilities spread over
+def export_tiny_bundle(out_dir: Path, **config_overrides: object) -> Path:
+    """DMSNetConfig.tiny(**config_overrides) with seeded weights, head scaled x40 so probabilities spread over
     (0, 1) (a random tiny head gives ~0.5 everywhere, which would make equality checks weak)."""
     import numpy as np
     import torch
@@ -42,7 +42,7 @@ def export_tiny_bundle(out_dir: Path) -> Path:
     from dms_net_core.model.config import DMSNetConfig
 
     torch.manual_seed(0)
-    cfg = DMSNetConfig.tiny()
+    cfg = DMSNetConfig.tiny(**config_overrides)
     model = build_model(cfg).eval()
     head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     with torch.no_grad():

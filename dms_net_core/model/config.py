@@ -89,6 +89,13 @@ class DMSNetConfig:
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
 
+    @property
+    def has_attention_maps(self) -> bool:
+        """True when the model's attention outputs are OSIM maps worth drawing; the plain
+        binocular control and DMS-Net without OSIM return all-ones maps (the output layout
+        is the same for every architecture, so consumers must ask)."""
+        return self.architecture == "dms_net" and self.multiscale == "osim" and (self.use_osim_left or self.use_osim_right)
+
     @classmethod
     def tiny(cls, **overrides: Any) -> "DMSNetConfig":
         """A seconds-on-CPU configuration for unit tests (never a real model)."""

@@ -15,6 +15,11 @@ for a 3-way split, the held-out test report go into ``model.json`` like a traine
 ``model.json`` also gets an ``"ensemble"`` entry listing every member (checkpoint, recipe,
 seed, its own validation score) and how they are combined; its ``model_config`` is the
 member whose attention maps the bundle outputs.
+
+``--hflip-tta`` wraps every member in `dms_net_core.model.tta.HorizontalFlipTTA` (the pair and
+its mirror, probabilities averaged; twice the inference cost). Whether it pays is a property of
+the trained members, so it is measured on validation like everything else: build with and
+without and keep the better validation score.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "agrees best with the graders (dms_net_core.calibration); needs a split")
     p.add_argument("--attention-from", type=int, default=None,
                    help="member index whose attention maps the bundle outputs (default: the first DMS-Net member)")
+    p.add_argument("--hflip-tta", action="store_true",
+                   help="average each member over the pair and its horizontal mirror (2x inference; keep it only if validation says so)")
     p.add_argument("--weights-dtype", choices=("fp32", "fp16"), default="fp32")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--batch-size", type=int, default=16)
@@ -132,9 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dms_net_core.model.ensemble import EnsembleNet
+    from dms_net_core.model.tta import HorizontalFlipTTA
 
     per_eye = any(c.per_eye_heads for c in configs)
-    ensemble = EnsembleNet([model_from_checkpoint(c) for c in ckpts], attention_from=attention_from, per_eye=per_eye).eval()
+    nets = [model_from_checkpoint(c) for c in ckpts]
+    if args.hflip_tta:  # inside the mean, so calibration offsets apply to the mean of all passes
+        nets = [HorizontalFlipTTA(m) for m in nets]
+    ensemble = EnsembleNet(nets, attention_from=attention_from, per_eye=per_eye).eval()
     # the bundle's model_config describes the graph's outputs: per-eye outputs iff any member has them
     bundle_config = dataclasses.replace(configs[attention_from], per_eye_heads=per_eye)
     pre = pres[0]
@@ -174,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             data_summary=ckpts[0].get("data_summary"), name=args.name, opset=args.opset,
             weights_dtype=args.weights_dtype, include_torch_weights=False,
             extra_meta={"ensemble": {"combination": "mean of member probabilities (logits = logit(mean p))",
+                                     "test_time_augmentation": "horizontal mirror of both eyes, averaged per member" if args.hflip_tta else None,
                                      "attention_from": attention_from, "threshold_source": split_file or why_not,
                                      "members": members},
                         **({"calibration": calibration} if calibration else {})},

@@ -64,6 +64,33 @@ def test_ensemble_bundle_is_the_mean_of_its_members_on_real_images(members, tmp_
         create_backend(bundle, backend="torch", device="cpu")
 
 
+def test_hflip_tta_ensemble_averages_each_member_over_the_pair_and_its_mirror(members, tmp_path, capsys):
+    """--hflip-tta: the graph's probability is the mean over members x {pair, mirrored pair},
+    the attention maps come from the unmirrored pass, and model.json says TTA is in the graph."""
+    from training.ensemble import main
+
+    out = tmp_path / "ens_tta"
+    assert main([*map(str, members), "--output", str(out), "--labels", str(LABELS), "--split-file", str(SPLIT3),
+                 "--no-calibrate", "--hflip-tta"]) == 0
+    capsys.readouterr()
+    bundle = ModelBundle.load(out)
+    assert "mirror" in bundle.meta["ensemble"]["test_time_augmentation"]
+    left, right = real_pair_batch(bundle.image_size)
+    expected, attention = [], None
+    for path in members:
+        model = model_from_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+        with torch.inference_mode():
+            for l, r in ((left, right), (left[..., ::-1].copy(), right[..., ::-1].copy())):
+                outputs = model(torch.from_numpy(l), torch.from_numpy(r))
+                expected.append(torch.sigmoid(outputs[0]).numpy())
+                attention = outputs[1].numpy() if attention is None else attention
+    result = create_backend(bundle, backend="onnxruntime", device="cpu").infer(left, right)
+    np.testing.assert_allclose(result.probabilities, np.mean(expected, axis=0), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(result.attention_left, attention, atol=1e-4)
+    mirrored_only = np.mean(expected[1::2], axis=0)
+    assert np.abs(result.probabilities - mirrored_only).max() > 1e-3  # the unmirrored pass counts too
+
+
 def test_calibrated_ensemble_adds_its_validation_fitted_offsets(members, tmp_path, capsys):
     """Default: per-class logit offsets fitted on the val side ride in the graph and in model.json."""
     from dms_net_core.calibration import apply_logit_offsets

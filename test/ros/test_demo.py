@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 
@@ -29,7 +30,9 @@ def test_demo_script_prints_a_result_per_sample_and_stops_the_node(ros_domain):
     assert len(patients) == 8
     for patient in patients:
         assert f"exam demo-{patient}  status OK" in out
-    assert "model dms-net-effnet-lite0-odir256@" in out
+    shipped = json.loads((REPO / "models" / "demo" / "model.json").read_text())["name"]
+    assert f"model {shipped}@" in out
+    assert out.count("  by eye: ") == 8  # the demo model has per-eye heads: each result says which eye
     assert "truth D" in out and "latency total" in out
     # the node was stopped (no orphan process left holding the domain)
     assert _demo_nodes_running_in(REPO) == []

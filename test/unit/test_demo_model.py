@@ -1,6 +1,7 @@
 """The shipped demo bundle (models/demo) is what the README's demo runs and what a clinician
 first sees: it must load and validate, fit the 40 MB git budget, carry its held-out numbers,
-and never have trained on the demo's sample patients."""
+never have trained on the demo's sample patients, and give per-eye findings (the clinician's
+"cataract, left eye")."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_demo_bundle_validates_and_fits_the_git_budget():
     bundle = ModelBundle.load(DEMO)  # checks schema, files and their sha256
     total = sum(f.stat().st_size for f in DEMO.rglob("*") if f.is_file())
     assert total <= 40_000_000, f"models/demo is {total / 1e6:.1f} MB: the repo budget is 40 MB"
-    assert bundle.model_config.architecture == "dms_net"
+    assert bundle.model_config.per_eye_heads and bundle.output_names[-2:] == ("left_logits", "right_logits")
 
 
 def test_demo_bundle_reports_validation_and_held_out_scores():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -25,4 +26,6 @@ def test_demo_action_mode_prints_each_feedback_stage_and_the_result(ros_domain):
     stages = [line.split(" s  ", 1)[1].split("  eyes arrived")[0].strip() for line in out.splitlines() if line.startswith("  feedback ")]
     assert stages == ["waiting for both eyes", "waiting for right eye", "queued for inference", "grading", "inferring"], out
     assert "result: OK (goal SUCCEEDED): " in out
-    assert "exam demo-951  status OK" in out and "model dms-net-effnet-lite0-odir256@" in out
+    shipped = json.loads((REPO / "models" / "demo" / "model.json").read_text())["name"]
+    assert "exam demo-951  status OK" in out and f"model {shipped}@" in out
+    assert "  by eye: " in out  # the shipped model's per-eye finding reaches the action's result

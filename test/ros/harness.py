@@ -4,12 +4,14 @@ side (this pytest process) that publishes eye images and collects results/diagno
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -73,6 +75,17 @@ class NodeProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def exit_code(self, timeout: float = 30.0) -> int:
+        """For a node expected to exit by itself (a failed configure): its return code; stopped either way."""
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.stop()
+
+    def configure_errors(self) -> list[str]:
+        """The log's ``configure failed: ...`` lines (the node's rule: one line naming cause and fix)."""
+        return [line for line in self.log_text().splitlines() if "configure failed: " in line]
+
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -83,6 +96,31 @@ class NodeProcess:
                 self.proc.wait(5)
         self._log.close()
         return self.proc.returncode
+
+
+def isolate_module_domain(name: str, seed_offset: int, domains: range) -> str:
+    """Keep DDS on this machine and give a module-scoped node its own ``ROS_DOMAIN_ID`` (drawn
+    from ``domains``, seeded by pid so parallel checkouts differ); returns its namespace. The
+    function-scoped ``ros_domain`` fixture cannot serve a node that outlives one test."""
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid() + seed_offset).randrange(domains.start, domains.stop))
+    return f"/dmstest_{os.getpid()}_{name}"
+
+
+@contextmanager
+def served_node(bundle: Path, namespace: str, params: dict[str, Any], log_path: Path) -> Iterator[tuple["Client", NodeProcess]]:
+    """(client, node): the node in its own process with ``params``, a client whose publishers it
+    has matched; both torn down on exit, whatever the test did."""
+    node = NodeProcess(node_command(bundle, namespace, params), log_path)
+    client = None
+    try:
+        client = Client(namespace)
+        client.wait_for_node(node)
+        yield client, node
+    finally:
+        if client is not None:
+            client.close()
+        node.stop()
 
 
 class Client:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from test.ros.harness import REPO, Client, NodeProcess, node_command, offline_probabilities, require_ros, sample_rgb
+from test.ros.harness import REPO, Client, NodeProcess, node_command, offline_probabilities, isolate_module_domain, require_ros, sample_rgb, served_node
 
 require_ros()
 pytestmark = pytest.mark.ros
@@ -90,22 +89,12 @@ CLOCK = Clock()
 @pytest.fixture(scope="module")
 def served(tiny_bundle, tmp_path_factory):
     """(client, exams, node) with a running node in its own process."""
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid() + 18).randrange(1, 60))
-    ns = f"/dmstest_{os.getpid()}_exam"
+    ns = isolate_module_domain("exam", 18, range(1, 60))
     params = {"pair_timeout_s": 1.0, "max_pixels": 600 * 600, "exam_id": "EXAM-PARAM", "diagnostics_period_s": 0.5}
-    node = NodeProcess(node_command(tiny_bundle, ns, params), tmp_path_factory.mktemp("node") / "node.log")
-    client = None
-    try:
-        client = Client(ns)
-        client.wait_for_node(node)
+    with served_node(tiny_bundle, ns, params, tmp_path_factory.mktemp("node") / "node.log") as (client, node):
         exams = ExamClient(client)
         exams.wait_for_server(node)
         yield client, exams, node
-    finally:
-        if client is not None:
-            client.close()
-        node.stop()
 
 
 def inline_goal(exam_id: str, patient: str = "951", *, compressed: bool = False, timeout_s: float = 20.0) -> Any:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from test.ros.harness import Client, NodeProcess, node_command, offline_probabilities, require_ros, sample_rgb
+from test.ros.harness import Client, NodeProcess, node_command, offline_probabilities, isolate_module_domain, require_ros, sample_rgb, served_node
 
 require_ros()
 pytestmark = pytest.mark.ros
@@ -26,23 +26,10 @@ SEC = 1_000_000_000
 @pytest.fixture(scope="module")
 def served(tiny_bundle, tmp_path_factory):
     """(client, node) with a running node: pair timeout 1.5 s, max_pixels 600x600."""
-    import os
-    import random
-
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid() + 7).randrange(60, 100))
-    ns = f"/dmstest_{os.getpid()}_e2e"
+    ns = isolate_module_domain("e2e", 7, range(60, 100))
     params = {"pair_timeout_s": 1.5, "max_pixels": 600 * 600, "exam_id": "EXAM-PARAM"}
-    node = NodeProcess(node_command(tiny_bundle, ns, params), tmp_path_factory.mktemp("node") / "node.log")
-    client = None
-    try:
-        client = Client(ns)
-        client.wait_for_node(node)
-        yield client, node
-    finally:
-        if client is not None:
-            client.close()
-        node.stop()
+    with served_node(tiny_bundle, ns, params, tmp_path_factory.mktemp("node") / "node.log") as served_pair:
+        yield served_pair
 
 
 class Clock:

@@ -97,11 +97,7 @@ def test_lifecycle_transitions_leak_nothing(tiny_bundle, ros_domain, ros_namespa
 
 def test_missing_bundle_fails_configure_with_one_line(tmp_path, ros_domain, ros_namespace):
     node = NodeProcess(node_command(tmp_path / "no_such_bundle", ros_namespace), tmp_path / "node.log")
-    try:
-        rc = node.proc.wait(30)
-    finally:
-        node.stop()
-    assert rc == 1
+    assert node.exit_code() == 1
     log = node.log_text()
     assert "configure failed" in log and "no_such_bundle" in log and "dms-net-export" in log
 
@@ -115,12 +111,8 @@ def test_missing_bundle_fails_configure_with_one_line(tmp_path, ros_domain, ros_
 )
 def test_bad_torch_accel_fails_configure_with_one_line(tiny_bundle, tmp_path, ros_domain, ros_namespace, params, expected):
     node = NodeProcess(node_command(tiny_bundle, ros_namespace, params), tmp_path / "node.log")
-    try:
-        rc = node.proc.wait(30)
-    finally:
-        node.stop()
-    assert rc == 1
-    errors = [line for line in node.log_text().splitlines() if "configure failed: " in line]
+    assert node.exit_code() == 1
+    errors = node.configure_errors()
     assert len(errors) == 1 and expected in errors[0], node.log_text()[-2000:]  # one line naming cause and fix
 
 

@@ -38,8 +38,6 @@ still passes is listed in the README); the real fundus photographs in 2048x1536 
 
 from __future__ import annotations
 
-import os
-import random
 import sys
 import time
 
@@ -47,7 +45,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test.ros.harness import REPO, Client, NodeProcess, node_command, offline_probabilities, require_ros, sample_rgb
+from test.ros.harness import REPO, Client, NodeProcess, node_command, offline_probabilities, isolate_module_domain, require_ros, sample_rgb, served_node
 
 require_ros()
 pytestmark = pytest.mark.ros
@@ -60,27 +58,13 @@ OK, UNGRADABLE, ERROR = DiagnosisResult.STATUS_OK, DiagnosisResult.STATUS_UNGRAD
 PUBLISHED = {"images": 0}  # every image this module publishes to the shared node
 
 
-def _isolate_domain(offset: int) -> str:
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid() + offset).randrange(1, 100))
-    return f"/dmstest_{os.getpid()}_{offset}"
-
-
 @pytest.fixture(scope="module")
 def served(tiny_bundle, tmp_path_factory):
     """(client, node): one node for the module; slop 50 ms, pair timeout 1.5 s, diagnostics every 0.2 s."""
-    ns = _isolate_domain(16)
+    ns = isolate_module_domain("16", 16, range(1, 100))
     params = {"slop_s": 0.05, "pair_timeout_s": 1.5, "diagnostics_period_s": 0.2, "exam_id": "EXAM-PARAM"}
-    node = NodeProcess(node_command(tiny_bundle, ns, params), tmp_path_factory.mktemp("node") / "node.log")
-    client = None
-    try:
-        client = Client(ns)
-        client.wait_for_node(node)
-        yield client, node
-    finally:
-        if client is not None:
-            client.close()
-        node.stop()
+    with served_node(tiny_bundle, ns, params, tmp_path_factory.mktemp("node") / "node.log") as served_pair:
+        yield served_pair
 
 
 def now_ns() -> int:
@@ -376,12 +360,8 @@ def test_tensorrt_without_tensorrt_fails_configure_naming_the_fix(tiny_bundle, t
     except ImportError:
         pass
     node = NodeProcess(node_command(tiny_bundle, ros_namespace, {"backend": "tensorrt", "device": "auto"}), tmp_path / "node.log")
-    try:
-        rc = node.proc.wait(30)
-    finally:
-        node.stop()
-    assert rc == 1
-    errors = [line for line in node.log_text().splitlines() if "configure failed: " in line]
+    assert node.exit_code() == 1
+    errors = node.configure_errors()
     assert len(errors) == 1, node.log_text()[-2000:]
     assert "module 'tensorrt' not installed" in errors[0] and "install TensorRT" in errors[0] and "backend auto" in errors[0]
 

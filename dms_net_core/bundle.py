@@ -7,7 +7,9 @@ A bundle is a directory::
                           metrics, data summary and the sha256 of every file below
     model.onnx            inputs "left", "right" float32 [B,3,S,S] (dynamic batch "batch");
                           outputs "logits" [B,8], "attention_left", "attention_right", and
-                          "left_logits", "right_logits" [B,8] when the model has per-eye heads
+                          "left_logits", "right_logits" [B,8] when the model has per-eye heads,
+                          then "cam_left", "cam_right" [B,8,h,w] (class activation maps of the
+                          per-eye head) for a plain per-eye model exported since CAMs exist
     weights.safetensors   the same weights for the PyTorch backend (no pickle on the robot)
     engines/              TensorRT engines built on the target, each with a fingerprint sidecar
 
@@ -50,11 +52,17 @@ INPUT_NAMES = ("left", "right")
 OUTPUT_NAMES = ("logits", "attention_left", "attention_right")
 #: Extra outputs of a model with per-eye heads (``DMSNetConfig.per_eye_heads``), after OUTPUT_NAMES.
 EYE_OUTPUT_NAMES = ("left_logits", "right_logits")
+#: Extra outputs of a graph with class activation maps (`dms_net_core.model.cam`), after the
+#: per-eye logits they explain: [B,K,h,w] per eye, raw (logit-valued, mean over h,w = the eye's
+#: logit). Whether a bundle has them is read from its model.json ``outputs`` (`ModelBundle.has_cams`):
+#: bundles exported before CAMs existed have the same model_config and no such outputs.
+CAM_OUTPUT_NAMES = ("cam_left", "cam_right")
 
 
-def output_names(model_config: DMSNetConfig) -> tuple[str, ...]:
-    """The ONNX/engine output names of a model built from ``model_config``, in forward order."""
-    return OUTPUT_NAMES + (EYE_OUTPUT_NAMES if model_config.per_eye_heads else ())
+def output_names(model_config: DMSNetConfig, cams: bool = False) -> tuple[str, ...]:
+    """The ONNX/engine output names of a model built from ``model_config``, in forward order
+    (``cams``: the graph was exported with class activation maps)."""
+    return OUTPUT_NAMES + (EYE_OUTPUT_NAMES if model_config.per_eye_heads else ()) + (CAM_OUTPUT_NAMES if cams else ())
 #: Legacy TorchScript exporter at opset 17: seconds instead of minutes, a symbolic "batch"
 #: dimension, and every op TensorRT 8.6 (JetPack 5) and 10.x parse. See `_export_onnx`.
 DEFAULT_OPSET = 17
@@ -64,6 +72,9 @@ DEFAULT_OPSET = 17
 # (1.7e-4 seen for EfficientNet-Lite0 DMS-Net). Real images are held to 1e-4 by the tests
 # (test_runtime: backends agree on real fundus pairs).
 EXPORT_TOLERANCE = 5e-4
+#: The export check of class activation maps: max abs difference over the largest |map| value
+#: (the maps are logit-valued, so an absolute limit would depend on the model's scale).
+CAM_EXPORT_TOLERANCE = 1e-3
 
 _REQUIRED_KEYS = (
     "schema_version",
@@ -130,8 +141,15 @@ class ModelBundle:
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        """The graph's outputs in order: `OUTPUT_NAMES`, then `EYE_OUTPUT_NAMES` for per-eye models."""
-        return output_names(self.model_config)
+        """The graph's outputs in order: `OUTPUT_NAMES`, then `EYE_OUTPUT_NAMES` for per-eye models,
+        then `CAM_OUTPUT_NAMES` when the bundle has class activation maps."""
+        return output_names(self.model_config, self.has_cams)
+
+    @property
+    def has_cams(self) -> bool:
+        """True when the graph outputs per-eye class activation maps (``cam_left``/``cam_right``)."""
+        outputs = self.meta.get("outputs")
+        return isinstance(outputs, dict) and all(name in outputs for name in CAM_OUTPUT_NAMES)
 
     @property
     def onnx_sha256(self) -> str:
@@ -199,6 +217,11 @@ class ModelBundle:
                     f"bundle file {fpath} does not match the sha256 in model.json (corrupt or replaced): "
                     "copy the bundle again or re-run dms-net-export"
                 )
+        outputs = meta["outputs"] if isinstance(meta["outputs"], dict) else {}
+        if any(name in outputs for name in CAM_OUTPUT_NAMES) and not (
+                all(name in outputs for name in CAM_OUTPUT_NAMES) and model_config.per_eye_heads):
+            raise BundleError(f"{meta_path}: outputs {sorted(outputs)} name class activation maps without both of "
+                              f"{list(CAM_OUTPUT_NAMES)} and per-eye heads: re-run dms-net-export")
         model_id = f"{meta['name']}@{files[ONNX_FILE][:12]}"
         return cls(
             path=root,
@@ -267,16 +290,38 @@ def check_onnx_against_torch(
     baked the example batch into a Reshape, which would otherwise surface only on the robot.
     Every logits output is compared (the patient's, and each eye's for per-eye models).
     """
+    from dms_net_core.postprocess import sigmoid
+
+    worst = 0.0
+    for _, got, ref in _onnx_and_torch_outputs(model, onnx_path, image_size, lambda name: name.endswith("logits"), batch_sizes, seed):
+        worst = max(worst, float(np.max(np.abs(sigmoid(got) - sigmoid(ref)))))
+    return worst
+
+
+def check_cams_against_torch(
+    model: "torch.nn.Module", onnx_path: Path, image_size: int, batch_sizes: tuple[int, ...] = (2, 3), seed: int = 0
+) -> float:
+    """Max abs difference of the class activation maps, ONNX Runtime vs eager PyTorch, over
+    the largest |map value| (0.0 for a graph without CAM outputs)."""
+    worst = 0.0
+    for _, got, ref in _onnx_and_torch_outputs(model, onnx_path, image_size, lambda name: name in CAM_OUTPUT_NAMES, batch_sizes, seed):
+        worst = max(worst, float(np.max(np.abs(got - ref))) / max(float(np.max(np.abs(ref))), 1e-12))
+    return worst
+
+
+def _onnx_and_torch_outputs(model: "torch.nn.Module", onnx_path: Path, image_size: int, select: Any,
+                            batch_sizes: tuple[int, ...], seed: int) -> Any:
+    """Yield ``(name, onnx value, torch value)`` for each selected output at each batch size, on
+    seeded random inputs; shape or batch mismatches raise `BundleError`."""
     import onnxruntime as ort
     import torch
 
-    from dms_net_core.postprocess import sigmoid
-
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    compared = [(i, name) for i, name in enumerate(names) if name.endswith("logits")]
+    compared = [(i, name) for i, name in enumerate(names) if select(name)]
+    if not compared:
+        return
     gen = torch.Generator().manual_seed(seed)
-    worst = 0.0
     for b in batch_sizes:
         left = torch.randn(b, 3, image_size, image_size, generator=gen)
         right = torch.randn(b, 3, image_size, image_size, generator=gen)
@@ -290,8 +335,7 @@ def check_onnx_against_torch(
             ref = refs[i].float().numpy()
             if got.shape != ref.shape:
                 raise BundleError(f"ONNX {name} shape {got.shape} != PyTorch {ref.shape} at batch {b}: the export is not batch-dynamic")
-            worst = max(worst, float(np.max(np.abs(sigmoid(got) - sigmoid(ref)))))
-    return worst
+            yield name, got, ref
 
 
 def export_bundle(
@@ -308,15 +352,23 @@ def export_bundle(
     weights_dtype: str = "fp32",
     include_torch_weights: bool = True,
     extra_meta: dict[str, Any] | None = None,
+    cams: bool | None = None,
 ) -> ModelBundle:
     """Write a checked bundle directory and return it loaded.
 
     Order matters: weights, then ONNX, then the ONNX-vs-PyTorch check, then ``model.json``
     with the sha256 of both files. A failed check raises `BundleError` and leaves no
     ``model.json``, so the directory cannot be mistaken for a usable bundle.
+
+    ``cams``: give the graph the ``cam_left``/``cam_right`` outputs (`CAM_OUTPUT_NAMES`); None
+    (the default) = whenever the model provides them (a plain binocular model with per-eye
+    heads, or an ensemble with such a member: `dms_net_core.model.cam`). They cost one 1x1
+    convolution per eye at the feature resolution.
     """
     import torch
     from safetensors.torch import save_file
+
+    from dms_net_core.model.cam import CamOutputs, provides_cams
 
     clash = sorted(set(extra_meta or {}) & {*_REQUIRED_KEYS, "export", "weights_dtype"})
     if clash:
@@ -338,6 +390,10 @@ def export_bundle(
 
     if weights_dtype not in ("fp32", "fp16"):
         raise BundleError(f"weights_dtype {weights_dtype!r} is not supported: use fp32 or fp16")
+    cams = provides_cams(model) if cams is None else bool(cams)
+    if cams and not (provides_cams(model) and model_config.per_eye_heads):
+        raise BundleError(f"cams=True but {type(model).__name__} has no class activation maps (they need a plain binocular "
+                          "model with per-eye heads): export with cams=False")
     model = model.eval().to("cpu").float()
     s = model_config.image_size
     gen = torch.Generator().manual_seed(1234)
@@ -358,9 +414,11 @@ def export_bundle(
         }
         save_file(state, str(weights_file), metadata={"format": "pt", "name": name, "dtype": weights_dtype})
 
+    if cams:  # the traced module appends the maps; the stored weights stay the model's own
+        graph_model = CamOutputs(graph_model).eval()
     with torch.inference_mode():
         outputs = graph_model(*example)
-    names = output_names(model_config)
+    names = output_names(model_config, cams)
     if not isinstance(outputs, (tuple, list)) or len(outputs) != len(names):
         raise BundleError(f"model.forward(left, right) must return {len(names)} tensors ({', '.join(names)}) for this "
                           f"model_config, got {len(outputs) if isinstance(outputs, (tuple, list)) else type(outputs).__name__}: "
@@ -378,6 +436,12 @@ def export_bundle(
             f"ONNX Runtime differs from PyTorch by {max_diff:.2e} in probability (limit {EXPORT_TOLERANCE:g}): "
             "an op exported incorrectly; try another --opset"
         )
+    cam_diff = check_cams_against_torch(graph_model, out / ONNX_FILE, s) if cams else None
+    if cam_diff is not None and not cam_diff < CAM_EXPORT_TOLERANCE:
+        raise BundleError(
+            f"ONNX Runtime's class activation maps differ from PyTorch's by {cam_diff:.2e} of their range "
+            f"(limit {CAM_EXPORT_TOLERANCE:g}): an op exported incorrectly; try another --opset or cams=False"
+        )
 
     meta = {
         "schema_version": SCHEMA_VERSION,
@@ -394,10 +458,12 @@ def export_bundle(
             "attention_left": [-1, *outputs[1].shape[1:]],
             "attention_right": [-1, *outputs[2].shape[1:]],
             **{name: [-1, NUM_CLASSES] for name in EYE_OUTPUT_NAMES if name in names},
+            **{name: [-1, *outputs[names.index(name)].shape[1:]] for name in CAM_OUTPUT_NAMES if name in names},
         },
         "metrics": _plain(metrics or {}),
         "data_summary": _plain(data_summary or {}),
-        "export": {"exporter": exporter, "opset": opset, "torch": torch.__version__, "onnx_check_max_abs_diff": max_diff},
+        "export": {"exporter": exporter, "opset": opset, "torch": torch.__version__, "onnx_check_max_abs_diff": max_diff,
+                   **({"onnx_check_cam_max_rel_diff": cam_diff} if cam_diff is not None else {})},
         "weights_dtype": weights_dtype,
         **_plain(extra_meta or {}),
         "files": {ONNX_FILE: sha256_file(out / ONNX_FILE),

@@ -13,7 +13,8 @@ to three copies held together by tests::
       -> backend.infer on a batch of pairs (the backend normalises)          (runtime)
       -> per-class thresholds, referable flag                                (postprocess)
       -> ExamResult: status, message, qualities, probabilities (patient and per eye),
-         decision, attention maps, the prepared eyes, timings
+         decision, attention maps, class activation maps and each eye's evidence map
+         (`dms_net_core.evidence`), the prepared eyes, timings
 
 `prepare_eye` works on one eye and is thread-safe, so the node runs both eyes of a pair at
 once; `verdict` and `infer` take pairs; `examine_all` batches a stream of pairs for the
@@ -33,6 +34,7 @@ import numpy as np
 
 from dms_net_core.data.preprocess import EyeFrame, PreprocessConfig, prepare_network_eye
 from dms_net_core.data.quality import QualityReport, QualityThresholds, assess_eye
+from dms_net_core.evidence import EvidenceMap, evidence_maps
 from dms_net_core.postprocess import Decision, decide
 from dms_net_core.runtime.base import InferenceBackend
 from dms_net_core.runtime.inputs import float_pair
@@ -102,6 +104,12 @@ class ExamResult:
     decision: Decision | None = None  # thresholds applied (when the pipeline has thresholds)
     attention_left: np.ndarray | None = None  # [h,w] OSIM attention in [0,1], when the backend returns it
     attention_right: np.ndarray | None = None
+    #: [C,h,w] class activation maps of the per-eye head, when the bundle has them (`ModelBundle.has_cams`)
+    cam_left: np.ndarray | None = None
+    cam_right: np.ndarray | None = None
+    #: the map each eye's overlay shows (its strongest positive finding, else its top class), from the CAMs
+    evidence_left: EvidenceMap | None = None
+    evidence_right: EvidenceMap | None = None
     #: "preprocess" (the slower eye's grading and preparation), "inference" (per pair of its batch)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -217,6 +225,10 @@ class ExamPipeline:
                 res.attention_left, res.attention_right = out.attention_left[k, 0], out.attention_right[k, 0]
             if self.thresholds is not None:
                 res.decision = decide(res.probabilities, self.thresholds)
+            if out.cam_left is not None and out.cam_right is not None and res.left_probabilities is not None:
+                res.cam_left, res.cam_right = out.cam_left[k], out.cam_right[k]
+                res.evidence_left, res.evidence_right = evidence_maps(
+                    res.cam_left, res.cam_right, res.left_probabilities, res.right_probabilities, res.decision)
             res.timings_ms = self._timings(l, r) | {"inference": per_pair_ms}
             results.append(res)
         return results

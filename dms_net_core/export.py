@@ -6,6 +6,9 @@ Rebuilds the network from the checkpoint (`dms_net_core.checkpoint`: every weigh
 `dms_net_core.bundle.export_bundle`, which refuses to write ``model.json`` unless ONNX
 Runtime reproduces eager PyTorch. Thresholds, validation metrics and the data summary
 are copied from the checkpoint so the robot applies the thresholds tuned on validation.
+A plain binocular model with per-eye heads is exported with its class activation maps
+(outputs ``cam_left``/``cam_right``, `dms_net_core.model.cam`), the node's visual evidence for
+such a model; ``--no-cams`` leaves them out.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--no-torch-weights", action="store_true",
                         help="deployment-only bundle: ONNX only, no weights.safetensors (no PyTorch backend)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}: TensorRT 8.6 and 10.x parse it)")
+    parser.add_argument("--no-cams", action="store_true",
+                        help="no class activation map outputs (by default a plain per-eye model gets cam_left/cam_right)")
     return parser
 
 
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             opset=args.opset,
             weights_dtype=args.weights_dtype,
             include_torch_weights=not args.no_torch_weights,
+            cams=False if args.no_cams else None,
         )
     except BundleError as exc:
         print(f"dms-net-export: error: {exc}", file=sys.stderr)
@@ -71,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"weights       {weights}  (stored {args.weights_dtype})")
     print(f"thresholds    {' '.join(f'{c}={t:.2f}' for c, t in zip(bundle.class_codes, bundle.thresholds))}")
     print(f"check         ONNX Runtime vs PyTorch max |dp| = {exp['onnx_check_max_abs_diff']:.2e}  PASS")
+    if bundle.has_cams:
+        print(f"evidence      class activation maps {bundle.meta['outputs']['cam_left'][1:]} per eye, "
+              f"ONNX Runtime vs PyTorch {exp['onnx_check_cam_max_rel_diff']:.2e} of their range  PASS")
     return 0
 
 

@@ -16,6 +16,10 @@ for a 3-way split, the held-out test report go into ``model.json`` like a traine
 seed, its own validation score) and how they are combined; its ``model_config`` is the
 member whose attention maps the bundle outputs.
 
+Members that are plain binocular models with per-eye heads give the bundle class activation maps
+(``cam_left``/``cam_right``, `dms_net_core.model.cam`): the mean of those members' maps, with the
+mirrored pass un-flipped first under ``--hflip-tta``; the node draws them as overlays.
+
 ``--hflip-tta`` wraps every member in `dms_net_core.model.tta.HorizontalFlipTTA` (the pair and
 its mirror, probabilities averaged; twice the inference cost). Whether it pays is a property of
 the trained members, so it is measured on validation like everything else: build with and
@@ -187,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             extra_meta={"ensemble": {"combination": "mean of member probabilities (logits = logit(mean p))",
                                      "test_time_augmentation": "horizontal mirror of both eyes, averaged per member" if args.hflip_tta else None,
                                      "attention_from": attention_from, "threshold_source": split_file or why_not,
+                                     "class_activation_maps": ("mean of the plain per-eye members' maps"
+                                                               + (", mirrored pass un-flipped" if args.hflip_tta else "")
+                                                               if ensemble.provides_cams else None),
                                      "members": members},
                         **({"calibration": calibration} if calibration else {})},
         )
@@ -213,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; test {calibration['test_before']['final']:.4f} -> {calibration['test_after']['final']:.4f}" if "test_before" in calibration else "")
               + ")")
     print(f"thresholds    {' '.join(f'{c}={t:.2f}' for c, t in zip(bundle.class_codes, bundle.thresholds))}")
+    print(f"evidence      {'class activation maps (cam_left/cam_right)' if bundle.has_cams else 'no class activation maps'}")
     return 0
 
 

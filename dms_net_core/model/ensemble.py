@@ -12,7 +12,9 @@ module: ``forward(left, right)`` runs every member and returns
 - with ``per_eye=True`` (any member has per-eye heads), ``left_logits``/``right_logits``:
   the mean per-eye probability of the members that have per-eye heads, as logits;
 - ``logit_offsets``: per-class offsets added to the mean's logits (`dms_net_core.calibration`,
-  fitted on the ensemble's own validation probabilities by ``dms-net-ensemble``).
+  fitted on the ensemble's own validation probabilities by ``dms-net-ensemble``);
+- with ``forward(..., with_cams=True)`` (any member ``provides_cams``, `dms_net_core.model.cam`),
+  ``cam_left``/``cam_right``: the mean of those members' class activation maps.
 
 Members must agree on image size (they see the same preprocessed input; the exporter
 also checks their preprocessing).
@@ -24,6 +26,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from .cam import mean_maps, provides_cams
 
 #: Probabilities are clamped to [EPS, 1 - EPS] before the logit, so a member that is certain
 #: cannot produce +-inf (fp32: 1 - 1e-7 is still < 1).
@@ -45,12 +49,21 @@ class EnsembleNet(nn.Module):
         self.per_eye = per_eye
         offsets = torch.tensor(list(logit_offsets), dtype=torch.float32) if logit_offsets is not None else None
         self.register_buffer("logit_offsets", offsets, persistent=False)
+        #: CAMs need the per-eye outputs they explain
+        self.provides_cams = per_eye and any(provides_cams(m) for m in self.members)
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        probs, eye_left, eye_right = [], [], []
+    def forward(self, left: torch.Tensor, right: torch.Tensor, with_cams: bool = False) -> tuple[torch.Tensor, ...]:
+        if with_cams and not self.provides_cams:
+            raise ValueError("with_cams=True but no member provides class activation maps (plain binocular with per-eye heads)")
+        probs, eye_left, eye_right, cam_left, cam_right = [], [], [], [], []
         attention = None
         for i, member in enumerate(self.members):
-            logits, att_left, att_right, *eyes = member(left, right)
+            cams = with_cams and provides_cams(member)
+            logits, att_left, att_right, *eyes = member(left, right, with_cams=True) if cams else member(left, right)
+            if cams:
+                cam_left.append(eyes[-2])
+                cam_right.append(eyes[-1])
+                eyes = eyes[:-2]
             probs.append(torch.sigmoid(logits.float()))
             if eyes:
                 eye_left.append(torch.sigmoid(eyes[0].float()))
@@ -66,7 +79,8 @@ class EnsembleNet(nn.Module):
             return outputs
         if not eye_left:
             raise ValueError("per_eye=True but no member has per-eye heads: build the ensemble with per_eye=False")
-        return (*outputs, mean_probability_logit(eye_left), mean_probability_logit(eye_right))
+        outputs = (*outputs, mean_probability_logit(eye_left), mean_probability_logit(eye_right))
+        return (*outputs, mean_maps(cam_left), mean_maps(cam_right)) if with_cams else outputs
 
 
 def mean_probability_logit(probs: list[torch.Tensor]) -> torch.Tensor:

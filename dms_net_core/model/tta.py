@@ -9,7 +9,9 @@ on the validation side, not a default.
 Both eyes are mirrored and stay in their slots (no left/right swap): the per-eye augmentation
 never swapped eyes either, and the per-eye outputs keep meaning "left eye" and "right eye".
 Attention maps come from the unmirrored pass, so the overlay still lines up with the image
-the clinician sees.
+the clinician sees. Class activation maps (``with_cams=True``, `dms_net_core.model.cam`) are
+averaged over both passes like the probabilities, the mirrored pass's maps flipped back first so
+that both describe the unmirrored image.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .cam import provides_cams
 from .ensemble import mean_probability_logit
 
 
@@ -30,10 +33,18 @@ class HorizontalFlipTTA(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.provides_cams = provides_cams(model)
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        plain = self.model(left, right)
-        mirrored = self.model(left.flip(-1), right.flip(-1))
+    def forward(self, left: torch.Tensor, right: torch.Tensor, with_cams: bool = False) -> tuple[torch.Tensor, ...]:
+        kwargs = {"with_cams": True} if with_cams else {}
+        plain = self.model(left, right, **kwargs)
+        mirrored = self.model(left.flip(-1), right.flip(-1), **kwargs)
+        heads = slice(3, len(plain) - 2) if with_cams else slice(3, None)  # the per-eye logits
         merged = [mean_probability_logit([torch.sigmoid(a.float()), torch.sigmoid(b.float())])
-                  for a, b in zip(plain[:1] + plain[3:], mirrored[:1] + mirrored[3:])]
-        return (merged[0], plain[1], plain[2], *merged[1:])
+                  for a, b in zip(plain[:1] + plain[heads], mirrored[:1] + mirrored[heads])]
+        outputs = (merged[0], plain[1], plain[2], *merged[1:])
+        if not with_cams:
+            return outputs
+        # un-mirror the mirrored pass's maps (width is the last axis) so both describe the same image
+        cams = [(a.float() + b.float().flip(-1)) / 2 for a, b in zip(plain[-2:], mirrored[-2:])]
+        return (*outputs, *cams)

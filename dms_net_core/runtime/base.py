@@ -29,6 +29,10 @@ class InferenceResult:
     #: has per-eye heads (``model_config.per_eye_heads``); None otherwise
     left_probabilities: np.ndarray | None = None
     right_probabilities: np.ndarray | None = None
+    #: [B, 8, h, w] float32 class activation maps of the per-eye head (logit-valued; the mean over
+    #: h, w is the eye's logit), for bundles exported with them (`ModelBundle.has_cams`); None otherwise
+    cam_left: np.ndarray | None = None
+    cam_right: np.ndarray | None = None
 
 
 class InferenceBackend(ABC):

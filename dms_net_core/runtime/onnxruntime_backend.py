@@ -86,6 +86,8 @@ class OnnxRuntimeBackend(InferenceBackend):
             attention_right=out.get("attention_right"),
             timings_ms={"inference": (t1 - t0) * 1e3},
             **eye_probabilities(out),
+            cam_left=out.get("cam_left"),
+            cam_right=out.get("cam_right"),
         )
 
     def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:

@@ -14,7 +14,8 @@ Flow (TensorRT 8.6+ and 10.x Python API, named-tensor interface):
    A build failure raises, so ``create_backend("auto")`` falls back to ONNX Runtime.
 2. ``trt.Runtime.deserialize_cuda_engine`` -> ``create_execution_context``; I/O tensors are
    found by name (``num_io_tensors``, ``get_tensor_name``, ``get_tensor_mode``,
-   ``get_tensor_dtype``) and must be exactly left/right -> logits/attention_left/attention_right.
+   ``get_tensor_dtype``) and must be exactly left/right -> logits/attention_left/attention_right
+   (+ the per-eye logits and class activation maps the bundle lists, `ModelBundle.output_names`).
 3. Device buffers for the max batch are allocated once (cudaMalloc) and bound once
    (``set_tensor_address``); each call does ``set_input_shape`` per input, H2D copies,
    ``execute_async_v3`` on the backend's own stream, D2H copies of the batch's
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from dms_net_core.bundle import INPUT_NAMES, OUTPUT_NAMES, ModelBundle
+from dms_net_core.bundle import CAM_OUTPUT_NAMES, INPUT_NAMES, OUTPUT_NAMES, ModelBundle
 from dms_net_core.postprocess import eye_probabilities, sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 from dms_net_core.runtime.tensorrt_build import EngineBuildError, build_serialized_engine, make_trt_logger, timing_cache_path, trt_version_tuple
@@ -232,6 +233,7 @@ class TensorRTBackend(InferenceBackend):
         t2 = time.perf_counter()
         del staged
         logits = host["logits"].astype(np.float32, copy=False)
+        cams = {name: host[name].astype(np.float32, copy=False) if name in host else None for name in CAM_OUTPUT_NAMES}
         return InferenceResult(
             probabilities=sigmoid(logits),
             logits=logits,
@@ -239,6 +241,7 @@ class TensorRTBackend(InferenceBackend):
             attention_right=host["attention_right"].astype(np.float32, copy=False),
             timings_ms={"inference": (t2 - t0) * 1e3, "h2d_enqueue": (t1 - t0) * 1e3},
             **eye_probabilities(host),
+            **cams,
         )
 
     def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:

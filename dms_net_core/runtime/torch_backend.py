@@ -21,8 +21,9 @@ pre-layout and fold, plus reduce-overhead's CUDA graphs.
 What runs is `torch_serving.ServingModel`: prepared uint8 eyes are normalised on the device
 inside the graph (a quarter of the host->device bytes of float32), and the outputs come back
 in one packed copy. Normalised float32 input is accepted too. ``attention_outputs=False``
-leaves the OSIM attention maps out of that copy (the result's ``attention_left/right`` are
-then None): for a caller that does not draw overlays.
+leaves the OSIM attention maps (and the class activation maps of a bundle that has them) out of
+that copy (the result's ``attention_left/right`` and ``cam_left/right`` are then None): for a
+caller that does not draw overlays.
 
 Before any of that, inference-mode BatchNorms are folded into their convolutions
 (``fold_batchnorm=True``, see `batchnorm_folding`): 155 fewer kernels and activation passes
@@ -175,7 +176,9 @@ class TorchBackend(InferenceBackend):
         self.num_classes = int(bundle.model_config.num_classes)
         self.per_eye = bool(bundle.model_config.per_eye_heads)
         self.attention_outputs = bool(attention_outputs)
-        self.model = ServingModel(model, bundle.preprocess, self.dtype, dev, attention_outputs=self.attention_outputs).eval()
+        self.cams = bool(bundle.has_cams) and self.attention_outputs  # the same outputs as the bundle's graph
+        self.model = ServingModel(model, bundle.preprocess, self.dtype, dev, attention_outputs=self.attention_outputs,
+                                  cams=self.cams).eval()
         if compile:
             kwargs = {"options": dict(compile_options)} if compile_options is not None else {"mode": compile_mode}
             # static shapes: the bundle fixes S, and a batch size gets its own graph anyway
@@ -270,7 +273,7 @@ class TorchBackend(InferenceBackend):
             else:
                 packed = packed_t.numpy()
         t1 = time.perf_counter()
-        out = unpack_outputs(packed, self.num_classes, per_eye=self.per_eye, attention=self.attention_outputs)
+        out = unpack_outputs(packed, self.num_classes, per_eye=self.per_eye, attention=self.attention_outputs, cams=self.cams)
         logits = out["logits"]
         timings = {"inference": (t1 - t0) * 1e3}
         if events:
@@ -285,6 +288,8 @@ class TorchBackend(InferenceBackend):
             attention_right=out["attention_right"],
             timings_ms=timings,
             **eye_probabilities(out),
+            cam_left=out.get("cam_left"),
+            cam_right=out.get("cam_right"),
         )
 
     def warmup(self, iterations: int = 2, dtype: str = "uint8") -> None:

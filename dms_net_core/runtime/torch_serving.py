@@ -10,10 +10,12 @@ three synchronising device->host copies with their own cast kernels. Here
   permute of a uint8 NHWC tensor is already channels_last, so no layout copy is made;
 - the outputs leave as one float32 tensor ``[B, K + 2*h*w]`` (logits, then both attention
   maps; ``[B, 3K + 2*h*w]`` with the per-eye logits after the patient's for a model with
-  per-eye heads) with one device->host copy, which `unpack_outputs` splits on the host;
-- with ``attention_outputs=False`` (a node that does not publish overlays) the maps are left
-  out of the packed tensor: no flatten/cast/concat of them, a smaller copy. OSIM still
-  computes them (its features are multiplied by them); only their way out is saved.
+  per-eye heads, and ``2*K*h*w`` more for the class activation maps of a bundle that has
+  them) with one device->host copy, which `unpack_outputs` splits on the host;
+- with ``attention_outputs=False`` (a node that does not publish overlays) the maps (attention
+  and CAMs) are left out of the packed tensor: no flatten/cast/concat of them, a smaller copy,
+  and no CAM convolution. OSIM still computes its maps (its features are multiplied by them);
+  only their way out is saved.
 
 The normalisation is `dms_net_core.data.normalize_torch` (shared with the trainer's GPU
 pipeline), bit-identical on the CPU to host preprocessing (a test holds it).
@@ -35,11 +37,13 @@ class ServingModel(nn.Module):
     """``forward(left, right)`` on uint8 [B,S,S,3] or float [B,3,S,S] -> packed float32 outputs."""
 
     def __init__(self, model: nn.Module, preprocess: PreprocessConfig, dtype: torch.dtype, device: torch.device,
-                 attention_outputs: bool = True) -> None:
+                 attention_outputs: bool = True, cams: bool = False) -> None:
         super().__init__()
         self.model = model
         self.dtype = dtype
         self.attention_outputs = attention_outputs
+        #: append the class activation maps (the bundle has them, `ModelBundle.has_cams`)
+        self.cams = bool(cams) and attention_outputs
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         scale, mean, std = normalisation_constants(preprocess, device)
         self.register_buffer("scale", scale)
@@ -54,20 +58,26 @@ class ServingModel(nn.Module):
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         if left.dtype == torch.uint8:
             left, right = self.normalise(left), self.normalise(right)
-        logits, attention_left, attention_right, *eye_logits = self.model(left, right)
+        if self.cams:
+            logits, attention_left, attention_right, *eye_logits, cam_left, cam_right = self.model(left, right, with_cams=True)
+        else:
+            logits, attention_left, attention_right, *eye_logits = self.model(left, right)
         maps = (attention_left.flatten(1), attention_right.flatten(1)) if self.attention_outputs else ()
+        if self.cams:
+            maps = (*maps, cam_left.flatten(1), cam_right.flatten(1))
         if not eye_logits and not maps:
             return logits.float()
         return torch.cat([t.float() for t in (logits, *eye_logits, *maps)], dim=1)
 
 
 def unpack_outputs(packed: np.ndarray, num_classes: int, per_eye: bool = False,
-                   attention: bool = True) -> dict[str, np.ndarray | None]:
-    """[B, K(+2K) + 2*h*w] -> named outputs: ``logits`` [B,K], ``attention_left/right``
-    [B,1,h,w] (None when ``attention`` is False: the width then holds the logits only), and
-    ``left_logits``/``right_logits`` [B,K] when ``per_eye``.
+                   attention: bool = True, cams: bool = False) -> dict[str, np.ndarray | None]:
+    """[B, K(+2K) + 2*h*w (+2*K*h*w)] -> named outputs: ``logits`` [B,K], ``attention_left/right``
+    [B,1,h,w] (None when ``attention`` is False: the width then holds the logits only),
+    ``left_logits``/``right_logits`` [B,K] when ``per_eye``, and ``cam_left``/``cam_right``
+    [B,K,h,w] when ``cams`` (and ``attention``).
 
-    The attention maps are square (square input, any CNN backbone), so h = w = sqrt(area).
+    The maps are square (square input, any CNN backbone), so h = w = sqrt(area).
     """
     heads = num_classes * (3 if per_eye else 1)
     if not attention:
@@ -78,15 +88,21 @@ def unpack_outputs(packed: np.ndarray, num_classes: int, per_eye: bool = False,
             out["left_logits"] = packed[:, num_classes : 2 * num_classes]
             out["right_logits"] = packed[:, 2 * num_classes : heads]
         return out
-    area = (packed.shape[1] - heads) // 2
+    per_area = 2 * (1 + (num_classes if cams else 0))  # values per feature position: both eyes' maps
+    area = (packed.shape[1] - heads) // per_area
     side = math.isqrt(area)
-    if area <= 0 or side * side != area or packed.shape[1] != heads + 2 * area:
-        raise RuntimeError(f"packed output width {packed.shape[1]} does not hold {heads} logits and two square attention maps: the model does not fit its bundle")
+    if area <= 0 or side * side != area or packed.shape[1] != heads + per_area * area:
+        what = "two square attention maps" + (f" and two {num_classes}-class activation maps" if cams else "")
+        raise RuntimeError(f"packed output width {packed.shape[1]} does not hold {heads} logits and {what}: the model does not fit its bundle")
     batch = packed.shape[0]
     out = {"logits": packed[:, :num_classes]}
     if per_eye:
         out["left_logits"] = packed[:, num_classes : 2 * num_classes]
         out["right_logits"] = packed[:, 2 * num_classes : heads]
     out["attention_left"] = packed[:, heads : heads + area].reshape(batch, 1, side, side)
-    out["attention_right"] = packed[:, heads + area :].reshape(batch, 1, side, side)
+    out["attention_right"] = packed[:, heads + area : heads + 2 * area].reshape(batch, 1, side, side)
+    if cams:
+        start, size = heads + 2 * area, num_classes * area
+        out["cam_left"] = packed[:, start : start + size].reshape(batch, num_classes, side, side)
+        out["cam_right"] = packed[:, start + size : start + 2 * size].reshape(batch, num_classes, side, side)
     return out

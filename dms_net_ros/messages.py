@@ -101,9 +101,11 @@ def ok_result(
     attention_published: bool = False,
     left_probabilities: np.ndarray | None = None,
     right_probabilities: np.ndarray | None = None,
+    attention_codes: Sequence[str] = ("", ""),
 ) -> Any:
     """STATUS_OK: the network ran; per-class arrays filled from ``decision``, per-eye arrays
-    from the per-eye heads' probabilities when the model has them."""
+    from the per-eye heads' probabilities when the model has them. ``attention_codes`` (left,
+    right) name the class each published overlay explains ("" for OSIM attention or none)."""
     from dms_net_ros.msg import DiagnosisResult
 
     msg = _base(ctx, DiagnosisResult.STATUS_OK, "ok")
@@ -121,6 +123,7 @@ def ok_result(
     msg.referable = bool(decision.referable)
     msg.summary = summarize(decision, class_codes, eyes)
     msg.attention_published = bool(attention_published)
+    msg.left_attention_code, msg.right_attention_code = (str(c) for c in attention_codes)
     return msg
 
 
@@ -143,16 +146,24 @@ def error_result(ctx: ResultContext, message: str) -> Any:
     return msg
 
 
+def evidence_codes(result: ExamResult, class_codes: Sequence[str]) -> tuple[str, str]:
+    """(left, right) class codes of the result's evidence maps; "" for an eye without one."""
+    return tuple(class_codes[ev.class_index] if ev is not None else ""  # type: ignore[return-value]
+                 for ev in (result.evidence_left, result.evidence_right))
+
+
 def exam_result_msg(ctx: ResultContext, result: ExamResult, class_codes: Sequence[str], class_names: Sequence[str], *,
                     attention_published: bool = False) -> Any:
     """The ``DiagnosisResult`` of one `ExamResult` of the exam pipeline, with ``ctx``'s
     provenance and timings. The eyes' quality reports go in unless an eye could not be
-    decoded (an ERROR about the input, not about image quality)."""
+    decoded (an ERROR about the input, not about image quality). Published overlays drawn from
+    class activation maps name their class (`ExamResult.evidence_left/right`)."""
     if not (result.left.error or result.right.error):
         ctx = replace(ctx, left_quality=result.left_quality, right_quality=result.right_quality)
     if result.status is ExamStatus.OK:
         return ok_result(ctx, result.decision, class_codes, class_names, attention_published=attention_published,
-                         left_probabilities=result.left_probabilities, right_probabilities=result.right_probabilities)
+                         left_probabilities=result.left_probabilities, right_probabilities=result.right_probabilities,
+                         attention_codes=evidence_codes(result, class_codes) if attention_published else ("", ""))
     if result.status is ExamStatus.UNGRADABLE:
         return ungradable_result(ctx)
     return error_result(ctx, result.message)

@@ -97,11 +97,18 @@ def _input_qos(kind: str, depth: int) -> QoSProfile:
 
 
 def attention_overlay(prepared_rgb: np.ndarray, attention: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend an OSIM attention map ([h,w] in [0,1]) as a JET heat map on the network's view of the eye."""
+    """Blend a map ([h,w] in [0,1]: OSIM attention, or an eye's normalised class activation map)
+    as a JET heat map on the network's view of the eye."""
     size = prepared_rgb.shape[1], prepared_rgb.shape[0]
     att = cv2.resize(np.clip(np.asarray(attention, np.float32), 0.0, 1.0), size, interpolation=cv2.INTER_LINEAR)
     heat = cv2.cvtColor(cv2.applyColorMap((att * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(prepared_rgb, 1.0 - alpha, heat, alpha, 0.0)
+
+
+def has_overlay_maps(bundle: Any) -> bool:
+    """The bundle gives maps worth drawing: OSIM attention (DMS-Net) or class activation maps
+    (a plain per-eye bundle exported with them); the plain control's all-ones maps are not."""
+    return bool(bundle.model_config.has_attention_maps or getattr(bundle, "has_cams", False))
 
 
 class DiagnosisNode(LifecycleNode):
@@ -185,7 +192,7 @@ class DiagnosisNode(LifecycleNode):
                 raise ValueError(f"torch_accel={p['torch_accel']} applies to the torch backend only: "
                                  f"set backend to torch or auto, or torch_accel to none")
             if p["backend"] in ("auto", "torch"):  # the torch backend copies attention maps back only when they are drawn
-                accel["attention_outputs"] = bool(p["publish_attention"]) and self._bundle.model_config.has_attention_maps
+                accel["attention_outputs"] = bool(p["publish_attention"]) and has_overlay_maps(self._bundle)
             self._backend = create_backend(self._bundle, backend=p["backend"], device=p["device"], precision=p["precision"], **accel)
             self._backend.warmup(int(p["warmup_iterations"]))
         except Exception as exc:  # noqa: BLE001 - a failed configure must leave the node unconfigured, not dead
@@ -199,9 +206,10 @@ class DiagnosisNode(LifecycleNode):
 
         self._result_pub = self.create_publisher(DiagnosisResult, "diagnosis", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if p["publish_attention"] and not self._bundle.model_config.has_attention_maps:
+        if p["publish_attention"] and not has_overlay_maps(self._bundle):
             log.warning(f"publish_attention is on but model {self._bundle.name} ({self._bundle.model_config.architecture}) "
-                        "has no OSIM attention maps: no overlays are published; load a DMS-Net bundle for overlays")
+                        "has no OSIM attention maps and no class activation maps: no overlays are published; load a DMS-Net "
+                        "bundle, or re-export a plain per-eye model with this version of dms-net-export / dms-net-ensemble")
         elif p["publish_attention"]:
             self._attention_pubs = {eye: self.create_publisher(Image, f"{eye}/attention", 2) for eye in ("left", "right")}
         # Latched (a workflow that published before the node started) and volatile (ros2 topic
@@ -584,11 +592,19 @@ class DiagnosisNode(LifecycleNode):
         self._publish_for(job.ticket, msg, ctx.timings_ms["total"] if result.status is ExamStatus.OK else None)
 
     def _publish_overlays(self, pair: Pair, result: ExamResult) -> bool:
-        """OSIM attention drawn on the eyes the network saw, on ``<eye>/attention``; True when published."""
-        if not self._attention_pubs or result.attention_left is None or result.attention_right is None:
+        """Each eye's evidence drawn on the eye the network saw, on ``<eye>/attention``: its class
+        activation map (`ExamResult.evidence_left/right`) for a bundle that has them, else OSIM
+        attention; True when published."""
+        if not self._attention_pubs:
             return False
-        for eye, prepared, att, msg in (("left", result.left, result.attention_left, pair.left),
-                                        ("right", result.right, result.attention_right, pair.right)):
+        if result.evidence_left is not None and result.evidence_right is not None:
+            maps = (result.evidence_left.heatmap, result.evidence_right.heatmap)
+        elif result.attention_left is not None and result.attention_right is not None:
+            maps = (result.attention_left, result.attention_right)
+        else:
+            return False
+        for eye, prepared, att, msg in (("left", result.left, maps[0], pair.left),
+                                        ("right", result.right, maps[1], pair.right)):
             overlay = attention_overlay(prepared.image, att)
             self._attention_pubs[eye].publish(rgb_to_image_msg(overlay, "rgb8", stamp=msg.header.stamp, frame_id=msg.header.frame_id))
         return True

@@ -59,6 +59,24 @@ def test_ok_result_carries_per_eye_probabilities_and_the_side_of_each_finding():
     assert legacy.summary == "REFER: D 0.90, C 0.80"
 
 
+def test_published_cam_overlays_name_their_class_per_eye():
+    from dms_net_core.evidence import evidence_maps
+    from dms_net_core.exam_pipeline import ExamResult, ExamStatus, PreparedEye
+    from dms_net_ros.messages import exam_result_msg
+
+    probs = np.array([0.1, 0.9, 0.1, 0.8, 0.1, 0.1, 0.1, 0.1], np.float32)
+    left = np.array([0.2, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], np.float32)   # D
+    right = np.array([0.2, 0.8, 0.1, 0.95, 0.1, 0.1, 0.1, 0.1], np.float32)  # D and C, C stronger
+    cams = np.random.default_rng(0).normal(size=(8, 4, 4)).astype(np.float32)
+    result = ExamResult(ExamStatus.OK, "ok", PreparedEye(), PreparedEye(), probabilities=probs, left_probabilities=left,
+                        right_probabilities=right, decision=decide(probs, np.full(8, 0.5, np.float32)), cam_left=cams, cam_right=cams)
+    result.evidence_left, result.evidence_right = evidence_maps(cams, cams, left, right, result.decision)
+    msg = exam_result_msg(_ctx(), result, CLASS_CODES, CLASS_NAMES, attention_published=True)
+    assert msg.attention_published and (msg.left_attention_code, msg.right_attention_code) == ("D", "C")
+    quiet = exam_result_msg(_ctx(), result, CLASS_CODES, CLASS_NAMES, attention_published=False)
+    assert (quiet.left_attention_code, quiet.right_attention_code) == ("", "")  # nothing published, no class claimed
+
+
 def test_normal_summary_and_not_confident_normal_is_referable():
     d = decide(np.array([0.9] + [0.1] * 7, np.float32), np.full(8, 0.5, np.float32))
     assert summarize(d, CLASS_CODES).startswith("no referable finding")

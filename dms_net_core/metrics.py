@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, f1_score, roc_auc_score
 
-from dms_net_core.classes import CLASS_CODES, NUM_CLASSES
+from dms_net_core.classes import CLASS_CODES, NORMAL_INDEX, NUM_CLASSES
+from dms_net_core.postprocess import coherent_positive
 
 #: The official score binarises at this value with a STRICT ">".
 OFFICIAL_THRESHOLD = 0.5
@@ -74,6 +75,27 @@ def odir_official_score(labels: np.ndarray, probs: np.ndarray) -> dict[str, floa
     kappa = _safe_kappa(y_flat, pred)
     f1 = float(f1_score(y_flat, pred, average="micro"))
     auc = _safe_auc(y_flat, p_flat)
+    return {"kappa": kappa, "f1": f1, "auc": auc, "final": float((kappa + f1 + auc) / 3.0)}
+
+
+def _normal_with_disease(positive: np.ndarray) -> int:
+    """Patients whose thresholded classes say "normal" and a disease at once."""
+    return int((positive[:, NORMAL_INDEX] & np.delete(positive, NORMAL_INDEX, axis=1).any(1)).sum())
+
+
+def odir_decision_score(labels: np.ndarray, probs: np.ndarray, positives: np.ndarray) -> dict[str, float]:
+    """The official formula on the product's own decisions: kappa and micro-F1 from
+    ``positives`` (e.g. `dms_net_core.postprocess.coherent_positive`), AUC from ``probs``
+    (a ranking, which no threshold rule changes). Equal to `odir_official_score` when
+    ``positives == probs > 0.5``."""
+    y, p = _check(labels, probs)
+    pred = np.asarray(positives).reshape(-1).astype(np.int64)
+    if pred.size != y.size:
+        raise ValueError(f"{pred.size} decisions for {y.size} labels: pass one row of positives per patient")
+    y_flat = y.reshape(-1)
+    kappa = _safe_kappa(y_flat, pred)
+    f1 = float(f1_score(y_flat, pred, average="micro"))
+    auc = _safe_auc(y_flat, p.reshape(-1))
     return {"kappa": kappa, "f1": f1, "auc": auc, "final": float((kappa + f1 + auc) / 3.0)}
 
 
@@ -190,6 +212,12 @@ def full_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | 
         report["thresholds"] = [float(v) for v in t]
         report["paper_columns_at_thresholds"] = paper_columns(y, p, t)
         report["per_class_at_thresholds"] = per_class_metrics(y, p, t)
+        # what the product prints: the tuned thresholds with the coherence rule (N never with a disease)
+        report["decisions"] = {"rule": "p > threshold; N only when no disease is positive",
+                               "at_thresholds": odir_decision_score(y, p, coherent_positive(p, t)),
+                               "at_thresholds_without_rule": odir_decision_score(y, p, p > t),
+                               "at_0.5": odir_decision_score(y, p, coherent_positive(p, OFFICIAL_THRESHOLD)),
+                               "normal_with_disease_without_rule": _normal_with_disease(p > t)}
     return report
 
 

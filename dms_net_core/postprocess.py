@@ -1,7 +1,12 @@
 """From logits to a clinical decision: sigmoid, per-class thresholds, referable flag.
 
 Shared by the node, the evaluator and the bag tools so that a "positive" means the same
-thing everywhere. Thresholds come from the model bundle (tuned on validation data); the
+thing everywhere.
+
+The coherence rule (`coherent_positive`): "Normal" is positive only when its probability
+passes its threshold AND no disease class passes its own. A clinician cannot act on "Normal,
+Diabetic retinopathy"; a disease finding outranks the normal score (screening refers), so N
+is cleared, never the disease. The same rule applies to each eye's own findings. Thresholds come from the model bundle (tuned on validation data); the
 ODIR official score itself always uses 0.5 (see `dms_net_core.metrics`).
 """
 
@@ -32,7 +37,7 @@ class Decision:
 
     probabilities: np.ndarray  # [8] float32, CLASS_CODES order
     thresholds: np.ndarray  # [8] float32
-    positive: np.ndarray  # [8] bool: probability strictly above its threshold
+    positive: np.ndarray  # [8] bool: probability strictly above its threshold (N: and no disease positive)
     referable: bool  # any disease class (not N) positive, or N itself negative
 
     @property
@@ -40,8 +45,19 @@ class Decision:
         return [c for c, p in zip(CLASS_CODES, self.positive) if p]
 
 
+def coherent_positive(probabilities: np.ndarray, thresholds: np.ndarray | float) -> np.ndarray:
+    """bool [..., 8]: ``p > t`` per class (strict, as the ODIR metric), then N cleared on every
+    row where a disease class is positive. Works on one patient, one eye or a [N, 8] batch."""
+    p = np.asarray(probabilities, dtype=np.float32)
+    positive = p > np.asarray(thresholds, dtype=np.float32)
+    disease = np.delete(positive, NORMAL_INDEX, axis=-1).any(axis=-1)
+    positive[..., NORMAL_INDEX] &= ~disease
+    return positive
+
+
 def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> Decision:
-    """Apply per-class thresholds (strictly greater, as the ODIR metric does).
+    """Apply per-class thresholds (strictly greater, as the ODIR metric does) with the
+    coherence rule (`coherent_positive`: N never positive together with a disease).
 
     A patient is referable when any disease class is positive, or when the model is not
     confident the eyes are normal (N negative) even though no single disease passed its
@@ -51,7 +67,7 @@ def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> Decision:
     t = np.asarray(thresholds, dtype=np.float32).reshape(-1)
     if p.shape != t.shape:
         raise ValueError(f"{p.size} probabilities but {t.size} thresholds: the bundle's class list does not match the model")
-    positive = p > t
+    positive = coherent_positive(p, t)
     disease = np.delete(positive, NORMAL_INDEX)
     referable = bool(disease.any() or not positive[NORMAL_INDEX])
     return Decision(probabilities=p, thresholds=t, positive=positive, referable=referable)

@@ -107,6 +107,20 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
 
+    def forward_prefix(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """The stem and the first ``stage`` stages: what ``--frozen-stages stage`` freezes,
+        so a training feature bank (`training.feature_bank`) can compute it once."""
+        x = self.model.bn1(self.model.conv_stem(x))
+        for block in self.model.blocks[:stage]:
+            x = block(x)
+        return x
+
+    def forward_from_stage(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """The rest after `forward_prefix`: ``forward(x) == forward_from_stage(forward_prefix(x, k), k)``."""
+        for block in self.model.blocks[stage:]:
+            x = block(x)
+        return self.model.bn2(self.model.conv_head(x))
+
 
 BACKBONE_FACTORIES: dict[str, Callable[[DMSNetConfig], nn.Module]] = {
     **{name: TorchvisionCNN for name in _TORCHVISION_CNNS},

@@ -98,11 +98,25 @@ def augment_batch(left_u8: torch.Tensor, right_u8: torch.Tensor, labels: torch.T
     left, right = to_float_nchw(left_u8), to_float_nchw(right_u8)
     if aug.cutmix_prob > 0:
         left, right = cutmix_same_label(left, right, labels, aug, gen)
-    left = _colour(_affine(left, aug, gen), aug, gen)
-    right = _colour(_affine(right, aug, gen), aug, gen)
-    return normalize_batch(left, pre), normalize_batch(right, pre)
+    return _augment_float(left, aug, pre, gen), _augment_float(right, aug, pre, gen)
+
+
+def _augment_float(x255: torch.Tensor, aug: AugmentConfig, pre: PreprocessConfig, gen: torch.Generator | None) -> torch.Tensor:
+    return normalize_batch(_colour(_affine(x255, aug, gen), aug, gen), pre)
+
+
+def augment_eyes(eyes_u8: torch.Tensor, aug: AugmentConfig, pre: PreprocessConfig,
+                 gen: torch.Generator | None = None) -> torch.Tensor:
+    """One eye per row (no CutMix, which needs the pair): uint8 [B,S,S,3] -> augmented,
+    normalised float32 [B,3,S,S]; what the training feature bank stores views of."""
+    return _augment_float(to_float_nchw(eyes_u8), aug, pre, gen)
+
+
+def eval_eyes(eyes_u8: torch.Tensor, pre: PreprocessConfig) -> torch.Tensor:
+    """The eval transform of single eyes: only normalisation (equal to `preprocess_eye`)."""
+    return normalize_batch(to_float_nchw(eyes_u8), pre)
 
 
 def eval_batch(left_u8: torch.Tensor, right_u8: torch.Tensor, pre: PreprocessConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The eval transform: only normalisation (equal to `preprocess_eye` on the same image)."""
-    return normalize_batch(to_float_nchw(left_u8), pre), normalize_batch(to_float_nchw(right_u8), pre)
+    return eval_eyes(left_u8, pre), eval_eyes(right_u8, pre)

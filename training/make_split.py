@@ -5,6 +5,8 @@
         --val-fraction 0.15 --seed 0 --output training/splits/odir5k_256_val15_seed0.json
     python -m training.make_split --labels ../shared/data/odir5k_256/labels.csv \
         --val-fraction 0.15 --test-fraction 0.15 --seed 0 --output training/splits/odir5k_256_val15_test15_seed0.json
+    python -m training.make_split --labels ../shared/data/odir5k_256/labels.csv \
+        --folds 5 --seed 0 --output training/splits/odir5k_256_cv5_seed0_fold{fold}.json
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from dms_net_core.data.odir import load_odir
-from dms_net_core.data.splits import stratified_split, write_split
+from dms_net_core.data.splits import cross_validation_folds, stratified_split, write_split
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -23,6 +25,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--test-fraction", type=float, default=0.0,
                         help="held-out test patients (never used for training, epoch choice or thresholds)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--folds", type=int, default=0,
+                        help="K > 1: write K cross-validation splits (train/val), --output containing {fold}")
     parser.add_argument("--output", required=True)
     return parser
 
@@ -30,6 +34,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     loaded = load_odir(args.labels, args.images_dir)
+    if args.folds:
+        if "{fold}" not in args.output:
+            raise SystemExit("make_split: --folds needs an --output containing {fold}, e.g. runs/cv_fold{fold}.json")
+        for k, split in enumerate(cross_validation_folds(loaded.records, args.folds, args.seed)):
+            path = args.output.format(fold=k)
+            write_split(path, split, loaded.records, seed=args.seed, val_fraction=1.0 / args.folds, source=args.labels,
+                        fold=(k, args.folds))
+            print(f"wrote {path}: {len(split['train'])} train / {len(split['val'])} val patients")
+        return
     split = stratified_split(loaded.records, args.val_fraction, args.seed, test_fraction=args.test_fraction)
     write_split(args.output, split, loaded.records, seed=args.seed, val_fraction=args.val_fraction, source=args.labels,
                 test_fraction=args.test_fraction)

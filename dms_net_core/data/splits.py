@@ -65,13 +65,28 @@ def stratified_split(records: list[PatientRecord], val_fraction: float = 0.15, s
     return split
 
 
+def cross_validation_folds(records: list[PatientRecord], folds: int = 5, seed: int = 0) -> list[dict[str, list[str]]]:
+    """``folds`` splits ``{"train", "val"}`` whose val sides partition the patients (multilabel
+    stratified k-fold): every patient is scored once by the member that never trained on it."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    if folds < 2 or len(records) < folds:
+        raise ValueError(f"need 2 <= folds <= patients, got {folds} folds for {len(records)} patients")
+    ids = np.array([r.patient_id for r in records], dtype=object)
+    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [{"train": list(ids[np.sort(tr)]), "val": list(ids[np.sort(va)])}
+            for tr, va in splitter.split(np.zeros((len(records), 1)), labels_matrix(records))]
+
+
 def write_split(path: str | Path, split: dict[str, list[str]], records: list[PatientRecord], *, seed: int,
-                val_fraction: float, source: str, test_fraction: float = 0.0) -> None:
-    """Write the split with enough provenance to recognise it later."""
+                val_fraction: float, source: str, test_fraction: float = 0.0, fold: tuple[int, int] | None = None) -> None:
+    """Write the split with enough provenance to recognise it later (``fold``: (k, of K))."""
     by_id = {r.patient_id: r for r in records}
     doc: dict[str, Any] = {
         "format_version": SPLIT_FORMAT_VERSION,
-        "method": "iterstrat.MultilabelStratifiedShuffleSplit by patient",
+        "method": ("iterstrat.MultilabelStratifiedKFold by patient" if fold else
+                   "iterstrat.MultilabelStratifiedShuffleSplit by patient"),
+        **({"fold": fold[0], "folds": fold[1]} if fold else {}),
         "source": source,
         "seed": seed,
         "val_fraction": val_fraction,

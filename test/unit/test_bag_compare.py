@@ -27,7 +27,8 @@ def _result(left_ns: int, right_ns: int, status: int = 0, probs=None, exam_id: s
                positives=np.zeros(n, np.bool_), positive_codes=[], referable=False, summary="", left_quality=1.0,
                right_quality=1.0, left_gradable=True, right_gradable=True, quality_reasons=[], model_id="m",
                backend="onnxruntime", backend_detail="", attention_published=False, preprocess_ms=1.0, inference_ms=1.0,
-               total_ms=2.0, left_probabilities=left_p, right_probabilities=right_p, positive_eyes=[])
+               total_ms=2.0, left_probabilities=left_p, right_probabilities=right_p, positive_eyes=[],
+               left_attention_code="", right_attention_code="")
 
 
 def _diagnostics(values: dict[str, str], name: str = "dms_net_diagnosis: pipeline"):

@@ -24,6 +24,7 @@ setup(
             "dms-net-eval=training.console:evaluate",
             "dms-net-export=dms_net_core.export:main",
             "dms-net-ensemble=training.ensemble:main",
+            "dms-net-oof=training.oof:main",
             "dms-net-build-engine=dms_net_core.runtime.build_engine:main",
             "dms-net-bench=benchmarks.bench_backends:main",
             "dms-net-bag=dms_net_ros.bag.cli:main",

@@ -44,7 +44,8 @@ case "$PLAN" in
     done ;;
   cv)
     for k in ${FOLDS:-0 1 2 3 4}; do
-      run "cv5_f5_fold$k" --split-file "training/splits/odir5k_256_cv5_seed0_fold$k.json" --seed "$k"
+      run "cv5_f5_fold$k" --split-file "training/splits/odir5k_256_cv5_seed0_fold$k.json" --seed "$k" \
+        --epoch-snapshots --early-stop-patience 0
     done ;;
   *) echo "PLAN must be speed or cv, got $PLAN" >&2; exit 2 ;;
 esac

@@ -55,6 +55,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--images-dir", default=None)
     p.add_argument("--split-file", default=None,
                    help="split whose 'val' side tunes the thresholds (default: the split the first member trained on)")
+    p.add_argument("--oof", type=Path, default=None,
+                   help="the cross-validation record of `dms-net-oof` for fold members: its out-of-fold calibration "
+                        "offsets and thresholds are used (no validation pass) and its scores go into model.json")
     p.add_argument("--no-tune", action="store_true", help="keep the mean of the members' thresholds; no validation pass")
     p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
                    help="fit per-class logit offsets on the validation side so 'probability > 0.5' (the ODIR score's cut) "
@@ -111,6 +114,35 @@ def calibrate(val: PairPredictions, test: PairPredictions | None) -> tuple[dict[
     return record, val, test
 
 
+def _from_oof(path: Path, checkpoints: list[Path], hflip_tta: bool) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+    """(thresholds, model.json metrics, calibration record) from a `dms-net-oof` record, after
+    checking that it describes exactly these members in the same test-time form."""
+    import json
+
+    record = json.loads(Path(path).read_text())
+    named = sorted(Path(m).resolve() for m in record.get("members", []))
+    if named != sorted(Path(c).resolve() for c in checkpoints):
+        raise ValueError(f"{path} scored members {record.get('members')}, not the checkpoints given: "
+                         "pass the same epoch's fold checkpoints (see its 'members')")
+    if bool(record.get("hflip_tta")) != bool(hflip_tta):
+        raise ValueError(f"{path} was scored {'with' if record.get('hflip_tta') else 'without'} --hflip-tta: "
+                         "build the bundle the same way")
+    metrics = dict(record["report"])
+    metrics["out_of_fold"] = {k: record[k] for k in ("patients", "folds", "epoch", "epoch_chosen_by", "score", "score_ci95",
+                                                     "score_is", "raw", "raw_ci95", "calibrated_cross_fitted",
+                                                     "decisions_cross_fitted", "hflip_tta")}
+    applied = bool(record["calibration_applied"])
+    calibration: dict[str, Any] = {"applied": applied, "fitted_on": "out-of-fold predictions of the fold members",
+                                   "objective": "ODIR-2019 final at probability > 0.5",
+                                   "cross_fitted_out_of_fold": record["calibrated_cross_fitted"],
+                                   "uncalibrated_out_of_fold": record["raw"]}
+    if applied:
+        calibration["logit_offsets"] = record["logit_offsets"]
+    else:
+        calibration["why"] = "offsets fitted on the other folds did not raise the out-of-fold score"
+    return np.asarray(record["thresholds"], np.float32), metrics, calibration
+
+
 def side_report(pred: PairPredictions, thresholds: np.ndarray) -> dict[str, Any]:
     """`full_report` of one split side, with the per-eye AUC when the ensemble has per-eye outputs."""
     report = full_report(pred.labels, pred.probs, thresholds)
@@ -155,8 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     pre = pres[0]
     member_thresholds = np.mean([checkpoint_thresholds(c) for c in ckpts], axis=0)
     thresholds, metrics, calibration = member_thresholds, {}, None
-    split_file, why_not = _split_for_tuning(args, ckpts[0])
-    if split_file is None:
+    split_file, why_not = _split_for_tuning(args, ckpts[0]) if args.oof is None else (None, f"out-of-fold record {args.oof}")
+    if args.oof is not None:
+        try:
+            thresholds, metrics, calibration = _from_oof(args.oof, args.checkpoints, args.hflip_tta)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"dms-net-ensemble: error: {exc}", file=sys.stderr)
+            return 2
+        if calibration["applied"]:
+            ensemble.logit_offsets = torch.tensor(calibration["logit_offsets"], dtype=torch.float32)
+            bundle_config = dataclasses.replace(bundle_config, logit_offsets=list(calibration["logit_offsets"]))
+    elif split_file is None:
         print(f"dms-net-ensemble: thresholds = mean of the members' ({why_not}); model.json carries no ensemble metrics")
     else:
         labels_path = args.labels or str(default_odir_dir() / "labels.csv")

@@ -6,12 +6,18 @@
     python -m training.make_split --labels ../shared/data/odir5k_256/labels.csv \
         --val-fraction 0.15 --test-fraction 0.15 --seed 0 --output training/splits/odir5k_256_val15_test15_seed0.json
     python -m training.make_split --labels ../shared/data/odir5k_256/labels.csv \
-        --folds 5 --seed 0 --output training/splits/odir5k_256_cv5_seed0_fold{fold}.json
+        --folds 5 --seed 0 --hold-out-patients demo/samples/labels.csv \
+        --output training/splits/odir5k_256_cv5_seed0_fold{fold}.json
+
+``--hold-out-patients``: patients (a CSV with a ``patient_id`` column) kept out of every fold as
+the ``test`` side: the demo's sample exams must never be trained on by any member of the
+cross-validated ensemble that the demo runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 
 from dms_net_core.data.odir import load_odir
 from dms_net_core.data.splits import cross_validation_folds, stratified_split, write_split
@@ -27,6 +33,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", type=int, default=0,
                         help="K > 1: write K cross-validation splits (train/val), --output containing {fold}")
+    parser.add_argument("--hold-out-patients", default=None,
+                        help="CSV with a patient_id column: with --folds, those patients are in no fold (the 'test' side)")
     parser.add_argument("--output", required=True)
     return parser
 
@@ -37,7 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.folds:
         if "{fold}" not in args.output:
             raise SystemExit("make_split: --folds needs an --output containing {fold}, e.g. runs/cv_fold{fold}.json")
-        for k, split in enumerate(cross_validation_folds(loaded.records, args.folds, args.seed)):
+        held: list[str] = []
+        records = loaded.records
+        if args.hold_out_patients:
+            with open(args.hold_out_patients, newline="") as f:
+                wanted = {row["patient_id"] for row in csv.DictReader(f)}
+            held = [r.patient_id for r in records if r.patient_id in wanted]
+            records = [r for r in records if r.patient_id not in wanted]
+        for k, split in enumerate(cross_validation_folds(records, args.folds, args.seed)):
+            if held:
+                split = {**split, "test": held}
             path = args.output.format(fold=k)
             write_split(path, split, loaded.records, seed=args.seed, val_fraction=1.0 / args.folds, source=args.labels,
                         fold=(k, args.folds))

@@ -56,6 +56,7 @@ from dms_net_core.metrics import full_report, odir_official_score, per_eye_auc, 
 from dms_net_core.model import build_model
 from dms_net_core.model.config import DMSNetConfig
 from training.cache import PairCache, build_pair_cache
+from training.epoch_snapshots import save_epoch_snapshot
 from training.freeze import freeze_backbone_stages, keep_frozen_in_eval
 from training.gpu_augment import augment_batch, eval_batch
 from training.paths import default_odir_dir
@@ -120,6 +121,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="last.pt to continue from (same step)")
     p.add_argument("--max-epochs-this-run", type=int, default=None,
                    help="stop after N epochs of this invocation (chunked/pre-emptible jobs; continue with --resume)")
+    p.add_argument("--epoch-snapshots", action="store_true",
+                   help="keep every epoch's validation probabilities and fp16 weights under epochs/ so that "
+                        "cross-validation can choose one epoch count for all folds from the pooled out-of-fold "
+                        "predictions (dms-net-oof) instead of each fold's own best epoch")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
     return p
@@ -684,6 +689,8 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                                    data_summary=data_summary, epoch=epoch, step=step, args=_plain_args(args))
             if improved:
                 torch.save(base, out_dir / "best.pt")
+            if args.epoch_snapshots:
+                save_epoch_snapshot(out_dir, epoch, base, val_probs_epoch)
             torch.save(base | {"optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
                                "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(device),
                                "best_final": best_final, "best_epoch": best_epoch, "epochs_total": epochs_total,

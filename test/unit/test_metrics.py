@@ -123,3 +123,17 @@ def test_shape_errors_are_one_line():
         odir_official_score(np.zeros((2, 7)), np.zeros((2, 7)))
     with pytest.raises(ValueError, match="NaN"):
         odir_official_score(np.zeros((1, 8)), np.full((1, 8), np.nan))
+
+
+def test_fast_kappa_and_auc_equal_scikit_learn():
+    """The numpy kappa/AUC behind every score agree with scikit-learn's, ties included."""
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    from dms_net_core.metrics import _safe_auc, _safe_kappa
+
+    rng = np.random.default_rng(7)
+    for n, prevalence in ((40, 0.1), (800, 0.3), (3000, 0.6)):
+        y = (rng.random(n) < prevalence).astype(np.int64)
+        p = np.round(rng.random(n) * 0.5 + 0.4 * y, 2)  # rounded: many tied scores
+        pred = (p > 0.5).astype(np.int64)
+        assert _safe_auc(y, p) == pytest.approx(sklearn_metrics.roc_auc_score(y, p), abs=1e-12)
+        assert _safe_kappa(y, pred) == pytest.approx(sklearn_metrics.cohen_kappa_score(y, pred), abs=1e-12)

@@ -78,7 +78,7 @@ def _member_summary(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     cfg = ckpt["model_config"]
     return {"checkpoint": str(path), "architecture": cfg.get("architecture"), "backbone": cfg.get("backbone"),
             "recipe": args.get("config"), "seed": args.get("seed"), "epoch": ckpt.get("epoch"),
-            "val_official": official}
+            "val_official": official, "split_file": (ckpt.get("data_summary") or {}).get("split_file")}
 
 
 def _split_for_tuning(args: argparse.Namespace, first: dict[str, Any]) -> tuple[str | None, str]:

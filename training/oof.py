@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dms_net_core.calibration import apply_logit_offsets, fit_logit_offsets
+from dms_net_core.classes import NORMAL_INDEX
 from dms_net_core.metrics import full_report, odir_decision_score, odir_official_score, tune_thresholds
 from dms_net_core.postprocess import coherent_positive
 from training.epoch_snapshots import epoch_val_probs, snapshot_paths
@@ -108,9 +109,11 @@ def _fold_split(run_dir: Path) -> str:
 
 
 def predict_fold_members(fold_dirs: list[Path], epoch: int, labels_path: str, images_dir: str | None, *,
-                         hflip_tta: bool, batch_size: int = 16) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """(labels, probabilities, checkpoint paths) per fold: fold k's epoch-``epoch`` member over
-    fold k's validation patients, through the exam pipeline on the real images."""
+                         hflip_tta: bool, batch_size: int = 16
+                         ) -> tuple[list[np.ndarray], list[np.ndarray], list[dict[str, np.ndarray] | None], list[str]]:
+    """(labels, probabilities, per-eye probabilities or None, checkpoint paths) per fold: fold
+    k's epoch-``epoch`` member over fold k's validation patients, through the exam pipeline on
+    the real images."""
     from dms_net_core.checkpoint import checkpoint_preprocess, load_checkpoint, model_from_checkpoint
     from dms_net_core.data.odir import load_odir, select_patients
     from dms_net_core.data.splits import read_split
@@ -118,7 +121,7 @@ def predict_fold_members(fold_dirs: list[Path], epoch: int, labels_path: str, im
     from training.evaluate import ModuleBackend, predict_pairs
 
     records = load_odir(labels_path, images_dir).records
-    ys, ps, members = [], [], []
+    ys, ps, eyes, members = [], [], [], []
     for d in fold_dirs:
         ckpt_path = snapshot_paths(d, epoch)[1]
         ckpt = load_checkpoint(ckpt_path)
@@ -131,10 +134,43 @@ def predict_fold_members(fold_dirs: list[Path], epoch: int, labels_path: str, im
                              progress=sys.stderr.isatty())
         ys.append(pred.labels)
         ps.append(pred.probs)
+        eyes.append(pred.eye_probs)
         members.append(str(ckpt_path))
         print(f"dms-net-oof: {d.name} epoch {epoch}: {len(recs)} patients, "
               f"final {odir_official_score(pred.labels, pred.probs)['final']:.4f}", flush=True)
-    return ys, ps, members
+    return ys, ps, eyes, members
+
+
+def or_rule_probs(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The official patient rule applied to per-eye probabilities: a disease if either eye has
+    it (1 - (1 - l)(1 - r), eyes taken as independent), N only if both eyes are normal (l * r)."""
+    out = 1.0 - (1.0 - left) * (1.0 - right)
+    out[:, NORMAL_INDEX] = left[:, NORMAL_INDEX] * right[:, NORMAL_INDEX]
+    return out.astype(np.float32)
+
+
+def or_blend_lever(labels: list[np.ndarray], probs: list[np.ndarray], eyes: list[dict[str, np.ndarray]],
+                   weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), *, bootstrap: int = 1000) -> dict[str, Any]:
+    """Issue 22's lever "patient probability blended with the per-eye OR rule", measured on the
+    out-of-fold predictions without training: ``(1 - w) p_patient + w p_or`` for each ``w``,
+    scored like the shipped recipe (calibration cross-fitted across folds). The best ``w``
+    against ``w = 0`` gets a paired patient-bootstrap interval of the difference, and the
+    weight each fold would pick from the other folds alone shows whether the choice is stable."""
+    y = np.concatenate(labels)
+    blended = {w: [(1 - w) * p + w * or_rule_probs(e["left"], e["right"]) for p, e in zip(probs, eyes)] for w in weights}
+    calibrated = {w: np.concatenate(cross_fit(labels, parts, _fit_offsets, apply_logit_offsets))
+                  for w, parts in blended.items()}
+    rows = [{"weight": w, "calibrated_cross_fitted": odir_official_score(y, calibrated[w])} for w in weights]
+    best = max(weights, key=lambda w: odir_official_score(y, calibrated[w])["final"])
+    rng = np.random.default_rng(2)
+    diffs = []
+    for _ in range(bootstrap):
+        idx = rng.integers(0, len(y), len(y))
+        diffs.append(odir_official_score(y[idx], calibrated[best][idx])["final"]
+                     - odir_official_score(y[idx], calibrated[0.0][idx])["final"])
+    return {"weights": rows, "best_weight": best,
+            "gain_over_patient_head": float(np.mean(diffs)),
+            "gain_ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]}
 
 
 def oof_summary(labels: list[np.ndarray], probs: list[np.ndarray], *, bootstrap: int = 1000) -> dict[str, Any]:
@@ -205,12 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         epoch = chosen if args.epoch is None else args.epoch
         print(f"dms-net-oof: epoch {epoch} ({'chosen on the cross-fitted calibrated score' if args.epoch is None else '--epoch'})")
         labels_path = args.labels or str(default_odir_dir() / "labels.csv")
-        ys, ps, members = predict_fold_members(args.fold_dirs, epoch, labels_path, args.images_dir,
+        ys, ps, eyes, members = predict_fold_members(args.fold_dirs, epoch, labels_path, args.images_dir,
                                                hflip_tta=args.hflip_tta, batch_size=args.batch_size)
         for y, stored in zip(ys, fold_labels):
             if not np.array_equal(y, stored):
                 raise ValueError("the fold's validation labels changed since training: same labels.csv and split files needed")
         summary = oof_summary(ys, ps, bootstrap=args.bootstrap)
+        if all(e is not None for e in eyes):
+            summary["lever_or_blend"] = or_blend_lever(ys, ps, eyes, bootstrap=args.bootstrap)
     except (FileNotFoundError, ValueError) as exc:
         print(f"dms-net-oof: error: {exc}", file=sys.stderr)
         return 2
@@ -219,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
               "hflip_tta": bool(args.hflip_tta), "members": members, **summary, "epochs": table}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    arrays = {f"fold{k}_{name}": a for k, (y, p) in enumerate(zip(ys, ps)) for name, a in (("labels", y), ("probs", p))}
+    arrays |= {f"fold{k}_{side}_eye_probs": e[side] for k, e in enumerate(eyes) if e is not None for side in ("left", "right")}
+    np.savez_compressed(args.output.with_suffix(".npz"), **arrays)  # the predictions, for later analysis
     s, ci = summary["score"], summary["score_ci95"]["final"]
     print(f"dms-net-oof: {summary['patients']} patients out of fold: ODIR final {s['final']:.4f} "
           f"[{ci[0]:.4f}, {ci[1]:.4f}] (kappa {s['kappa']:.4f}, F1 {s['f1']:.4f}, AUC {s['auc']:.4f}); "

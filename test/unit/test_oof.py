@@ -74,3 +74,31 @@ def test_ensemble_refuses_an_oof_record_of_other_members(tmp_path: Path):
         _from_oof(path, [tmp_path / "a.pt", tmp_path / "c.pt"], True)
     with pytest.raises(ValueError, match="without --hflip-tta|with --hflip-tta"):
         _from_oof(path, [tmp_path / "b.pt", tmp_path / "a.pt"], False)
+
+
+def test_or_rule_follows_the_official_patient_rule():
+    from training.oof import or_rule_probs
+
+    left = np.array([[0.9, 0.1, 0, 0, 0, 0, 0, 0], [0.2, 0.8, 0, 0, 0, 0, 0, 0]], np.float32)
+    right = np.array([[0.8, 0.0, 0, 0, 0, 0, 0, 0.5], [0.9, 0.0, 0, 0, 0, 0, 0, 0]], np.float32)
+    p = or_rule_probs(left, right)
+    assert p[0, 0] == pytest.approx(0.72) and p[0, 7] == pytest.approx(0.5)  # N needs both eyes normal
+    assert p[1, 1] == pytest.approx(0.8) and p[1, 0] == pytest.approx(0.18)
+
+
+def test_or_blend_lever_finds_weight_when_the_eyes_carry_the_signal():
+    from training.oof import or_blend_lever
+
+    rng = np.random.default_rng(3)
+    labels, probs, eyes = [], [], []
+    for _ in range(3):
+        y = (rng.random((80, 8)) < 0.25).astype(np.uint8)
+        y[:, 0] = y[:, 1:].sum(1) == 0
+        noisy = 1 / (1 + np.exp(-(0.2 * (2 * y - 1) + rng.normal(0, 1, y.shape))))  # weak patient head
+        eye = 1 / (1 + np.exp(-(3.0 * (2 * y - 1) + rng.normal(0, 0.5, y.shape))))  # strong eye head
+        eye_n = np.sqrt(eye[:, 0])  # both eyes alike: their product gives back the patient N
+        left, right = eye.copy(), eye * 0.2
+        left[:, 0] = right[:, 0] = eye_n
+        labels.append(y), probs.append(noisy.astype(np.float32)), eyes.append({"left": left, "right": right})
+    lever = or_blend_lever(labels, probs, eyes, weights=(0.0, 1.0), bootstrap=30)
+    assert lever["best_weight"] == 1.0 and lever["gain_ci95"][0] > 0

@@ -11,7 +11,7 @@ setup(
     version="0.1.0",
     description="DMS-Net binocular fundus diagnosis: PyTorch model, training, runtimes and ROS 2 node",
     packages=find_packages(include=["dms_net_core*", "dms_net_ros*", "training*", "benchmarks*"]),
-    package_data={"training": ["configs/*.yaml", "splits/*.json"]},
+    package_data={"training": ["configs/*.yaml", "splits/*.json"], "dms_net_ros.display": ["static/*"]},
     python_requires=">=3.10",
     install_requires=[line.strip() for line in open("requirements/runtime.txt") if line.strip() and not line.startswith("#")],
     extras_require={
@@ -28,6 +28,7 @@ setup(
             "dms-net-build-engine=dms_net_core.runtime.build_engine:main",
             "dms-net-bench=benchmarks.bench_backends:main",
             "dms-net-bag=dms_net_ros.bag.cli:main",
+            "dms-net-display=dms_net_ros.display.node:main",
         ]
     },
 )

@@ -17,6 +17,17 @@ for tool in cmake g++ make; do
   fi
 done
 
+# The clinician display's browser tests and the demo's screenshots: Debian's chromium and its
+# driver (selenium is given /usr/bin/chromedriver; nothing is downloaded at test time).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium chromium-driver from Debian packages (display browser tests, demo screenshots)" >&2
+    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "[setup] note: chromium/chromedriver missing and not root: the display's browser test skips and the demo takes no screenshots (sudo apt-get install chromium chromium-driver)" >&2
+  fi
+fi
+
 [ -x "$V/bin/python" ] || "$PY" -m venv "$V"
 want=$(cat requirements/*.txt setup.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$V/.requirements.sha" 2>/dev/null)" != "$want" ]; then

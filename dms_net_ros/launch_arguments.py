@@ -68,6 +68,14 @@ REMAP_ARGUMENTS: dict[str, tuple[str, str]] = {
     "result_topic": ("diagnosis", "remap the diagnosis output topic to this topic (omit: no remap)"),
 }
 
+#: The clinician display beside the node (dms_net_ros/display): argument -> (default, description).
+DISPLAY_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "display": ("false", "true: also start the clinician display (web page) in the same namespace and with the same topic remaps"),
+    "display_host": ("127.0.0.1", "address the display binds; not a loopback address needs display_token"),
+    "display_port": ("8080", "TCP port of the display's page; 0 picks a free one (its URL is logged)"),
+    "display_token": ("", "token the display's page needs (required when display_host is not loopback; empty: none)"),
+}
+
 NAMESPACE_DESCRIPTION = "namespace of the node and its relative topics (omit: none)"
 PARAMS_FILE_DESCRIPTION = "YAML parameter file (omit: the package's config/diagnose.yaml)"
 
@@ -120,3 +128,18 @@ def topic_remappings(values: Mapping[str, str]) -> list[tuple[str, str]]:
         if topic.endswith("/image_raw"):
             remappings.append((topic + "/compressed", target + "/compressed"))
     return remappings
+
+
+def display_parameters(values: Mapping[str, str]) -> dict[str, Any] | None:
+    """The display node's parameters, or None when ``display`` is false."""
+    get = lambda name: values.get(name, OMITTED) or DISPLAY_ARGUMENTS[name][0]  # noqa: E731
+    check_not_quoted_empty("display", get("display"))
+    if not parse_boolean("display", get("display")):
+        return None
+    port = get("display_port")
+    if not port.strip().isdigit() or int(port) > 65535:
+        raise LaunchArgumentError(f"display_port:={port} is not a TCP port: use 0..65535 (0 picks a free port)")
+    params: dict[str, Any] = {"host": get("display_host"), "port": int(port)}
+    if values.get("display_token", OMITTED):
+        params["token"] = values["display_token"]
+    return params

@@ -169,3 +169,43 @@ def test_value_the_node_rejects_ends_the_launch_with_exit_code_0(tiny_bundle, ro
         assert launch.group_processes() == []
     finally:
         launch.stop()
+
+
+def test_display_argument_starts_the_display_beside_the_node(ros_domain, tmp_path):
+    """``display:=true``: the display in the node's namespace serves the result of a real pair
+    (with both photographs, matched by stamp); Ctrl-C stops both processes."""
+    import json
+    import re
+    import urllib.request
+
+    launch = LaunchProcess(["namespace:=exam_room", "qos:=reliable", "display:=true", "display_port:=0"],
+                           tmp_path / "launch.log", cwd=tmp_path)
+    client = None
+    try:
+        launch.wait_for_log(ACTIVE, 60)
+        launch.wait_for_log("display at http://127.0.0.1:", 60)
+        url = re.search(r"display at (http://\S+)", launch.log_text()).group(1)
+        client = Client("/exam_room")
+        client.wait_for_node()
+        client.spin_until(lambda: all(p.get_subscription_count() >= 2 for p in client.pubs.values()), 30)
+        client.publish_pair(rgb_to_image_msg(sample_rgb("103", "left")), rgb_to_image_msg(sample_rgb("103", "right")), 20 * SEC)
+        assert [r.status for r in client.wait_results(1, 60)] == [DiagnosisResult.STATUS_OK]
+        end = time.monotonic() + 30
+        while True:  # the display got the same result and both eye images
+            with urllib.request.urlopen(url + "api/state", timeout=10) as r:
+                exams = json.load(r)["exams"]
+            if (exams and exams[-1]["images"] == ["left", "right"]) or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        assert exams and exams[-1]["images"] == ["left", "right"] and exams[-1]["referable"], exams
+        assert "/exam_room/dms_net_display" in launch.log_text() or "exam_room.dms_net_display" in launch.log_text()
+        assert len(launch.node_pids()) == 2
+        assert launch.interrupt() == 0, launch.log_text()[-2000:]
+        deadline = time.monotonic() + 5
+        while launch.group_processes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert launch.group_processes() == [], f"processes left after Ctrl-C: {launch.group_processes()}"
+    finally:
+        if client is not None:
+            client.close()
+        launch.stop()

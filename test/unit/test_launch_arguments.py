@@ -67,3 +67,15 @@ def test_every_description_says_what_omitting_does():
     for text in descriptions:
         assert "omit" in text and "empty" not in text, text
     assert all(a.full_description.endswith("(omit to keep the params file's value)") for a in PARAMETER_ARGUMENTS)
+
+
+def test_display_is_off_by_default_and_its_values_are_checked():
+    from dms_net_ros.launch_arguments import LaunchArgumentError, display_parameters
+
+    assert display_parameters({}) is None and display_parameters({"display": "False"}) is None
+    assert display_parameters({"display": "true"}) == {"host": "127.0.0.1", "port": 8080}
+    got = display_parameters({"display": "TRUE", "display_port": "0", "display_host": "0.0.0.0", "display_token": "t"})
+    assert got == {"host": "0.0.0.0", "port": 0, "token": "t"}
+    for bad in ({"display": "yes"}, {"display": "true", "display_port": "http"}, {"display": "true", "display_port": "70000"}):
+        with pytest.raises(LaunchArgumentError):
+            display_parameters(bad)

@@ -25,6 +25,7 @@ function el(tag, text, cls) {
 function $(id) { return document.getElementById(id); }
 
 function fmt(p) { return p === null || p === undefined ? "n/a" : Number(p).toFixed(2); }
+function fmtMs(ms) { return ms === null || ms === undefined ? "n/a" : Number(ms).toFixed(1); }
 
 function verdictOf(exam) {
   if (exam.status === 2) return "error";
@@ -168,7 +169,7 @@ function renderClasses(exam) {
     });
   }
   $("latency").textContent = exam && exam.total_ms !== null
-    ? "Latency " + fmt(exam.total_ms) + " ms (preprocess " + fmt(exam.preprocess_ms) + ", inference " + fmt(exam.inference_ms) + ")"
+    ? "Latency " + fmtMs(exam.total_ms) + " ms (preprocess " + fmtMs(exam.preprocess_ms) + ", inference " + fmtMs(exam.inference_ms) + ")"
     : "";
 }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,25 @@ class DisplayNode(Node):
             self.create_subscription(kind_type, eye + suffix, lambda m, k=eye: self._on_image(k, m), images)
             self.create_subscription(Image, f"{eye}/attention", lambda m, k=f"{eye}_attention": self._on_image(k, m), reliable)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self._result_topic = self.resolve_topic_name("diagnosis")
+        self._publishers_seen = 0
+        self._silent_since = time.monotonic()
+        self.create_timer(1.0, self._watch_result_publishers)
+
+    def _watch_result_publishers(self) -> None:
+        """Say when a diagnosis node appears or goes (the usual mistake: another namespace or
+        ROS_DOMAIN_ID); warn once after 10 s without one."""
+        n = self.count_publishers(self._result_topic)
+        if n and not self._publishers_seen:
+            self.get_logger().info(f"receiving results: {n} publisher(s) on {self._result_topic}")
+        elif not n and self._publishers_seen:
+            self.get_logger().warning(f"no publisher on {self._result_topic} any more: the diagnosis node stopped?")
+            self._silent_since = time.monotonic()
+        elif not n and self._silent_since is not None and time.monotonic() - self._silent_since > 10.0:
+            self.get_logger().warning(f"no publisher on {self._result_topic} after 10 s: start the diagnosis node in "
+                                      "this namespace and ROS_DOMAIN_ID, or run the display with -r __ns:=<its namespace>")
+            self._silent_since = None
+        self._publishers_seen = n
 
     def start_server(self) -> str:
         url = self.server.start()

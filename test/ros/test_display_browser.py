@@ -83,10 +83,13 @@ class Stack:
     def start_display(self, *params: str) -> None:
         self.display, self.url = start_display(self.client.namespace, self.tmp / f"display{len(self.published)}.log", *params)
         ns = self.client.namespace
-        # the display matched: a second subscriber on both eyes and on `diagnosis`
-        self.client.spin_until(lambda: all(p.get_subscription_count() >= 2 for p in self.client.pubs.values())
-                               and self.client.node.count_subscribers(ns + "/diagnosis") >= 2, WAIT)
-        self.client.spin_for(0.5)
+        # both sides discovered: the display found the diagnosis node's publisher, and this
+        # client sees the display's subscriptions on both eyes and on `diagnosis`
+        matched = lambda: ("receiving results: " in self.display.log_text()  # noqa: E731
+                           and all(p.get_subscription_count() >= 2 for p in self.client.pubs.values())
+                           and self.client.node.count_subscribers(ns + "/diagnosis") >= 2)
+        assert self.client.spin_until(matched, WAIT), self.display.log_text()[-2000:]
+        self.client.spin_for(1.0)
 
     def exam(self, exam_id: str, left_rgb: np.ndarray, right_rgb: np.ndarray) -> object:
         """Set the exam id (latched topic; wait until the node says it applied it), publish the
@@ -204,6 +207,29 @@ def test_script_exam_id_renders_as_text(stack, tmp_path):
     full_page_screenshot(d, tmp_path / "xss.png")
 
 
+def test_error_result_shows_error_with_its_message(stack, tmp_path):
+    """Only the left eye arrives: the node's ERROR result ("right eye never arrived") is shown
+    as ERROR with its status message, with the photograph that did arrive."""
+    from std_msgs.msg import String
+
+    marker = "exam_id set to 'left-only'"
+    stack.client.exam_pub.publish(String(data="left-only"))
+    assert stack.client.spin_until(lambda: marker in stack.node.log_text(), WAIT)
+    n = len(stack.client.results)
+    stack._stamp += 1_000_000_000
+    stack.client.publish("left", rgb_to_image_msg(_rgb("583", "left"), "rgb8"), stack._stamp)
+    assert stack.client.spin_until(lambda: len(stack.client.results) > n, WAIT)
+    res = stack.client.results[-1]
+    assert res.status == 2 and "right eye never arrived" in res.status_message
+    stack.published.append("left-only")
+    stack.show("left-only")
+    assert stack.text("verdict-title") == "ERROR"
+    assert stack.text("verdict-detail") == res.status_message
+    assert stack.driver.execute_script("return document.querySelector('#eye-left img.photo').src").endswith("/images/left.jpg")
+    assert "no image received" in stack.driver.find_element(By.ID, "eye-right").text
+    full_page_screenshot(stack.driver, tmp_path / "error.png")
+
+
 def test_history_lists_every_exam_published(stack):
     assert len(stack.published) >= 10
     stack.wait_history(stack.published)
@@ -215,12 +241,15 @@ def test_page_recovers_after_the_display_restarts(stack, tmp_path):
     stack.display.proc.send_signal(signal.SIGKILL)  # killed, not stopped: no goodbye to the page
     stack.display.stop()
     d = stack.driver
-    WebDriverWait(d, WAIT).until(lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") == "down")
+    state = "return document.getElementById('connection').dataset.state"
+    WebDriverWait(d, WAIT).until(lambda d: d.execute_script(state) == "down", "the page never noticed the display died")
     stack.start_display(f"port:={port}")
-    WebDriverWait(d, WAIT).until(lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") == "live")
+    WebDriverWait(d, WAIT).until(lambda d: d.execute_script(state) == "live", "the page never reconnected")
+    WebDriverWait(d, WAIT).until(lambda d: stack.page_history() == [], "the restarted display's (empty) state never replaced the old")
     stack.exam("after-restart", _rgb("103", "left"), _rgb("103", "right"))
-    WebDriverWait(d, WAIT).until(lambda d: d.find_element(By.ID, "exam-id").text == "after-restart")  # follows the latest
-    WebDriverWait(d, WAIT).until(lambda d: d.execute_script(images_loaded_js()))
+    WebDriverWait(d, WAIT).until(lambda d: d.find_element(By.ID, "exam-id").text == "after-restart",  # follows the latest
+                                 f"the new exam never showed; history {stack.page_history()}")
+    WebDriverWait(d, WAIT).until(lambda d: d.execute_script(images_loaded_js()), "images never loaded")
     assert stack.page_history() == ["after-restart"]  # the new display's history, no stale exams
     assert stack.text("verdict-title") == "REFER"
     full_page_screenshot(d, tmp_path / "after-restart.png")
@@ -246,3 +275,35 @@ def test_non_loopback_bind_needs_the_token(stack, tmp_path):
         assert "s3cret" not in proc.log_text()  # the token is never logged
     finally:
         proc.stop()
+
+
+def test_overlay_toggle_shows_the_attention_overlay(stack, tiny_bundle, tmp_path):
+    """A bundle with maps (the tiny DMS-Net: OSIM attention, torch backend) and publish_attention:
+    each eye's toggle swaps its photograph for the overlay published with that eye's stamp."""
+    ns = stack.client.namespace + "_overlay"
+    params = {"backend": "torch", "publish_attention": True}
+    with served_node(tiny_bundle, ns, params, tmp_path / "node.log") as (client, node):
+        s = Stack(client, node, tmp_path)
+        s.driver = stack.driver
+        s.start_display("port:=0")
+        try:
+            s.driver.get(s.url)
+            res = s.exam("overlay-1", _rgb("103", "left"), _rgb("103", "right"))
+            assert res.attention_published
+            s.show("overlay-1")
+            d = s.driver
+            toggle_js = "return document.querySelector('#eye-left .overlay-toggle')"
+            WebDriverWait(d, WAIT).until(lambda d: not d.execute_script(toggle_js + ".disabled"))  # the overlay arrived
+            assert "Show overlay (attention)" in d.execute_script(toggle_js + ".textContent")
+            d.execute_script(toggle_js + ".click()")
+            WebDriverWait(d, WAIT).until(lambda d: d.execute_script(
+                "return document.querySelector('#eye-left img.photo').src").endswith("/images/left_attention.jpg"))
+            WebDriverWait(d, WAIT).until(lambda d: d.execute_script(images_loaded_js()))
+            assert d.execute_script("return document.querySelector('#eye-right img.photo').src").endswith("/images/right.jpg")
+            assert "attention map" in d.find_element(By.CSS_SELECTOR, "#eye-left figcaption").text
+            full_page_screenshot(d, tmp_path / "overlay.png")
+            d.execute_script(toggle_js + ".click()")  # and back to the photograph
+            WebDriverWait(d, WAIT).until(lambda d: d.execute_script(
+                "return document.querySelector('#eye-left img.photo').src").endswith("/images/left.jpg"))
+        finally:
+            s.display.stop()

@@ -165,3 +165,41 @@ def test_busy_port_is_one_line_error(store):
             DisplayServer(store, port=server.port).start()
     finally:
         server.stop()
+
+
+def test_websocket_from_another_origin_is_refused_and_same_origin_gets_the_state(store):
+    import asyncio
+
+    import aiohttp
+
+    server = _serve(store)
+
+    async def connect(origin: str) -> object:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(server.url + "ws", headers={"Origin": origin}, timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
+                    return json.loads((await ws.receive(timeout=10)).data)
+            except aiohttp.WSServerHandshakeError as err:
+                return err.status
+
+    try:
+        assert asyncio.run(connect("http://evil.example")) == 403
+        state = asyncio.run(connect(server.url.rstrip("/")))
+        assert state["type"] == "state" and [e["exam_id"] for e in state["exams"]] == ["demo-1"]
+    finally:
+        server.stop()
+
+
+def test_readme_lists_every_display_parameter_with_its_default():
+    from pathlib import Path
+
+    from dms_net_ros.display.parameters import DISPLAY_PARAMETERS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### The clinician display"):]
+    section = section[:section.index("\n### ", 10)]
+    for spec in DISPLAY_PARAMETERS:
+        default = str(spec.default).lower() if isinstance(spec.default, bool) else str(spec.default)
+        row = next((line for line in section.splitlines() if line.startswith("| ") and f"`{spec.name}`" in line.split("|")[1]), None)
+        assert row is not None, spec.name
+        assert (f"`{default}`" if default else "empty") in row.split("|")[2], (spec.name, row)

@@ -227,6 +227,7 @@ def test_error_result_shows_error_with_its_message(stack, tmp_path):
     assert stack.text("verdict-detail") == res.status_message
     assert stack.driver.execute_script("return document.querySelector('#eye-left img.photo').src").endswith("/images/left.jpg")
     assert "no image received" in stack.driver.find_element(By.ID, "eye-right").text
+    assert "Quality not assessed" in stack.driver.find_element(By.ID, "eye-right").text
     full_page_screenshot(stack.driver, tmp_path / "error.png")
 
 

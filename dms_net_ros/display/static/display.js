@@ -117,9 +117,14 @@ function renderEye(exam, eye) {
   }
   const quality = card.querySelector(".quality");
   if (exam) {
-    const gradable = exam[eye + "_gradable"];
-    quality.textContent = "Quality " + fmt(exam[eye + "_quality"]) + " — " + (gradable ? "gradable" : "not gradable");
-    quality.dataset.gradable = gradable ? "yes" : "no";
+    const gradable = exam[eye + "_gradable"], score = exam[eye + "_quality"];
+    if (score === null || score === undefined) {  // not assessed (e.g. the image never arrived)
+      quality.textContent = "Quality not assessed";
+      quality.dataset.gradable = "";
+    } else {
+      quality.textContent = "Quality " + fmt(score) + " — " + (gradable ? "gradable" : "not gradable");
+      quality.dataset.gradable = gradable ? "yes" : "no";
+    }
   } else {
     quality.textContent = "";
   }
@@ -129,7 +134,8 @@ function renderEye(exam, eye) {
   if (probs && probs.length) {
     probs.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0]).slice(0, 3).forEach(([p, i]) => {
       const li = el("li", exam.class_names[i] + " " + fmt(p));
-      if (p > exam.thresholds[i]) li.className = exam.class_codes[i] === "N" ? "pos normal" : "pos";
+      const side = eyeOfCode(exam, exam.class_codes[i]);  // highlighted only where the result puts the finding
+      if (side === eye || side === "both") li.className = exam.class_codes[i] === "N" ? "pos normal" : "pos";
       list.append(li);
     });
   } else if (exam) {
@@ -168,7 +174,7 @@ function renderClasses(exam) {
       body.append(row);
     });
   }
-  $("latency").textContent = exam && exam.total_ms !== null
+  $("latency").textContent = exam && exam.status === 0 && exam.total_ms
     ? "Latency " + fmtMs(exam.total_ms) + " ms (preprocess " + fmtMs(exam.preprocess_ms) + ", inference " + fmtMs(exam.inference_ms) + ")"
     : "";
 }
@@ -206,7 +212,8 @@ function renderHealth(health) {
     const div = el("div", null, "status");
     div.dataset.level = status.level_name;
     const head = el("p");
-    head.append(el("span", status.level_name, "badge"), el("span", " " + status.name + ": " + status.message));
+    head.append(el("span", status.level_name, "badge"), el("span", " " + status.message));
+    const name = el("p", status.name, "sname");
     const dl = el("dl");
     for (const [key, label] of HEALTH_KEYS) {
       if (!(key in status.values)) continue;
@@ -223,7 +230,7 @@ function renderHealth(health) {
       all.append(row);
     }
     details.append(all);
-    div.append(head, dl, details, el("p", "as of " + status.time, "small"));
+    div.append(head, name, dl, details, el("p", "as of " + status.time, "small"));
     box.append(div);
   }
 }

@@ -220,6 +220,39 @@ def tune_thresholds(labels: np.ndarray, probs: np.ndarray, *, grid: np.ndarray |
     return out
 
 
+def tune_decision_thresholds(labels: np.ndarray, probs: np.ndarray, start: np.ndarray | None = None, *,
+                             grid: np.ndarray | None = None, sweeps: int = 2) -> np.ndarray:
+    """Thresholds that maximise the official formula on the product's own decisions
+    (`odir_decision_score` of `coherent_positive`), by coordinate ascent from ``start``
+    (default: `tune_thresholds`' per-class F1 optimum).
+
+    Why: per-class F1 tunes each class alone, but the coherence rule couples them (a low
+    disease threshold clears N on patients who are normal); tuning under the rule lets every
+    threshold see what the decision does with it. Ties keep the current value. float32[8]."""
+    y, p = _check(labels, probs)
+    grid = np.linspace(0.02, 0.98, 49) if grid is None else np.asarray(grid, dtype=np.float64)
+    t = (tune_thresholds(y, p) if start is None else np.asarray(start, np.float32)).astype(np.float32).copy()
+
+    def score(th: np.ndarray) -> float:
+        return odir_decision_score(y, p, coherent_positive(p, th))["final"]
+
+    best = score(t)
+    for _ in range(sweeps):
+        changed = False
+        for k in range(NUM_CLASSES):
+            if y[:, k].min() == y[:, k].max():
+                continue
+            for g in grid:
+                trial = t.copy()
+                trial[k] = g
+                value = score(trial)
+                if value > best + 1e-12:
+                    best, t, changed = value, trial, True
+        if not changed:
+            break
+    return t
+
+
 def full_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, Any]:
     """Everything we report for one evaluation: official score (always at 0.5), the
     paper's columns and per-class metrics at 0.5 and at the tuned ``thresholds``."""

@@ -137,3 +137,18 @@ def test_fast_kappa_and_auc_equal_scikit_learn():
         pred = (p > 0.5).astype(np.int64)
         assert _safe_auc(y, p) == pytest.approx(sklearn_metrics.roc_auc_score(y, p), abs=1e-12)
         assert _safe_kappa(y, pred) == pytest.approx(sklearn_metrics.cohen_kappa_score(y, pred), abs=1e-12)
+
+
+def test_decision_thresholds_tuned_under_the_rule_never_score_below_their_start():
+    from dms_net_core.metrics import odir_decision_score, tune_decision_thresholds, tune_thresholds
+    from dms_net_core.postprocess import coherent_positive
+
+    rng = np.random.default_rng(11)
+    y = (rng.random((300, 8)) < 0.2).astype(np.uint8)
+    y[:, 0] = y[:, 1:].sum(1) == 0
+    p = 1 / (1 + np.exp(-(1.5 * (2 * y - 1) + rng.normal(0, 1.2, y.shape))))
+    start = tune_thresholds(y, p)
+    tuned = tune_decision_thresholds(y, p, start)
+    before = odir_decision_score(y, p, coherent_positive(p, start))["final"]
+    after = odir_decision_score(y, p, coherent_positive(p, tuned))["final"]
+    assert tuned.shape == (8,) and tuned.dtype == np.float32 and after >= before

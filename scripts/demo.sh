@@ -38,7 +38,7 @@ EXE=install/dms_net_ros/lib/dms_net_ros/diagnose
 LOG=$(mktemp -t dms_demo_node.XXXXXX.log)
 echo "[demo] ROS_DOMAIN_ID=$ROS_DOMAIN_ID; node log: $LOG"
 # shellcheck disable=SC2086
-$EXE --ros-args --params-file config/diagnose.yaml -p "bundle:=$BUNDLE" -r __ns:=/demo >"$LOG" 2>&1 &
+$EXE --ros-args --params-file config/diagnose.yaml -p "bundle:=$BUNDLE" -p publish_attention:=true -r __ns:=/demo >"$LOG" 2>&1 &
 NODE_PID=$!
 DISPLAY_EXE=install/dms_net_ros/lib/dms_net_ros/display
 [ -x "$DISPLAY_EXE" ] || DISPLAY_EXE="python -m dms_net_ros.display.node"

@@ -213,11 +213,39 @@ def test_bundles_without_cams_still_load_and_run(cam_model, tmp_path, real_pair)
         _export(build_model(dms_cfg).eval(), dms_cfg, tmp_path / "refused", cams=True)
 
 
-def test_the_shipped_demo_bundle_has_no_cams_and_runs():
+def test_the_shipped_demo_bundle_gives_cams_whose_means_are_its_eye_logits():
+    """models/demo got its maps from scripts/graft_cams.py (its checkpoints predate CAM export)."""
     demo = ModelBundle.load(REPO / "models" / "demo")
-    assert not demo.has_cams
+    assert demo.has_cams
     got = create_backend(demo, backend="onnxruntime", device="cpu").infer(*real_prepared_pair_batch(demo.image_size))
-    assert got.cam_left is None and got.left_probabilities.shape == (2, 8)
+    assert got.cam_left.shape == got.cam_right.shape == (2, 8, 8, 8) and got.left_probabilities.shape == (2, 8)
+    assert np.isfinite(got.cam_left).all() and float(np.abs(got.cam_left).max()) > 0.1
+
+
+def test_grafted_cams_equal_the_exported_ones(tmp_path, real_pair):
+    """scripts/graft_cams.py on a mirror-averaged ensemble exported without maps gives the maps
+    the exporter writes for the same ensemble."""
+    import importlib.util
+
+    from dms_net_core.model.ensemble import EnsembleNet
+    from dms_net_core.model.tta import HorizontalFlipTTA
+
+    spec = importlib.util.spec_from_file_location("graft_cams", REPO / "scripts" / "graft_cams.py")
+    graft_cams = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graft_cams)
+    (m0, cfg), (m1, _) = _plain_per_eye(0), _plain_per_eye(1)
+    ensemble = EnsembleNet([HorizontalFlipTTA(m0), HorizontalFlipTTA(m1)], per_eye=True).eval()
+    with_maps = _export(ensemble, cfg, tmp_path / "with", cams=True)
+    without = _export(ensemble, cfg, tmp_path / "without", cams=False)
+    assert not without.has_cams
+    assert graft_cams.main([str(without.path)]) == 0
+    grafted = ModelBundle.load(without.path)
+    assert grafted.has_cams
+    want = create_backend(with_maps, backend="onnxruntime", device="cpu").infer(*real_pair)
+    got = create_backend(grafted, backend="onnxruntime", device="cpu").infer(*real_pair)
+    _assert_maps_close(got.cam_left, want.cam_left, "left")
+    _assert_maps_close(got.cam_right, want.cam_right, "right")
+    np.testing.assert_array_equal(got.probabilities, want.probabilities)
 
 
 def test_a_model_json_naming_one_cam_output_is_refused(cam_bundle, tmp_path):

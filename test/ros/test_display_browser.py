@@ -274,6 +274,15 @@ def test_non_loopback_bind_needs_the_token(stack, tmp_path):
         with urllib.request.urlopen(url + "api/state?token=s3cret", timeout=10) as r:
             assert r.status == 200
         assert "s3cret" not in proc.log_text()  # the token is never logged
+        # the browser with the tokened URL: the page's cookie lets its stylesheet and script load, the WebSocket opens
+        local = "http://127.0.0.1:" + url.rsplit(":", 1)[1]
+        d = stack.driver
+        d.get(local + "?token=s3cret")
+        WebDriverWait(d, WAIT).until(lambda d: d.execute_script(
+            "return document.getElementById('connection').dataset.state") == "live", "the tokened page never went live")
+        assert d.execute_script("return document.styleSheets[0].cssRules.length") > 10
+        d.get(local)  # the cookie alone still works for the page itself
+        assert "DMS-Net fundus screening" in d.find_element(By.TAG_NAME, "h1").text
     finally:
         proc.stop()
 

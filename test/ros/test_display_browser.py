@@ -176,6 +176,17 @@ def test_demo_103_shows_refer_with_cataract_in_the_left_eye(stack, tmp_path):
         assert src.endswith(f"/images/{eye}.jpg")
         assert "Quality 1.00 — gradable" in card.text or "gradable" in card.text
     assert stack.text("exam-id") == "demo-103" and "odir" in stack.text("model-id") and stack.text("backend") == "onnxruntime"
+    if res.attention_published:  # the shipped bundle has class activation maps: OS shows the map of C
+        assert res.left_attention_code == "C"
+        toggle = "document.querySelector('#eye-left .overlay-toggle')"
+        WebDriverWait(d, WAIT).until(lambda d: "CAM of C" in d.execute_script(f"return {toggle}.textContent"))
+        d.execute_script(f"{toggle}.click()")
+        WebDriverWait(d, WAIT).until(lambda d: d.execute_script(
+            "return document.querySelector('#eye-left img.photo').src").endswith("/images/left_attention.jpg"))
+        WebDriverWait(d, WAIT).until(lambda d: d.execute_script(images_loaded_js()))
+        assert "class activation map of C" in d.find_element(By.CSS_SELECTOR, "#eye-left figcaption").text
+        full_page_screenshot(d, tmp_path / "demo-103-overlay.png")
+        d.execute_script(f"{toggle}.click()")
     assert "Research prototype — not a medical device" in d.find_element(By.TAG_NAME, "header").text
     WebDriverWait(d, WAIT).until(lambda d: "running" in d.find_element(By.ID, "health").text)  # /diagnostics
     assert "rate (Hz)" in stack.text("health")

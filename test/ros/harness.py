@@ -183,6 +183,23 @@ class Client:
         msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_ns // 1_000_000_000, stamp_ns % 1_000_000_000
         self.pubs[eye].publish(msg)
 
+    def publish_exam_id(self, exam_id: str, timeout: float = 15.0) -> None:
+        """Publish on the latched exam_id topic, retrying while Fast DDS refuses the write: a
+        reliable depth-1 writer whose last sample the node has not acknowledged yet returns
+        "cannot publish data" on a busy machine (seen in a full-suite run under load)."""
+        from rclpy._rclpy_pybind11 import RCLError  # what a refused publish raises
+        from std_msgs.msg import String
+
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                self.exam_pub.publish(String(data=exam_id))
+                return
+            except RCLError:
+                if time.monotonic() > end:
+                    raise
+                self.spin_for(0.1)
+
     def publish_pair(self, left: Any, right: Any, stamp_ns: int, right_offset_ns: int = 10_000_000) -> None:
         self.publish("left", left, stamp_ns)
         self.publish("right", right, stamp_ns + right_offset_ns)

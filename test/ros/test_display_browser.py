@@ -94,11 +94,9 @@ class Stack:
     def exam(self, exam_id: str, left_rgb: np.ndarray, right_rgb: np.ndarray) -> object:
         """Set the exam id (latched topic; wait until the node says it applied it), publish the
         pair, wait for its result."""
-        from std_msgs.msg import String
-
         marker = f"exam_id set to {exam_id!r}"
         seen = self.node.log_text().count(marker)
-        self.client.exam_pub.publish(String(data=exam_id))
+        self.client.publish_exam_id(exam_id)
         if not self.client.spin_until(lambda: self.node.log_text().count(marker) > seen, WAIT):
             raise AssertionError(f"the node never applied exam id {exam_id!r}:\n{self.node.log_text()[-2000:]}")
         n = len(self.client.results)
@@ -221,10 +219,8 @@ def test_script_exam_id_renders_as_text(stack, tmp_path):
 def test_error_result_shows_error_with_its_message(stack, tmp_path):
     """Only the left eye arrives: the node's ERROR result ("right eye never arrived") is shown
     as ERROR with its status message, with the photograph that did arrive."""
-    from std_msgs.msg import String
-
     marker = "exam_id set to 'left-only'"
-    stack.client.exam_pub.publish(String(data="left-only"))
+    stack.client.publish_exam_id("left-only")
     assert stack.client.spin_until(lambda: marker in stack.node.log_text(), WAIT)
     n = len(stack.client.results)
     stack._stamp += 1_000_000_000

@@ -95,10 +95,8 @@ def test_results_equal_offline_evaluation(served, tiny_bundle):
 
 
 def test_exam_id_topic_is_latched_and_copied(served):
-    from std_msgs.msg import String
-
     client, node = served
-    client.exam_pub.publish(String(data="EXAM-TOPIC-7"))
+    client.publish_exam_id("EXAM-TOPIC-7")
     client.spin_for(0.5)
     got = send_and_get(client, *good_pair())
     assert got[-1].exam_id == "EXAM-TOPIC-7"

@@ -21,7 +21,9 @@ def test_demo_bundle_validates_and_fits_the_git_budget():
     bundle = ModelBundle.load(DEMO)  # checks schema, files and their sha256
     total = sum(f.stat().st_size for f in DEMO.rglob("*") if f.is_file())
     assert total <= 40_000_000, f"models/demo is {total / 1e6:.1f} MB: the repo budget is 40 MB"
-    assert bundle.model_config.per_eye_heads and bundle.output_names[-2:] == ("left_logits", "right_logits")
+    # per-eye findings (left/right logits) and, since the CAM graft, each eye's class activation maps
+    assert bundle.model_config.per_eye_heads
+    assert {"left_logits", "right_logits", "cam_left", "cam_right"} <= set(bundle.output_names)
 
 
 def test_demo_bundle_reports_its_honest_scores():

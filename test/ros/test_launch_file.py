@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch" / "diagnose.launch.py"
-README = REPO / "README.md"
+README = REPO / "docs" / "robot.md"  # linked from the README; the robot commands live there
 
 
 def _readme_section(title: str) -> str:

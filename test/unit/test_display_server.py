@@ -195,7 +195,7 @@ def test_readme_lists_every_display_parameter_with_its_default():
 
     from dms_net_ros.display.parameters import DISPLAY_PARAMETERS
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "interface.md").read_text()
     section = readme[readme.index("### The clinician display"):]
     section = section[:section.index("\n### ", 10)]
     for spec in DISPLAY_PARAMETERS:

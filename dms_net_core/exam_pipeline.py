@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -232,6 +232,20 @@ class ExamPipeline:
             res.timings_ms = self._timings(l, r) | {"inference": per_pair_ms}
             results.append(res)
         return results
+
+    def examine_prepared(self, left: PreparedEye, right: PreparedEye,
+                         before_inference: Callable[[], bool] | None = None) -> ExamResult | None:
+        """One prepared pair to its result: the verdict, else the network. ``before_inference``
+        is the caller's hook between the two (the node's action reports its INFERRING stage
+        there); when it returns False the exam stops and None is returned (a cancelled goal
+        costs no inference). The one place that sequences a pair: the node calls this, the
+        offline tools `examine_all`, both through `verdict` and `infer`."""
+        result = self.verdict(left, right)
+        if result is not None:
+            return result
+        if before_inference is not None and not before_inference():
+            return None
+        return self.infer([(left, right)])[0]
 
     @staticmethod
     def _timings(left: PreparedEye, right: PreparedEye) -> dict[str, float]:

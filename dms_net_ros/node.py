@@ -68,7 +68,7 @@ from dms_net_ros.exam_slot import ExamTicket, Outcome, Stage
 from dms_net_ros.image_codec import rgb_to_image_msg
 from dms_net_ros.messages import ResultContext, error_result, exam_result_msg, stamp_to_ns
 from dms_net_ros.msg import DiagnosisResult
-from dms_net_ros.node_parameters import NODE_NAME, PARAMETERS, PipelineSettings
+from dms_net_ros.node_parameters import NODE_NAME, PARAMETERS, NodeSettings, PipelineSettings
 from dms_net_ros.pair_preparer import PairPreparer
 from dms_net_ros.pairing import ApproximateTimePairer, Pair, Unpaired
 from dms_net_ros.process_memory import dds_history_memory_warning, trim_freed_memory
@@ -139,7 +139,7 @@ class DiagnosisNode(LifecycleNode):
         self._publisher_seen_at: dict[str, float] = {}  # eye -> monotonic time its publisher was first seen since activation
         self._last_warn: dict[str, float] = {}
         self._trimmed_at_processed = 0  # worker.processed when freed memory was last returned
-        self._p: dict[str, Any] = {}
+        self._settings = NodeSettings()  # replaced by the parameters at configure
         self._exam_action = ExamActionServer(
             self,
             submit_pair=self._submit_exam_pair,
@@ -178,23 +178,22 @@ class DiagnosisNode(LifecycleNode):
         from dms_net_core.bundle import ModelBundle
         from dms_net_core.runtime import create_backend, torch_acceleration_options
 
-        p = self._p = self._read_params()
+        values = self._read_params()
         log = self.get_logger()
         try:
-            _input_qos(p["qos"], p["qos_depth"])
-            if p["image_transport"] not in ("raw", "compressed"):
-                raise ValueError(f"image_transport must be 'raw' or 'compressed', got {p['image_transport']!r}")
-            bundle_path, found = resolve_bundle_path(str(p["bundle"]), Path.cwd(), package_share_dir())
+            p = self._settings = NodeSettings.from_parameters(values)  # every value checked here, one line each
+            settings = PipelineSettings.from_parameters(values)
+            bundle_path, found = resolve_bundle_path(p.bundle, Path.cwd(), package_share_dir())
             log.info(f"model bundle {bundle_path} ({found})")
             self._bundle = ModelBundle.load(bundle_path)
-            accel = torch_acceleration_options(p["torch_accel"])
-            if accel and p["backend"] not in ("auto", "torch"):
-                raise ValueError(f"torch_accel={p['torch_accel']} applies to the torch backend only: "
-                                 f"set backend to torch or auto, or torch_accel to none")
-            if p["backend"] in ("auto", "torch"):  # the torch backend copies attention maps back only when they are drawn
-                accel["attention_outputs"] = bool(p["publish_attention"]) and has_overlay_maps(self._bundle)
-            self._backend = create_backend(self._bundle, backend=p["backend"], device=p["device"], precision=p["precision"], **accel)
-            self._backend.warmup(int(p["warmup_iterations"]))
+            accel = torch_acceleration_options(p.torch_accel)
+            if accel and p.backend not in ("auto", "torch"):
+                raise ValueError(f"torch_accel={p.torch_accel} applies to the torch backend only: "
+                                 "set backend to torch or auto, or torch_accel to none")
+            if p.backend in ("auto", "torch"):  # the torch backend copies attention maps back only when they are drawn
+                accel["attention_outputs"] = p.publish_attention and has_overlay_maps(self._bundle)
+            self._backend = create_backend(self._bundle, backend=p.backend, device=p.device, precision=p.precision, **accel)
+            self._backend.warmup(p.warmup_iterations)
         except Exception as exc:  # noqa: BLE001 - a failed configure must leave the node unconfigured, not dead
             log.error(f"configure failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             self._release_backend()
@@ -206,11 +205,11 @@ class DiagnosisNode(LifecycleNode):
 
         self._result_pub = self.create_publisher(DiagnosisResult, "diagnosis", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if p["publish_attention"] and not has_overlay_maps(self._bundle):
+        if p.publish_attention and not has_overlay_maps(self._bundle):
             log.warning(f"publish_attention is on but model {self._bundle.name} ({self._bundle.model_config.architecture}) "
                         "has no OSIM attention maps and no class activation maps: no overlays are published; load a DMS-Net "
                         "bundle, or re-export a plain per-eye model with this version of dms-net-export / dms-net-ensemble")
-        elif p["publish_attention"]:
+        elif p.publish_attention:
             self._attention_pubs = {eye: self.create_publisher(Image, f"{eye}/attention", 2) for eye in ("left", "right")}
         # Latched (a workflow that published before the node started) and volatile (ros2 topic
         # pub, a bag played without recorded QoS); duplicates are dropped by sequence number.
@@ -223,19 +222,18 @@ class DiagnosisNode(LifecycleNode):
                                      event_callbacks=events)
             for durability, events in ((DurabilityPolicy.TRANSIENT_LOCAL, quiet), (DurabilityPolicy.VOLATILE, None))
         ]
-        settings = PipelineSettings.from_parameters(p)
         self._pairer = ApproximateTimePairer.from_settings(settings.pairing)
         self._pipeline = ExamPipeline.for_bundle(self._bundle, self._backend, settings.exam)
         self._preparer = PairPreparer(self._pipeline, settings.decode.max_pixels, threads=2)
         self._worker = DropOldestWorker(
-            self._process_pair, int(p["worker_queue_size"]), on_drop=self._on_worker_drop, on_error=self._on_worker_error
+            self._process_pair, p.worker_queue_size, on_drop=self._on_worker_drop, on_error=self._on_worker_error
         )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        p = self._p
-        qos = _input_qos(p["qos"], p["qos_depth"])
-        compressed = p["image_transport"] == "compressed"
+        p = self._settings
+        qos = _input_qos(p.qos, p.qos_depth)
+        compressed = p.image_transport == "compressed"
         msg_type = CompressedImage if compressed else Image
         suffix = "/image_raw/compressed" if compressed else "/image_raw"
         for eye in ("left", "right"):
@@ -249,12 +247,12 @@ class DiagnosisNode(LifecycleNode):
         self._last_rx = {}
         self._last_warn = {}
         self._timers = [
-            self.create_timer(float(p["diagnostics_period_s"]), self._publish_diagnostics),
+            self.create_timer(p.diagnostics_period_s, self._publish_diagnostics),
             self.create_timer(0.5, self._housekeeping),
         ]
         topics = ", ".join(s.topic_name for s in self._image_subs.values())
         self.get_logger().info(
-            f"active: subscribed to {topics} ({msg_type.__name__}) with QoS {p['qos']} "
+            f"active: subscribed to {topics} ({msg_type.__name__}) with QoS {p.qos} "
             f"({qos.reliability.name.lower()}, keep last {qos.depth}); publishing {self._result_pub.topic_name}"
         )
         self._exam_action.slot.open()
@@ -429,7 +427,7 @@ class DiagnosisNode(LifecycleNode):
         from the publisher's appearance, not from activation: a camera started a while after
         the node needs its own few seconds to send its first image.
         """
-        limit = float(self._p.get("no_input_warn_s", 5.0))
+        limit = self._settings.no_input_warn_s
         now = time.monotonic()
         for eye, sub in self._image_subs.items():
             if eye in self._last_rx or now - self._last_warn.get(eye, -1e9) < 10 * limit:
@@ -443,7 +441,7 @@ class DiagnosisNode(LifecycleNode):
                 continue
             self._last_warn[eye] = now
             theirs = sorted({i.qos_profile.reliability.name.lower() for i in infos})
-            ours = _input_qos(self._p["qos"], self._p["qos_depth"]).reliability.name.lower()
+            ours = _input_qos(self._settings.qos, self._settings.qos_depth).reliability.name.lower()
             hint = (
                 "a RELIABLE subscription never receives from a BEST_EFFORT publisher: set qos:=sensor_data"
                 if ours == "reliable" and "best_effort" in theirs
@@ -568,14 +566,18 @@ class DiagnosisNode(LifecycleNode):
             return
         left, right = preparer.prepare(pair.left, pair.right)  # decode, grade, prepare: both eyes at once
         preprocess_ms = (time.monotonic() - t0) * 1e3
-        result = pipeline.verdict(left, right)
-        if result is None:
-            if not self._exam_stage(job.ticket, Stage.INFERRING):
-                return
-            result = pipeline.infer([(left, right)])[0]
-            if job.ticket is not None and job.ticket.done:  # goal ended during inference: no overlays either
-                self._drop_abandoned(job.ticket)
-                return
+        inferred: list[bool] = []  # the stage hook runs only when the pair goes to the network
+
+        def before_inference() -> bool:
+            inferred.append(self._exam_stage(job.ticket, Stage.INFERRING))
+            return inferred[-1]
+
+        result = pipeline.examine_prepared(left, right, before_inference=before_inference)
+        if result is None:  # the goal ended before inference (the stage hook accounted for it)
+            return
+        if inferred and job.ticket is not None and job.ticket.done:
+            self._drop_abandoned(job.ticket)  # goal ended during inference: no overlays either
+            return
         self._publish_exam_result(job, ctx, result, preprocess_ms, bundle)
 
     def _publish_exam_result(self, job: PairJob, ctx: ResultContext, result: ExamResult, preprocess_ms: float, bundle: Any) -> None:

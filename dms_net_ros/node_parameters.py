@@ -1,10 +1,10 @@
 """The diagnosis node's name and parameters, and the pipeline settings they make (no rclpy).
 
-Every parameter is declared from `PARAMETERS`, one place with its default and description.
-The parameters that shape what the node does to images are not written here but generated
-from the settings dataclasses of the code that uses them: pairing (`PairingSettings`),
-decoding (`DecodeSettings`) and the exam pipeline (`ExamSettings`), so a default exists
-once. `PipelineSettings` bundles the three for the node, ``dms-net-bag evaluate`` (offline,
+Every parameter is declared from `PARAMETERS`, made from settings dataclasses whose fields
+carry the default and the description, so a default exists once: the node's own parameters
+(`NodeSettings`, validated in one place), and the parameters that shape what the node does to
+images, generated from the settings dataclasses of the code that uses them: pairing (`PairingSettings`),
+decoding (`DecodeSettings`) and the exam pipeline (`ExamSettings`). `PipelineSettings` bundles the three for the node, ``dms-net-bag evaluate`` (offline,
 the node's defaults) and ``dms-net-bag replay`` (the same values handed to a node it starts).
 ``config/diagnose.yaml`` lists every parameter with its default (a test holds it equal to
 this table).
@@ -36,27 +36,83 @@ def settings_parameters(settings_cls: type) -> tuple[ParamSpec, ...]:
     return tuple(ParamSpec(f.name, f.default, f.metadata["description"]) for f in fields(settings_cls))
 
 
-#: Every parameter of the node, with its default and what it does (config/diagnose.yaml mirrors it).
+def _setting(default: Any, description: str) -> Any:
+    return field(default=default, metadata={"description": description})
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The node's own parameters (model, backend, transport, timers), validated in one place:
+    constructing one from bad values raises a one-line ValueError naming the parameter and
+    its allowed values, which the node logs as its configure failure. What the node does to
+    images is `PipelineSettings`."""
+
+    bundle: str = _setting("models/demo", "model bundle directory written by dms-net-export (model.json, model.onnx, weights)")
+    backend: str = _setting("auto", "inference engine: auto (tensorrt -> onnxruntime -> torch), tensorrt, onnxruntime or torch")
+    device: str = _setting("auto", "auto, cpu or cuda")
+    precision: str = _setting("fp32", "fp32 or fp16 (fp16 needs tensorrt or torch on CUDA)")
+    torch_accel: str = _setting("none", "torch backend on CUDA only: none, cuda_graph, compile or compile_cudagraphs "
+                                        "(fastest for one pair; ~30 s longer configure)")
+    warmup_iterations: int = _setting(2, "dummy inferences at configure so the first exam is not slow")
+    image_transport: str = _setting("raw", "raw: sensor_msgs/Image on <eye>/image_raw; compressed: CompressedImage on "
+                                           "<eye>/image_raw/compressed")
+    qos: str = _setting("sensor_data", "input QoS: sensor_data (best effort; receives from any publisher) or reliable "
+                                       "(only from reliable publishers)")
+    qos_depth: int = _setting(5, "input subscription history depth (keep last N)")
+    worker_queue_size: int = _setting(2, "pairs waiting for inference (oldest dropped and counted beyond)")
+    publish_attention: bool = _setting(False, "publish evidence overlays on left/attention and right/attention (rgb8): OSIM "
+                                              "attention (DMS-Net) or class activation maps (plain per-eye bundles); a "
+                                              "bundle with neither logs a warning and publishes none")
+    autostart: bool = _setting(True, "configure and activate at start (plain launch without a lifecycle manager)")
+    exam_id: str = _setting("", "exam identifier copied into every result (the exam_id topic overrides it; longer than "
+                                "256 characters: ERROR results)")
+    diagnostics_period_s: float = _setting(1.0, "period (s) of /diagnostics reports")
+    no_input_warn_s: float = _setting(5.0, "warn when a publisher exists on an input topic but no image arrived for this "
+                                           "long (s)")
+    exam_timeout_s: float = _setting(30.0, "diagnose_exam action: timeout (s) of a goal whose timeout_s is 0")
+
+    def __post_init__(self) -> None:
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        choices = {"backend": ("auto", "tensorrt", "onnxruntime", "torch"),
+                   "precision": ("fp32", "fp16"),
+                   "image_transport": ("raw", "compressed"), "qos": ("sensor_data", "reliable")}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name} must be {' or '.join(repr(a) for a in allowed)}, got {value!r}")
+        for name in ("qos_depth", "worker_queue_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("diagnostics_period_s", "no_input_warn_s", "exam_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
+        if self.warmup_iterations < 0:
+            raise ValueError(f"warmup_iterations must be 0 or more, got {self.warmup_iterations}")
+
+    @classmethod
+    def from_parameters(cls, values: Mapping[str, Any]) -> "NodeSettings":
+        # torch_accel is checked where its names live (runtime.torch_acceleration_options) at configure
+        """From the node's parameter values (name -> value; each cast to its default's type)."""
+        return settings_from(cls, values)
+
+
+def _node_params(*names: str) -> tuple[ParamSpec, ...]:
+    specs = {spec.name: spec for spec in settings_parameters(NodeSettings)}
+    return tuple(specs[name] for name in names)
+
+
+#: Every parameter of the node, with its default and what it does (config/diagnose.yaml mirrors it),
+#: in the order the yaml lists them; each is a field of NodeSettings or of a PipelineSettings part.
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("bundle", "models/demo", "model bundle directory written by dms-net-export (model.json, model.onnx, weights)"),
-    ParamSpec("backend", "auto", "inference engine: auto (tensorrt -> onnxruntime -> torch), tensorrt, onnxruntime or torch"),
-    ParamSpec("device", "auto", "auto, cpu or cuda"),
-    ParamSpec("precision", "fp32", "fp32 or fp16 (fp16 needs tensorrt or torch on CUDA)"),
-    ParamSpec("torch_accel", "none", "torch backend on CUDA only: none, cuda_graph, compile or compile_cudagraphs (fastest for one pair; ~30 s longer configure)"),
-    ParamSpec("warmup_iterations", 2, "dummy inferences at configure so the first exam is not slow"),
-    ParamSpec("image_transport", "raw", "raw: sensor_msgs/Image on <eye>/image_raw; compressed: CompressedImage on <eye>/image_raw/compressed"),
-    ParamSpec("qos", "sensor_data", "input QoS: sensor_data (best effort; receives from any publisher) or reliable (only from reliable publishers)"),
-    ParamSpec("qos_depth", 5, "input subscription history depth (keep last N)"),
+    *_node_params("bundle", "backend", "device", "precision", "torch_accel", "warmup_iterations", "image_transport",
+                  "qos", "qos_depth"),
     *settings_parameters(PairingSettings),
-    ParamSpec("worker_queue_size", 2, "pairs waiting for inference (oldest dropped and counted beyond)"),
+    *_node_params("worker_queue_size"),
     *settings_parameters(DecodeSettings),
-    ParamSpec("publish_attention", False, "publish OSIM attention overlays on left/attention and right/attention (rgb8); a bundle without OSIM maps (the plain control) logs a warning and publishes none"),
+    *_node_params("publish_attention"),
     *settings_parameters(ExamSettings),
-    ParamSpec("autostart", True, "configure and activate at start (plain launch without a lifecycle manager)"),
-    ParamSpec("exam_id", "", "exam identifier copied into every result (the exam_id topic overrides it; longer than 256 characters: ERROR results)"),
-    ParamSpec("diagnostics_period_s", 1.0, "period (s) of /diagnostics reports"),
-    ParamSpec("no_input_warn_s", 5.0, "warn when a publisher exists on an input topic but no image arrived for this long (s)"),
-    ParamSpec("exam_timeout_s", 30.0, "diagnose_exam action: timeout (s) of a goal whose timeout_s is 0"),
+    *_node_params("autostart", "exam_id", "diagnostics_period_s", "no_input_warn_s", "exam_timeout_s"),
 )
 
 

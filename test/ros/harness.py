@@ -215,7 +215,10 @@ class Client:
 
 
 def offline_probabilities(bundle_dir: Path, left_rgb: np.ndarray, right_rgb: np.ndarray) -> np.ndarray:
-    """The same images through the bundle offline (create_backend + preprocess_eye)."""
+    """The same images through the bundle offline (create_backend + preprocess_eye): the test
+    oracle. It deliberately does NOT go through `ExamPipeline` (the node's own sequence), so a
+    fault in the pipeline's preparation or batching shows as a difference instead of being
+    reproduced on both sides; the quality gate is not part of the comparison."""
     from dms_net_core.bundle import ModelBundle
     from dms_net_core.data.preprocess import preprocess_eye
     from dms_net_core.runtime import create_backend

@@ -134,3 +134,21 @@ def test_a_failing_backend_is_an_error_result_for_its_batch(bundle, backend, eye
 def test_settings_are_frozen_values():
     s = ExamSettings()
     assert replace(s, quality_gate=False) != s and s.quality_gate and s.quality_min_score == 0.0
+
+
+def test_examine_prepared_is_the_node_sequence_with_its_stage_hook(bundle, backend, eyes):
+    """The node's path: a gradable pair calls the hook once, then infers (what `examine`
+    gives); a hook that says stop (a cancelled goal) costs no inference; an ungradable pair
+    never reaches the hook."""
+    pipeline = ExamPipeline.for_bundle(bundle, backend)
+    _, left, right = eyes[0]
+    calls: list[str] = []
+    prepared = pipeline.prepare_eye(left), pipeline.prepare_eye(right)
+    result = pipeline.examine_prepared(*prepared, before_inference=lambda: calls.append("inferring") or True)
+    assert calls == ["inferring"] and result.status is ExamStatus.OK
+    np.testing.assert_array_equal(result.probabilities, pipeline.examine(left, right).probabilities)
+    assert pipeline.examine_prepared(*prepared, before_inference=lambda: False) is None
+    dark = pipeline.prepare_eye(np.zeros_like(left)), prepared[1]
+    calls.clear()
+    withheld = pipeline.examine_prepared(*dark, before_inference=lambda: calls.append("inferring") or True)
+    assert withheld.status is ExamStatus.UNGRADABLE and calls == []

@@ -83,3 +83,33 @@ def test_shipped_files_are_found_from_a_checkout_or_an_install(tmp_path, monkeyp
     monkeypatch.setattr(package_files, "IMPORT_ROOT", tmp_path / "site-packages")  # the package as installed
     assert source_checkout() is None
     assert package_file("config/fastdds_large_images.xml", share_dir=share) == share / "config" / "fastdds_large_images.xml"
+
+
+def test_node_settings_validate_every_value_in_one_line():
+    """A bad parameter fails configure with one line naming the parameter and what it accepts."""
+    import pytest
+
+    from dms_net_ros.node_parameters import NodeSettings
+
+    defaults = {spec.name: spec.default for spec in PARAMETERS}
+    settings = NodeSettings.from_parameters(defaults)
+    assert settings == NodeSettings() and settings.qos == "sensor_data"
+    assert NodeSettings.from_parameters(defaults | {"device": "cuda:1", "qos_depth": "3"}).qos_depth == 3
+    for bad, words in (({"qos": "best_effort"}, "qos must be 'sensor_data' or 'reliable'"),
+                       ({"image_transport": "theora"}, "image_transport must be"),
+                       ({"backend": "openvino"}, "backend must be"),
+                       ({"device": "gpu"}, "device must be"),
+                       ({"qos_depth": 0}, "qos_depth must be at least 1"),
+                       ({"worker_queue_size": 0}, "worker_queue_size must be at least 1"),
+                       ({"diagnostics_period_s": 0.0}, "diagnostics_period_s must be a positive"),
+                       ({"warmup_iterations": -1}, "warmup_iterations must be 0 or more")):
+        with pytest.raises(ValueError, match=words) as err:
+            NodeSettings.from_parameters(defaults | bad)
+        assert "\n" not in str(err.value)
+
+
+def test_every_parameter_is_a_settings_field_exactly_once():
+    from dms_net_ros.node_parameters import NodeSettings
+
+    owners = [f.name for cls in (NodeSettings, PairingSettings, DecodeSettings, ExamSettings) for f in fields(cls)]
+    assert sorted(owners) == sorted(DECLARED) and len(owners) == len(set(owners)) == len(PARAMETERS)

@@ -152,3 +152,16 @@ def test_examine_prepared_is_the_node_sequence_with_its_stage_hook(bundle, backe
     calls.clear()
     withheld = pipeline.examine_prepared(*dark, before_inference=lambda: calls.append("inferring") or True)
     assert withheld.status is ExamStatus.UNGRADABLE and calls == []
+
+
+def test_product_code_never_sequences_an_exam_itself():
+    """Only the pipeline calls its own steps: the node and the tools ask it for the exam."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    step_call = re.compile(r"\.verdict\(|pipeline\.infer\(")
+    offenders = [f"{path.relative_to(repo)}:{n}" for folder in ("dms_net_ros", "dms_net_core", "training", "scripts")
+                 for path in (repo / folder).rglob("*.py") if path.name != "exam_pipeline.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if step_call.search(line)]
+    assert not offenders, offenders

@@ -151,7 +151,7 @@ def make_bundle(args: argparse.Namespace, out_dir: Path) -> Any:
     """A random-weight model of the requested backbone/size, exported to a temporary bundle."""
     import torch
 
-    from dms_net_core.bundle import export_bundle
+    from dms_net_core.bundle_export import export_bundle
     from dms_net_core.data.preprocess import PreprocessConfig
     from dms_net_core.model import build_model
     from dms_net_core.model.config import DMSNetConfig

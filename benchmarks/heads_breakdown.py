@@ -254,7 +254,9 @@ def onnx_node_counts(cfg: DMSNetConfig, reference_heads: bool, seed: int = 0) ->
     import onnx
     import onnxruntime as ort
 
-    from dms_net_core.bundle import _export_onnx, output_names
+    from dms_net_core.bundle import output_names
+
+    from dms_net_core.bundle_export import _export_onnx
 
     torch.manual_seed(seed)
     model = build_model(cfg, reference_heads=reference_heads).eval()

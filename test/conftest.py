@@ -36,7 +36,7 @@ def export_tiny_bundle(out_dir: Path, **config_overrides: object) -> Path:
     import numpy as np
     import torch
 
-    from dms_net_core.bundle import export_bundle
+    from dms_net_core.bundle_export import export_bundle
     from dms_net_core.data.preprocess import PreprocessConfig
     from dms_net_core.model import build_model
     from dms_net_core.model.config import DMSNetConfig

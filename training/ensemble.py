@@ -5,7 +5,7 @@
 
 The members (any mix of DMS-Net and the plain control, same image size and preprocessing) are
 wrapped in `dms_net_core.model.ensemble.EnsembleNet` (mean of the members' probabilities) and
-exported as one ONNX graph through `dms_net_core.bundle.export_bundle`, with the same ONNX
+exported as one ONNX graph through `dms_net_core.bundle_export.export_bundle`, with the same ONNX
 Runtime-vs-PyTorch check as a single model. The bundle is deployment-only (ONNX, no
 safetensors): ONNX Runtime and TensorRT run it; the PyTorch backend says so and is skipped.
 
@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from dms_net_core.bundle import DEFAULT_OPSET, BundleError, export_bundle
+from dms_net_core.bundle import BundleError
+
+from dms_net_core.bundle_export import DEFAULT_OPSET, export_bundle
 from dms_net_core.checkpoint import checkpoint_model_config, checkpoint_preprocess, checkpoint_thresholds, load_checkpoint, model_from_checkpoint
 from dms_net_core.data.odir import load_odir, select_patients
 from dms_net_core.data.splits import read_split

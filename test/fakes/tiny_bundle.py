@@ -46,7 +46,7 @@ def build_tiny_model(seed: int = 0):
 def tiny_bundle_path(tmp_root: Path) -> Path:
     """Export (once per session) and return the path of a tiny bundle; treat it as read-only."""
     if "tiny" not in _CACHE:
-        from dms_net_core.bundle import export_bundle
+        from dms_net_core.bundle_export import export_bundle
 
         cfg = tiny_config()
         pre = PreprocessConfig(image_size=cfg.image_size)

@@ -99,7 +99,7 @@ def test_a_plain_per_eye_bundle_publishes_class_activation_overlays(backend, ros
 def test_a_per_eye_bundle_exported_without_cams_still_diagnoses_and_says_why_no_overlays(ros_domain, ros_namespace, tmp_path):
     import torch
 
-    from dms_net_core.bundle import export_bundle
+    from dms_net_core.bundle_export import export_bundle
     from dms_net_core.data.preprocess import PreprocessConfig
     from dms_net_core.model import DMSNetConfig, build_model
 

@@ -83,7 +83,7 @@ def test_the_rewritten_heads_export_to_onnx_with_the_checkpoints_outputs(referen
     """The bundle's ONNX graph is a contract: same outputs, names and numbers, dynamic batch."""
     import onnxruntime as ort
 
-    from dms_net_core.bundle import export_bundle
+    from dms_net_core.bundle_export import export_bundle
 
     cfg, state, expected = reference_checkpoint
     model = build_model(cfg).eval()

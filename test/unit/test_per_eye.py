@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from dms_net_core.bundle import EYE_OUTPUT_NAMES, OUTPUT_NAMES, ModelBundle, export_bundle
+from dms_net_core.bundle import EYE_OUTPUT_NAMES, OUTPUT_NAMES, ModelBundle
+
+from dms_net_core.bundle_export import export_bundle
 from dms_net_core.classes import CLASS_CODES
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, prepare_eye_uint8
 from dms_net_core.model import DMSNetConfig, build_model

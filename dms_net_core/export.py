@@ -20,7 +20,15 @@ from pathlib import Path
 from dms_net_core.bundle import BundleError
 
 from dms_net_core.bundle_export import DEFAULT_OPSET, export_bundle
-from dms_net_core.checkpoint import checkpoint_model_config, checkpoint_preprocess, load_checkpoint, model_from_checkpoint
+from dms_net_core.checkpoint import (
+    checkpoint_data_summary,
+    checkpoint_metrics,
+    checkpoint_model_config,
+    checkpoint_preprocess,
+    checkpoint_thresholds,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -58,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             model_config,
             preprocess,
             args.output,
-            thresholds=ckpt.get("thresholds"),
-            metrics=ckpt.get("metrics"),
-            data_summary=ckpt.get("data_summary"),
+            thresholds=checkpoint_thresholds(ckpt),
+            metrics=checkpoint_metrics(ckpt),
+            data_summary=checkpoint_data_summary(ckpt),
             name=args.name,
             opset=args.opset,
             weights_dtype=args.weights_dtype,

@@ -38,6 +38,7 @@ from dms_net_core.bundle import (
 )
 from dms_net_core.classes import CLASS_CODES, CLASS_NAMES, NUM_CLASSES
 from dms_net_core.data.preprocess import PreprocessConfig
+from dms_net_core.errors import first_line
 from dms_net_core.model.config import DMSNetConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,7 +90,7 @@ def _export_onnx(model: "torch.nn.Module", example: tuple["torch.Tensor", "torch
             )
         return f"torchscript(opset {opset})"
     except Exception as exc:  # noqa: BLE001 - fall back to the other exporter, say why
-        LOGGER.warning("legacy ONNX exporter failed (%s); trying the dynamo exporter", str(exc).splitlines()[0] if str(exc) else exc)
+        LOGGER.warning("legacy ONNX exporter failed (%s); trying the dynamo exporter", first_line(exc))
     batch = torch.export.Dim("batch", min=1, max=1024)
     torch.onnx.export(
         model,
@@ -154,7 +155,7 @@ def _onnx_and_torch_outputs(model: "torch.nn.Module", onnx_path: Path, image_siz
         try:
             gots = sess.run([name for _, name in compared], {"left": left.numpy(), "right": right.numpy()})
         except Exception as exc:  # noqa: BLE001
-            raise BundleError(f"ONNX model fails at batch {b} ({str(exc).splitlines()[0]}): the export is not batch-dynamic; fix the model's reshapes") from None
+            raise BundleError(f"ONNX model fails at batch {b} ({first_line(exc)}): the export is not batch-dynamic; fix the model's reshapes") from None
         for (i, name), got in zip(compared, gots):
             ref = refs[i].float().numpy()
             if got.shape != ref.shape:

@@ -39,6 +39,7 @@ import numpy as np
 
 from dms_net_core.classes import NUM_CLASSES
 from dms_net_core.data.preprocess import PreprocessConfig
+from dms_net_core.errors import first_line, one_line
 from dms_net_core.model.config import DMSNetConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,8 +86,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt/unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot load checkpoint {p} ({first}): it is corrupt or not a dms-net-train checkpoint") from None
+        raise ValueError(f"cannot load checkpoint {p} ({first_line(exc)}): it is corrupt or not a dms-net-train checkpoint") from None
     return check_checkpoint(ckpt, p)
 
 
@@ -117,7 +117,7 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> "torch.nn.Module":
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as exc:  # mis-shaped tensors
-        detail = " ".join(str(exc).split())[:300]
+        detail = one_line(exc, limit=300)
         raise ValueError(f"checkpoint weights do not fit model_config ({detail}): use the code version that trained it") from None
     if missing or unexpected:
         raise ValueError(f"checkpoint weights do not fit model_config (missing {list(missing)[:3]}, "

@@ -11,12 +11,10 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
+from dms_net_ros.stamps import stamp_to_ns
+
 STATUS_NAMES = {0: "OK", 1: "UNGRADABLE", 2: "ERROR"}
 LEVEL_NAMES = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
-
-
-def stamp_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def iso_time(ns: int) -> str:
@@ -37,14 +35,14 @@ def _nums(values: Any) -> list[float | None]:
 
 def result_dict(msg: Any) -> dict[str, Any]:
     """Every field of a DiagnosisResult the page shows."""
-    stamp = stamp_ns(msg.header.stamp)
+    stamp = stamp_to_ns(msg.header.stamp)
     status = int(msg.status)
     return {
         "exam_id": str(msg.exam_id),
         "stamp_ns": str(stamp),
         "time": iso_time(stamp),
-        "left_stamp_ns": str(stamp_ns(msg.left_stamp)),
-        "right_stamp_ns": str(stamp_ns(msg.right_stamp)),
+        "left_stamp_ns": str(stamp_to_ns(msg.left_stamp)),
+        "right_stamp_ns": str(stamp_to_ns(msg.right_stamp)),
         "status": status,
         "status_name": STATUS_NAMES.get(status, str(status)),
         "status_message": str(msg.status_message),
@@ -95,6 +93,6 @@ def diagnostic_dicts(msg: Any, prefix: str) -> list[dict[str, Any]]:
             "message": str(status.message),
             "hardware_id": str(status.hardware_id),
             "values": {str(kv.key): str(kv.value) for kv in status.values},
-            "time": iso_time(stamp_ns(msg.header.stamp)),
+            "time": iso_time(stamp_to_ns(msg.header.stamp)),
         })
     return out

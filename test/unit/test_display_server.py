@@ -156,6 +156,9 @@ def test_non_loopback_bind_needs_a_token(tmp_path):
     assert read_token("", str(tmp_path / "token")) == "from-file"
     with pytest.raises(DisplayConfigError, match="token_file"):
         read_token("", str(tmp_path / "missing"))
+    (tmp_path / "blank").write_text("\n  \n")
+    with pytest.raises(DisplayConfigError, match="the file is empty"):
+        read_token("", str(tmp_path / "blank"))
 
 
 def test_busy_port_is_one_line_error(store):

@@ -39,6 +39,7 @@ from dms_net_core.bundle import (
 from dms_net_core.classes import CLASS_CODES, CLASS_NAMES, NUM_CLASSES
 from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.errors import first_line
+from dms_net_core.json_safe import json_safe
 from dms_net_core.model.config import DMSNetConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -285,12 +286,12 @@ def export_bundle(
             **{name: [-1, NUM_CLASSES] for name in EYE_OUTPUT_NAMES if name in names},
             **{name: [-1, *outputs[names.index(name)].shape[1:]] for name in CAM_OUTPUT_NAMES if name in names},
         },
-        "metrics": _plain(metrics or {}),
-        "data_summary": _plain(data_summary or {}),
+        "metrics": json_safe(metrics or {}),
+        "data_summary": json_safe(data_summary or {}),
         "export": {"exporter": exporter, "opset": opset, "torch": torch.__version__, "onnx_check_max_abs_diff": max_diff,
                    **({"onnx_check_cam_max_rel_diff": cam_diff} if cam_diff is not None else {})},
         "weights_dtype": weights_dtype,
-        **_plain(extra_meta or {}),
+        **json_safe(extra_meta or {}),
         "files": {ONNX_FILE: sha256_file(out / ONNX_FILE),
                   **({WEIGHTS_FILE: sha256_file(weights_file)} if include_torch_weights else {})},
     }
@@ -355,16 +356,3 @@ def store_initializers_fp16(onnx_path: str | os.PathLike, min_elements: int = 10
     graph.node.extend(casts + nodes)
     onnx.save(model, str(onnx_path))
     return len(casts)
-
-
-def _plain(value: Any) -> Any:
-    """Make metrics JSON-safe (numpy scalars/arrays and tensors become plain numbers/lists)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from dms_net_core.exam_pipeline import ExamPipeline
-from dms_net_core.report import json_default
+from dms_net_core.json_safe import json_default
 from dms_net_ros.bag import io
 from dms_net_ros.bag.arguments import (
     add_backend_arguments,

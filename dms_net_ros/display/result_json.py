@@ -7,10 +7,10 @@ time. Duck-typed on the message attributes: no rclpy needed to test it.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from typing import Any
 
+from dms_net_core.json_safe import finite_or_none
 from dms_net_ros.stamps import stamp_to_ns
 
 STATUS_NAMES = {0: "OK", 1: "UNGRADABLE", 2: "ERROR"}
@@ -25,8 +25,8 @@ def iso_time(ns: int) -> str:
 
 
 def _num(value: Any) -> float | None:
-    v = float(value)
-    return None if math.isnan(v) or math.isinf(v) else round(v, 4)
+    v = finite_or_none(value)
+    return None if v is None else round(v, 4)
 
 
 def _nums(values: Any) -> list[float | None]:

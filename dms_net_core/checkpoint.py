@@ -85,7 +85,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {p} not found: pass the .pt file written by dms-net-train")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/unsafe files
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt/unsafe files
         raise ValueError(f"cannot load checkpoint {p} ({first_line(exc)}): it is corrupt or not a dms-net-train checkpoint") from None
     return check_checkpoint(ckpt, p)
 

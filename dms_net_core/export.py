@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 from dms_net_core.bundle import BundleError
-
 from dms_net_core.bundle_export import DEFAULT_OPSET, export_bundle
 from dms_net_core.checkpoint import (
     checkpoint_data_summary,

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from dms_net_core.bundle import BundleError
-
 from dms_net_core.bundle_export import DEFAULT_OPSET, export_bundle
+from dms_net_core.calibration import apply_logit_offsets, cross_validated_gain, fit_logit_offsets
 from dms_net_core.checkpoint import (
     checkpoint_data_summary,
     checkpoint_model_config,
@@ -51,7 +51,6 @@ from dms_net_core.checkpoint import (
 )
 from dms_net_core.data.odir import load_odir, select_patients
 from dms_net_core.data.splits import read_split
-from dms_net_core.calibration import apply_logit_offsets, cross_validated_gain, fit_logit_offsets
 from dms_net_core.metrics import full_report, odir_official_score, per_eye_auc, tune_thresholds
 from training.evaluate import ModuleBackend, PairPredictions, predict_pairs
 from training.paths import DEFAULT_ODIR_HELP, default_odir_dir

@@ -35,8 +35,8 @@ from dms_net_core.classes import NUM_CLASSES
 from dms_net_core.data.eye_labels import eye_label_matrices
 from dms_net_core.data.odir import PatientRecord, labels_matrix, load_odir, select_patients
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb
-from dms_net_core.exam_pipeline import ExamPipeline, ExamStatus
 from dms_net_core.data.splits import read_split
+from dms_net_core.exam_pipeline import ExamPipeline, ExamStatus
 from dms_net_core.metrics import format_official_table
 from dms_net_core.postprocess import sigmoid
 from dms_net_core.report import write_report

@@ -147,7 +147,7 @@ def _kv(text: str) -> dict[str, Any]:
 
 
 class _MergeDict(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):  # noqa: D102
+    def __call__(self, parser, namespace, values, option_string=None):
         merged = dict(getattr(namespace, self.dest) or {})
         merged.update(values)
         setattr(namespace, self.dest, merged)

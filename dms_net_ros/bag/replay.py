@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from dms_net_ros.bag import io
-from dms_net_ros.bag.compare import DIAGNOSTICS_TOPIC, Comparison, compare, read_live_recording
 from dms_net_ros.bag.arguments import (
     add_backend_arguments,
     add_pipeline_arguments,
@@ -46,6 +45,7 @@ from dms_net_ros.bag.arguments import (
     load_bundle_and_backend,
     settings_from_args,
 )
+from dms_net_ros.bag.compare import DIAGNOSTICS_TOPIC, Comparison, compare, read_live_recording
 from dms_net_ros.bag.evaluate import BagEvaluation, evaluate_bag, format_summary, join_labels, write_outputs
 from dms_net_ros.bag.pair_results import read_pairs_csv
 from dms_net_ros.package_files import IMPORT_ROOT, package_file

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from dms_net_core.bundle import SCHEMA_VERSION, BundleError, ModelBundle, sha256_file
-
 from dms_net_core.bundle_export import export_bundle
 from dms_net_core.classes import CLASS_CODES
 from dms_net_core.data.preprocess import PreprocessConfig

@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="aiohttp missing: run `bash scripts/setup.sh` (requirements/ros.txt)")
 
-from dms_net_ros.display.exam_store import ExamStore  # noqa: E402
-from dms_net_ros.display.security import COOKIE, DisplayConfigError, check_bind, is_loopback, read_token  # noqa: E402
-from dms_net_ros.display.server import DisplayServer  # noqa: E402
+from dms_net_ros.display.exam_store import ExamStore
+from dms_net_ros.display.security import COOKIE, DisplayConfigError, check_bind, is_loopback, read_token
+from dms_net_ros.display.server import DisplayServer
 
 SEC = 1_000_000_000
 

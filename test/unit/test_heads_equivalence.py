@@ -14,7 +14,6 @@ The tolerance is the project's for real images: 1e-4 in probability and attentio
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from dms_net_core.errors import first_line
 from dms_net_core.runtime.inputs import INPUT_FORMS, random_pair
 
 #: name -> (backend, precision, options); device is chosen per machine
@@ -151,7 +152,7 @@ def make_bundle(args: argparse.Namespace, out_dir: Path) -> Any:
     """A random-weight model of the requested backbone/size, exported to a temporary bundle."""
     import torch
 
-    from dms_net_core.bundle import export_bundle
+    from dms_net_core.bundle_export import export_bundle
     from dms_net_core.data.preprocess import PreprocessConfig
     from dms_net_core.model import build_model
     from dms_net_core.model.config import DMSNetConfig
@@ -215,7 +216,7 @@ def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: i
         skipped.skipped = f"{exc.name or exc} not installed"
         return [skipped]
     except Exception as exc:  # noqa: BLE001 - report and continue with the next variant
-        skipped.skipped = f"failed to load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        skipped.skipped = f"failed to load: {first_line(exc)}"
         return [skipped]
     load_s = time.perf_counter() - t0
     describe = backend.describe()
@@ -244,7 +245,7 @@ def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: i
                     times = _time_batches(backend, b, size, tp_iterations, heavy_warmup if cuda else 1, form)
                     row.throughput[b] = b * len(times) / sum(times)
             except Exception as exc:  # noqa: BLE001
-                row.skipped = f"failed while running: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                row.skipped = f"failed while running: {first_line(exc)}"
     finally:
         backend.close()
         if cuda:

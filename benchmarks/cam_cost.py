@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
     args = p.parse_args(argv)
 
-    from dms_net_core.bundle import export_bundle
+    from dms_net_core.bundle_export import export_bundle
     from dms_net_core.data.preprocess import PreprocessConfig
     from dms_net_core.runtime import create_backend
 

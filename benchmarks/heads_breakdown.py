@@ -44,7 +44,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -55,10 +55,10 @@ from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dms_net_core.data.preprocess import PreprocessConfig  # noqa: E402
-from dms_net_core.model import DMSNetConfig, build_model  # noqa: E402
-from dms_net_core.runtime.batchnorm_folding import fold_batchnorm  # noqa: E402
-from dms_net_core.runtime.torch_serving import ServingModel  # noqa: E402
+from dms_net_core.data.preprocess import PreprocessConfig
+from dms_net_core.model import DMSNetConfig, build_model
+from dms_net_core.runtime.batchnorm_folding import fold_batchnorm
+from dms_net_core.runtime.torch_serving import ServingModel
 
 #: ops that copy or convert memory without arithmetic (Inductor folds most into neighbours)
 COPY_OPS = {"cat", "stack", "clone", "copy_", "_to_copy", "contiguous", "constant_pad_nd", "repeat", "index_select", "flip"}
@@ -254,7 +254,8 @@ def onnx_node_counts(cfg: DMSNetConfig, reference_heads: bool, seed: int = 0) ->
     import onnx
     import onnxruntime as ort
 
-    from dms_net_core.bundle import _export_onnx, output_names
+    from dms_net_core.bundle import output_names
+    from dms_net_core.bundle_export import _export_onnx
 
     torch.manual_seed(seed)
     model = build_model(cfg, reference_heads=reference_heads).eval()

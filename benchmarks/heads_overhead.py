@@ -38,14 +38,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from benchmarks.bench_backends import VARIANTS, Row, bench_variant, machine_description, make_bundle
 from dms_net_core.model import build_model
 from dms_net_core.model.baseline import PlainBinocularNet
-from dms_net_core.model.config import DMSNetConfig
 from dms_net_core.model.layers import ones_attention
 
 

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dms_net_core.model import DMSNetConfig, build_model  # noqa: E402
+from dms_net_core.model import DMSNetConfig, build_model
 
 
 @dataclass(frozen=True)

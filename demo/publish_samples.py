@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dms_net_core.classes import CLASS_CODES
+
 STATUS = {0: "OK", 1: "UNGRADABLE", 2: "ERROR"}
 
 

@@ -19,13 +19,19 @@ A checkpoint is a plain dict saved with ``torch.save`` and loaded with ``weights
 ``epoch``, ``step``, ``args``  provenance (the trainer's arguments as plain values)
 ==============  ================================================================
 
-The trainer's ``last.pt`` adds its resume state (optimizer, scheduler, scaler, RNG, history)
-to the same dict; readers ignore keys they do not know.
+The trainer's ``last.pt`` adds its resume state (`RESUME_KEYS`: optimizer, scheduler, scaler,
+RNG, best score so far, schedule length, history) to the same dict (`with_training_state`, read
+back by `resume_state`); readers ignore keys they do not know. ``best.pt`` gets the tuned
+thresholds, the final validation report and the history at the end of a run (`with_results`).
+
+No other module spells a key of this dict: they call the functions below
+(test_checkpoint.py greps the product code for it).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -33,6 +39,7 @@ import numpy as np
 
 from dms_net_core.classes import NUM_CLASSES
 from dms_net_core.data.preprocess import PreprocessConfig
+from dms_net_core.errors import first_line, one_line
 from dms_net_core.model.config import DMSNetConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,6 +47,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Keys every checkpoint has; the rest have defaults (`checkpoint_preprocess`, `checkpoint_thresholds`).
 REQUIRED_KEYS = ("model", "model_config")
+#: What `make_checkpoint` writes: everything `dms-net-export` and `dms-net-ensemble` read (`slim_checkpoint`).
+CHECKPOINT_KEYS = ("model", "model_config", "preprocess", "thresholds", "metrics", "data_summary", "epoch", "step", "args")
+#: What the trainer's ``last.pt`` adds to resume a run (`with_training_state`, `resume_state`).
+RESUME_KEYS = ("optimizer", "lr_scheduler", "scaler", "rng", "best_final", "best_epoch", "epochs_total", "history")
 
 
 def default_thresholds() -> list[float]:
@@ -74,9 +85,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {p} not found: pass the .pt file written by dms-net-train")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot load checkpoint {p} ({first}): it is corrupt or not a dms-net-train checkpoint") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt/unsafe files
+        raise ValueError(f"cannot load checkpoint {p} ({first_line(exc)}): it is corrupt or not a dms-net-train checkpoint") from None
     return check_checkpoint(ckpt, p)
 
 
@@ -107,9 +117,97 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> "torch.nn.Module":
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as exc:  # mis-shaped tensors
-        detail = " ".join(str(exc).split())[:300]
+        detail = one_line(exc, limit=300)
         raise ValueError(f"checkpoint weights do not fit model_config ({detail}): use the code version that trained it") from None
     if missing or unexpected:
         raise ValueError(f"checkpoint weights do not fit model_config (missing {list(missing)[:3]}, "
                          f"unexpected {list(unexpected)[:3]}): use the code version that trained it")
     return model.float().eval()
+
+
+def checkpoint_model_state(ckpt: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The network's ``state_dict`` as saved."""
+    return ckpt["model"]
+
+
+def checkpoint_metrics(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """The validation (and held-out) reports; ``{}`` when the checkpoint has none."""
+    return ckpt.get("metrics") or {}
+
+
+def checkpoint_data_summary(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """What the run trained on (``dms-net-train``'s data summary); ``{}`` when absent."""
+    return ckpt.get("data_summary") or {}
+
+
+def checkpoint_split_file(ckpt: Mapping[str, Any]) -> str | None:
+    """The split file the run trained with (its data summary's ``split_file``), or None."""
+    return checkpoint_data_summary(ckpt).get("split_file")
+
+
+def checkpoint_epoch(ckpt: Mapping[str, Any]) -> int | None:
+    """The epoch the weights are from (None for a checkpoint that does not say)."""
+    return ckpt.get("epoch")
+
+
+def checkpoint_summary(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """Provenance of one checkpoint for a report or model.json: architecture, backbone, the
+    trainer's recipe and seed, epoch, validation ODIR scores and split file (None where unknown)."""
+    args = ckpt.get("args") or {}
+    cfg = ckpt["model_config"]
+    return {"architecture": cfg.get("architecture"), "backbone": cfg.get("backbone"),
+            "recipe": args.get("config"), "seed": args.get("seed"), "epoch": checkpoint_epoch(ckpt),
+            "val_official": checkpoint_metrics(ckpt).get("official") or {}, "split_file": checkpoint_split_file(ckpt)}
+
+
+def with_results(ckpt: Mapping[str, Any], *, thresholds: list[float], metrics: dict[str, Any],
+                 history: list[dict[str, Any]]) -> dict[str, Any]:
+    """``ckpt`` with the end of a run's results: tuned thresholds, final reports, per-epoch history."""
+    return {**ckpt, "thresholds": [float(t) for t in thresholds], "metrics": metrics, "history": history}
+
+
+def with_training_state(ckpt: Mapping[str, Any], *, optimizer: Mapping[str, Any], lr_scheduler: Mapping[str, Any],
+                        scaler: Mapping[str, Any] | None, rng: Mapping[str, Any], best_final: float, best_epoch: int,
+                        epochs_total: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """``ckpt`` plus what resuming needs (`RESUME_KEYS`): the trainer's ``last.pt``."""
+    return {**ckpt, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "scaler": scaler, "rng": rng,
+            "best_final": best_final, "best_epoch": best_epoch, "epochs_total": epochs_total, "history": history}
+
+
+@dataclass
+class ResumeState:
+    """What `resume_state` reads back from a ``last.pt`` (`with_training_state`)."""
+
+    model: Mapping[str, Any]
+    optimizer: Mapping[str, Any]
+    lr_scheduler: Mapping[str, Any]
+    scaler: Mapping[str, Any] | None
+    rng: Mapping[str, Any]
+    epoch: int
+    step: int
+    best_final: float
+    best_epoch: int
+    epochs_total: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resume_state(ckpt: Mapping[str, Any], epochs_total: int) -> ResumeState:
+    """The resume state of a ``last.pt``; ``epochs_total``: the schedule length when it records none.
+
+    A checkpoint without optimizer, scheduler or RNG state (a ``best.pt``) raises a one-line ValueError."""
+    missing = [key for key in ("optimizer", "lr_scheduler", "rng", "epoch", "step") if key not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint has no {missing} entries: resume from the last.pt dms-net-train writes, not best.pt")
+    return ResumeState(model=ckpt["model"], optimizer=ckpt["optimizer"], lr_scheduler=ckpt["lr_scheduler"],
+                       scaler=ckpt.get("scaler") or None, rng=ckpt["rng"], epoch=ckpt["epoch"], step=ckpt["step"],
+                       best_final=ckpt.get("best_final", -1.0), best_epoch=ckpt.get("best_epoch", -1),
+                       epochs_total=ckpt.get("epochs_total", epochs_total), history=list(ckpt.get("history", [])))
+
+
+def slim_checkpoint(ckpt: Mapping[str, Any], half: bool = True) -> dict[str, Any]:
+    """``ckpt`` without the resume state (only `CHECKPOINT_KEYS`), floating weights in fp16 with
+    ``half``: what `dms-net-export` and `dms-net-ensemble` need, a fraction of the size."""
+    slim = {k: ckpt[k] for k in CHECKPOINT_KEYS if k in ckpt}
+    if half:
+        slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in slim["model"].items()}
+    return slim

@@ -34,6 +34,7 @@ import numpy as np
 
 from dms_net_core.data.preprocess import EyeFrame, PreprocessConfig, prepare_network_eye
 from dms_net_core.data.quality import QualityReport, QualityThresholds, assess_eye
+from dms_net_core.errors import first_line
 from dms_net_core.evidence import EvidenceMap, evidence_maps
 from dms_net_core.postprocess import Decision, decide
 from dms_net_core.runtime.base import InferenceBackend
@@ -208,7 +209,7 @@ class ExamPipeline:
         try:
             out = self.backend.infer(left, right)
         except Exception as exc:  # noqa: BLE001 - one failed batch must not stop a node or a report
-            detail = (str(exc).splitlines() or [""])[0]
+            detail = first_line(str(exc))
             text = f"inference failed ({type(exc).__name__}: {detail}): check the bundle and backend"
             return [ExamResult(ExamStatus.ERROR, text, l, r, timings_ms=self._timings(l, r))
                     for (l, r) in pairs]

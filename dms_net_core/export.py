@@ -3,7 +3,7 @@
     dms-net-export runs/exp1/best.pt --output bundles/dms-net-r152 --name dms-net-r152
 
 Rebuilds the network from the checkpoint (`dms_net_core.checkpoint`: every weight must fit), and calls
-`dms_net_core.bundle.export_bundle`, which refuses to write ``model.json`` unless ONNX
+`dms_net_core.bundle_export.export_bundle`, which refuses to write ``model.json`` unless ONNX
 Runtime reproduces eager PyTorch. Thresholds, validation metrics and the data summary
 are copied from the checkpoint so the robot applies the thresholds tuned on validation.
 A plain binocular model with per-eye heads is exported with its class activation maps
@@ -17,8 +17,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from dms_net_core.bundle import DEFAULT_OPSET, BundleError, export_bundle
-from dms_net_core.checkpoint import checkpoint_model_config, checkpoint_preprocess, load_checkpoint, model_from_checkpoint
+from dms_net_core.bundle import BundleError
+from dms_net_core.bundle_export import DEFAULT_OPSET, export_bundle
+from dms_net_core.checkpoint import (
+    checkpoint_data_summary,
+    checkpoint_metrics,
+    checkpoint_model_config,
+    checkpoint_preprocess,
+    checkpoint_thresholds,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -56,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             model_config,
             preprocess,
             args.output,
-            thresholds=ckpt.get("thresholds"),
-            metrics=ckpt.get("metrics"),
-            data_summary=ckpt.get("data_summary"),
+            thresholds=checkpoint_thresholds(ckpt),
+            metrics=checkpoint_metrics(ckpt),
+            data_summary=checkpoint_data_summary(ckpt),
             name=args.name,
             opset=args.opset,
             weights_dtype=args.weights_dtype,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dms_net_core.classes import CLASS_CODES
+from dms_net_core.json_safe import json_default
 
 
 def _plots(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, out: Path) -> list[str]:
@@ -126,14 +127,3 @@ def write_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, 
                   "| AUC | " + " | ".join(f"{per_eye['per_class'][c]:.3f}" for c in CLASS_CODES) + " |"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return report
-
-
-def json_default(value: Any) -> Any:
-    """``json.dumps(default=...)`` for reports: numpy scalars/arrays and paths; anything else fails."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -41,10 +41,6 @@ def time_from_ns(stamp_ns: int) -> Any:
     return Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
 
 
-def stamp_to_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def summarize(decision: Decision, class_codes: Sequence[str], eyes: Sequence[str] | None = None) -> str:
     """One display line, e.g. ``REFER: C 0.91 (left eye), D 0.62 (both eyes)`` or
     ``no referable finding (N 0.88)``; ``eyes`` (`finding_eyes`, parallel to the positive

@@ -53,12 +53,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
-from rclpy.lifecycle import Node as LifecycleNode
-from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.lifecycle import Node as LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
+from dms_net_core.errors import first_line
 from dms_net_core.exam_pipeline import ExamPipeline, ExamResult, ExamStatus
 from dms_net_ros.bundle_path import package_share_dir, resolve_bundle_path
 from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
@@ -66,14 +66,16 @@ from dms_net_ros.exam_action import ExamActionServer
 from dms_net_ros.exam_id import ExamId, ExamIdState
 from dms_net_ros.exam_slot import ExamTicket, Outcome, Stage
 from dms_net_ros.image_codec import rgb_to_image_msg
-from dms_net_ros.messages import ResultContext, error_result, exam_result_msg, stamp_to_ns
+from dms_net_ros.messages import ResultContext, error_result, exam_result_msg
 from dms_net_ros.msg import DiagnosisResult
 from dms_net_ros.node_parameters import NODE_NAME, PARAMETERS, NodeSettings, PipelineSettings
 from dms_net_ros.pair_preparer import PairPreparer
 from dms_net_ros.pairing import ApproximateTimePairer, Pair, Unpaired
 from dms_net_ros.process_memory import dds_history_memory_warning, trim_freed_memory
+from dms_net_ros.stamps import stamp_to_ns
 from dms_net_ros.transport_loss import SequenceGapCounter, gid_bytes, publisher_key
 from dms_net_ros.worker import DropOldestWorker
+
 
 @dataclass(frozen=True)
 class PairJob:
@@ -195,7 +197,7 @@ class DiagnosisNode(LifecycleNode):
             self._backend = create_backend(self._bundle, backend=p.backend, device=p.device, precision=p.precision, **accel)
             self._backend.warmup(p.warmup_iterations)
         except Exception as exc:  # noqa: BLE001 - a failed configure must leave the node unconfigured, not dead
-            log.error(f"configure failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            log.error(f"configure failed: {first_line(exc)}")
             self._release_backend()
             return TransitionCallbackReturn.FAILURE
         log.info(f"model {self._bundle.model_id} on {self._backend.describe()}")
@@ -494,7 +496,7 @@ class DiagnosisNode(LifecycleNode):
 
     def _on_worker_error(self, job: PairJob, exc: BaseException) -> None:
         """A bug, not a bad input: the pair still ends as a counted ERROR result (issue 16)."""
-        detail = (str(exc).splitlines() or [""])[0][:200]
+        detail = first_line(str(exc), limit=200)
         text = (f"internal error while processing the pair ({type(exc).__name__}: {detail}): "
                 "the node keeps serving; please report it with the node log")
         self.get_logger().error(f"exam {job.exam_id!r}: {text}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dms_net_core.exam_pipeline import Eye, EyeError, ExamPipeline, PreparedEye
+from dms_net_core.exam_pipeline import ExamPipeline, Eye, EyeError, PreparedEye
 from dms_net_ros.image_codec import DEFAULT_MAX_PIXELS, ImageDecodeError, msg_to_rgb
 
 

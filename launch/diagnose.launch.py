@@ -20,6 +20,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
+from dms_net_ros.display.parameters import DISPLAY_NODE_NAME
 from dms_net_ros.launch_arguments import (
     DISPLAY_ARGUMENTS,
     NAMESPACE_DESCRIPTION,
@@ -32,7 +33,6 @@ from dms_net_ros.launch_arguments import (
     parameter_overrides,
     topic_remappings,
 )
-from dms_net_ros.display.parameters import DISPLAY_NODE_NAME
 from dms_net_ros.node_parameters import NODE_NAME
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
+from dms_net_core.checkpoint import load_checkpoint, slim_checkpoint
 from training.run_suite import ensemble_scores, ensemble_table, markdown_table, summarize
-
-SLIM_KEYS = ("model", "model_config", "preprocess", "thresholds", "metrics", "data_summary", "epoch", "step", "args")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,9 +70,7 @@ def keep_best(runs: list[dict], recipe: str, path: str) -> dict | None:
 
 def save_slim(run: dict, path: Path) -> str:
     """``run``'s best.pt without optimizer state, floating weights in fp16; returns the path."""
-    ckpt = torch.load(Path(run["output_dir"]) / "best.pt", map_location="cpu", weights_only=True)
-    slim = {k: ckpt[k] for k in SLIM_KEYS if k in ckpt}
-    slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in slim["model"].items()}
+    slim = slim_checkpoint(load_checkpoint(Path(run["output_dir"]) / "best.pt"), half=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, path)
     print(f"kept {run['recipe']} seed {run['seed']}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")

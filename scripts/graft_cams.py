@@ -13,7 +13,7 @@ included) is the map whose spatial mean is the eye's logit (`dms_net_core.model.
 For every member and test-time pass the script adds ``Conv(feature map, W[8,C,1,1], b)``,
 un-mirrors the mirrored pass (``Slice`` with step -1 on the width axis, as
 `HorizontalFlipTTA` flips its map back) and averages all of them: the same ``cam_left`` /
-``cam_right`` [B,8,h,w] outputs `dms_net_core.bundle.export_bundle` writes for a new bundle
+``cam_right`` [B,8,h,w] outputs `dms_net_core.bundle_export.export_bundle` writes for a new bundle
 (mean over members, each the mean of its plain and un-mirrored pass). Before writing it checks,
 on the demo's real eye pairs, that every grafted map's spatial mean equals its member's eye
 logit, and prints how well the mirrored maps, flipped back, agree with the plain ones (a trained

@@ -30,31 +30,17 @@ _DOMAINS = itertools.count(random.Random(os.getpid()).randrange(1, 60))
 _NAMES = itertools.count()
 
 
-def export_tiny_bundle(out_dir: Path, **config_overrides: object) -> Path:
-    """DMSNetConfig.tiny(**config_overrides) with seeded weights, head scaled x40 so probabilities spread over
-    (0, 1) (a random tiny head gives ~0.5 everywhere, which would make equality checks weak)."""
-    import numpy as np
-    import torch
+def export_ros_tiny_bundle(out_dir: Path, **config_overrides: object) -> Path:
+    """The ROS tests' tiny bundle (`test.fakes.tiny_bundle.export_tiny_bundle`), head scaled x40
+    so probabilities spread over (0, 1)."""
+    from test.fakes.tiny_bundle import export_tiny_bundle
 
-    from dms_net_core.bundle import export_bundle
-    from dms_net_core.data.preprocess import PreprocessConfig
-    from dms_net_core.model import build_model
-    from dms_net_core.model.config import DMSNetConfig
-
-    torch.manual_seed(0)
-    cfg = DMSNetConfig.tiny(**config_overrides)
-    model = build_model(cfg).eval()
-    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    with torch.no_grad():
-        head.weight.mul_(40.0)
-    thresholds = np.linspace(0.3, 0.65, 8, dtype=np.float32)
-    export_bundle(model, cfg, PreprocessConfig(image_size=cfg.image_size), out_dir, thresholds=thresholds, name="tiny-ros-test")
-    return out_dir
+    return export_tiny_bundle(out_dir, name="tiny-ros-test", head_scale=40.0, **config_overrides)
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+    return export_ros_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@
 
 The members (any mix of DMS-Net and the plain control, same image size and preprocessing) are
 wrapped in `dms_net_core.model.ensemble.EnsembleNet` (mean of the members' probabilities) and
-exported as one ONNX graph through `dms_net_core.bundle.export_bundle`, with the same ONNX
+exported as one ONNX graph through `dms_net_core.bundle_export.export_bundle`, with the same ONNX
 Runtime-vs-PyTorch check as a single model. The bundle is deployment-only (ONNX, no
 safetensors): ONNX Runtime and TensorRT run it; the PyTorch backend says so and is skipped.
 
@@ -36,11 +36,21 @@ from typing import Any
 
 import numpy as np
 
-from dms_net_core.bundle import DEFAULT_OPSET, BundleError, export_bundle
-from dms_net_core.checkpoint import checkpoint_model_config, checkpoint_preprocess, checkpoint_thresholds, load_checkpoint, model_from_checkpoint
+from dms_net_core.bundle import BundleError
+from dms_net_core.bundle_export import DEFAULT_OPSET, export_bundle
+from dms_net_core.calibration import apply_logit_offsets, cross_validated_gain, fit_logit_offsets
+from dms_net_core.checkpoint import (
+    checkpoint_data_summary,
+    checkpoint_model_config,
+    checkpoint_preprocess,
+    checkpoint_split_file,
+    checkpoint_summary,
+    checkpoint_thresholds,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from dms_net_core.data.odir import load_odir, select_patients
 from dms_net_core.data.splits import read_split
-from dms_net_core.calibration import apply_logit_offsets, cross_validated_gain, fit_logit_offsets
 from dms_net_core.metrics import full_report, odir_official_score, per_eye_auc, tune_thresholds
 from training.evaluate import ModuleBackend, PairPredictions, predict_pairs
 from training.paths import DEFAULT_ODIR_HELP, default_odir_dir
@@ -73,19 +83,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def _member_summary(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
-    args = ckpt.get("args") or {}
-    official = ((ckpt.get("metrics") or {}).get("official")) or {}
-    cfg = ckpt["model_config"]
-    return {"checkpoint": str(path), "architecture": cfg.get("architecture"), "backbone": cfg.get("backbone"),
-            "recipe": args.get("config"), "seed": args.get("seed"), "epoch": ckpt.get("epoch"),
-            "val_official": official, "split_file": (ckpt.get("data_summary") or {}).get("split_file")}
+    return {"checkpoint": str(path), **checkpoint_summary(ckpt)}
 
 
-def _split_for_tuning(args: argparse.Namespace, first: dict[str, Any]) -> tuple[str | None, str]:
+def _split_for_tuning(args: argparse.Namespace, first_ckpt: dict[str, Any]) -> tuple[str | None, str]:
     """(split file or None, why) for threshold tuning."""
     if args.no_tune:
         return None, "--no-tune"
-    split = args.split_file or (first.get("data_summary") or {}).get("split_file")
+    split = args.split_file or checkpoint_split_file(first_ckpt)
     if not split:
         return None, "no --split-file and the first member records none"
     if not Path(split).is_file():
@@ -227,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle = export_bundle(
             ensemble, bundle_config, pre, args.output, thresholds=thresholds, metrics=metrics,
-            data_summary=ckpts[0].get("data_summary"), name=args.name, opset=args.opset,
+            data_summary=checkpoint_data_summary(ckpts[0]), name=args.name, opset=args.opset,
             weights_dtype=args.weights_dtype, include_torch_weights=False,
             extra_meta={"ensemble": {"combination": "mean of member probabilities (logits = logit(mean p))",
                                      "test_time_augmentation": "horizontal mirror of both eyes, averaged per member" if args.hflip_tta else None,

@@ -24,13 +24,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dms_net_core.checkpoint import checkpoint_preprocess, checkpoint_thresholds, load_checkpoint, model_from_checkpoint
+from dms_net_core.checkpoint import (
+    checkpoint_epoch,
+    checkpoint_preprocess,
+    checkpoint_thresholds,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from dms_net_core.classes import NUM_CLASSES
 from dms_net_core.data.eye_labels import eye_label_matrices
 from dms_net_core.data.odir import PatientRecord, labels_matrix, load_odir, select_patients
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb
-from dms_net_core.exam_pipeline import ExamPipeline, ExamStatus
 from dms_net_core.data.splits import read_split
+from dms_net_core.exam_pipeline import ExamPipeline, ExamStatus
 from dms_net_core.metrics import format_official_table
 from dms_net_core.postprocess import sigmoid
 from dms_net_core.report import write_report
@@ -96,7 +102,7 @@ def load_model_source(path: str, backend: str = "onnxruntime", device: str = "cp
     if p.is_file():
         ckpt = load_checkpoint(p)
         be = CheckpointBackend(ckpt, device=device)
-        return be, checkpoint_preprocess(ckpt), checkpoint_thresholds(ckpt), {"checkpoint": str(p), "epoch": ckpt.get("epoch"), "backend": be.describe()}
+        return be, checkpoint_preprocess(ckpt), checkpoint_thresholds(ckpt), {"checkpoint": str(p), "epoch": checkpoint_epoch(ckpt), "backend": be.describe()}
     raise FileNotFoundError(f"model {p} does not exist: pass a best.pt checkpoint or a model bundle directory")
 
 

@@ -99,10 +99,9 @@ def epoch_table(fold_dirs: list[Path], labels: list[np.ndarray], *, min_fraction
 
 
 def _fold_split(run_dir: Path) -> str:
-    from dms_net_core.checkpoint import load_checkpoint
+    from dms_net_core.checkpoint import checkpoint_split_file, load_checkpoint
 
-    ckpt = load_checkpoint(run_dir / "best.pt")
-    split = (ckpt.get("data_summary") or {}).get("split_file")
+    split = checkpoint_split_file(load_checkpoint(run_dir / "best.pt"))
     if not split or not Path(split).is_file():
         raise ValueError(f"{run_dir}/best.pt names no readable split file ({split!r}): run from the repository root")
     return split

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"=== run {i + 1}/{len(runs)}: {recipe} seed {seed} ===", flush=True)
         try:
             res = train_run(parse_args(argv_run), cache_pool=pool)
-        except Exception as exc:  # one failed run must not lose the others' results
+        except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others' results
             res = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"run {recipe} seed {seed} failed: {res['error']}", flush=True)
         results.append({"recipe": name, "seed": seed, **res})

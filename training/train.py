@@ -46,7 +46,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from dms_net_core.checkpoint import load_checkpoint, make_checkpoint
+from dms_net_core.checkpoint import (
+    checkpoint_model_state,
+    load_checkpoint,
+    make_checkpoint,
+    resume_state,
+    with_results,
+    with_training_state,
+)
 from dms_net_core.classes import CLASS_CODES, NUM_CLASSES
 from dms_net_core.data.augment import AugmentConfig
 from dms_net_core.data.odir import load_odir, select_patients
@@ -140,7 +147,7 @@ def _kv(text: str) -> dict[str, Any]:
 
 
 class _MergeDict(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):  # noqa: D102
+    def __call__(self, parser, namespace, values, option_string=None):
         merged = dict(getattr(namespace, self.dest) or {})
         merged.update(values)
         setattr(namespace, self.dest, merged)
@@ -584,17 +591,17 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     start_epoch, step, best_final, best_epoch, epochs_total = 0, 0, -1.0, -1, args.epochs
     history: list[dict[str, Any]] = []
     if args.resume:
-        ckpt = load_checkpoint(args.resume)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, step = ckpt["epoch"] + 1, ckpt["step"]
-        best_final, best_epoch = ckpt.get("best_final", -1.0), ckpt.get("best_epoch", -1)
-        epochs_total = ckpt.get("epochs_total", args.epochs)
-        history = list(ckpt.get("history", []))
-        _set_rng_state(ckpt["rng"], device)
+        resumed = resume_state(load_checkpoint(args.resume), args.epochs)
+        model.load_state_dict(resumed.model)
+        optimizer.load_state_dict(resumed.optimizer)
+        scheduler.load_state_dict(resumed.lr_scheduler)
+        if scaler is not None and resumed.scaler:
+            scaler.load_state_dict(resumed.scaler)
+        start_epoch, step = resumed.epoch + 1, resumed.step
+        best_final, best_epoch = resumed.best_final, resumed.best_epoch
+        epochs_total = resumed.epochs_total
+        history = resumed.history
+        _set_rng_state(resumed.rng, device)
         if is_main:
             print(f"resumed from {args.resume}: epoch {start_epoch}, step {step}")
 
@@ -691,10 +698,10 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                 torch.save(base, out_dir / "best.pt")
             if args.epoch_snapshots:
                 save_epoch_snapshot(out_dir, epoch, base, val_probs_epoch)
-            torch.save(base | {"optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
-                               "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(device),
-                               "best_final": best_final, "best_epoch": best_epoch, "epochs_total": epochs_total,
-                               "history": history}, out_dir / "last.pt")
+            torch.save(with_training_state(base, optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(),
+                                           scaler=scaler.state_dict() if scaler is not None else None,
+                                           rng=_rng_state(device), best_final=best_final, best_epoch=best_epoch,
+                                           epochs_total=epochs_total, history=history), out_dir / "last.pt")
         if args.max_epochs_this_run and epoch + 1 - start_epoch >= args.max_epochs_this_run and epoch + 1 < epochs_total:
             stop_reason = f"paused after {args.max_epochs_this_run} epochs (--max-epochs-this-run); continue with --resume"
             break
@@ -710,8 +717,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
             if epoch + 1 + fit < epochs_total:
                 # shrink the cosine so it still ends at its floor instead of being cut mid-way
                 epochs_total = epoch + 1 + fit
-                schedule.total_steps = max(step + 1, epochs_total * steps_per_epoch)
-                scheduler.lr_lambdas[0].total_steps = schedule.total_steps
+                schedule.total_steps = max(step + 1, epochs_total * steps_per_epoch)  # scheduler.lr_lambdas[0] is schedule
                 if is_main:
                     print(f"time budget: schedule shortened to {epochs_total} epochs", flush=True)
     if writer is not None:
@@ -721,7 +727,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                               "epochs_run": len(history), "cache_s": cache_s, "train_s": time.time() - t_start}
     if is_main:
         best = load_checkpoint(out_dir / "best.pt")
-        model.load_state_dict(best["model"])
+        model.load_state_dict(checkpoint_model_state(best))
         probs, eye_probs = side_predict("val", final=True)
         labels = side_labels("val")
         thresholds = tune_thresholds(labels, probs)
@@ -729,25 +735,24 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
         if eye_probs is not None:
             report["per_eye"] = per_eye_auc(side_eye_arrays("val"), eye_probs)
             save_eye_arrays(out_dir, "val", eye_probs, side_eye_arrays("val"))
-        best["thresholds"] = [float(t) for t in thresholds]
-        best["metrics"] = json.loads(json.dumps(report, default=float))
+        threshold_list = [float(t) for t in thresholds]
+        best_metrics = json.loads(json.dumps(report, default=float))
         if "test" in side_sizes:
             test_probs, test_eye_probs = side_predict("test", final=True)
             test_report = full_report(side_labels("test"), test_probs, thresholds)
             if test_eye_probs is not None:
                 test_report["per_eye"] = per_eye_auc(side_eye_arrays("test"), test_eye_probs)
                 save_eye_arrays(out_dir, "test", test_eye_probs, side_eye_arrays("test"))
-            best["metrics"]["held_out_test"] = json.loads(json.dumps(test_report, default=float))
+            best_metrics["held_out_test"] = json.loads(json.dumps(test_report, default=float))
             np.save(out_dir / "test_probs.npy", test_probs)
             np.save(out_dir / "test_labels.npy", side_labels("test"))
             (out_dir / "test_metrics.json").write_text(json.dumps(test_report, indent=1, default=float) + "\n")
             result["test"] = test_report["official"]
-        best["history"] = history
-        torch.save(best, out_dir / "best.pt")
+        torch.save(with_results(best, thresholds=threshold_list, metrics=best_metrics, history=history), out_dir / "best.pt")
         np.save(out_dir / "val_probs.npy", probs)
         np.save(out_dir / "val_labels.npy", labels)  # with the probs: seed ensembles are scored from files
         (out_dir / "val_metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-        result |= {"val": report["official"], "thresholds": best["thresholds"], "train_s": time.time() - t_start}
+        result |= {"val": report["official"], "thresholds": threshold_list, "train_s": time.time() - t_start}
         (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         print(f"best epoch {best_epoch}: val ODIR final {report['official']['final']:.4f} "
               f"(kappa {report['official']['kappa']:.4f}, F1 {report['official']['f1']:.4f}, AUC {report['official']['auc']:.4f}); "

@@ -53,7 +53,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dms_net_core.data.fundus_plausibility import PlausibilityLimits, disc_measures, frame_measures, implausibility_reasons
+from dms_net_core.data.fundus_plausibility import (
+    PlausibilityLimits,
+    disc_measures,
+    frame_measures,
+    implausibility_reasons,
+)
 from dms_net_core.data.preprocess import EyeFrame, channel_max
 
 

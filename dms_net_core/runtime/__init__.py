@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dms_net_core.bundle import ModelBundle
+from dms_net_core.errors import first_line
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 
 LOGGER = logging.getLogger("dms_net_core.runtime")
@@ -76,8 +77,7 @@ def _reason(exc: BaseException) -> str:
         mod = getattr(exc, "name", None) or str(exc)
         root = mod.split(".")[0] if isinstance(mod, str) else mod
         return f"module {root!r} not installed"
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return first_line(exc)
 
 
 def create_backend(

@@ -23,7 +23,6 @@ import numpy as np
 
 from dms_net_core.data.preprocess import PreprocessConfig, normalize_batch
 
-
 #: the two input forms: "uint8" prepared eyes [B,S,S,3] (the node's), "float32" normalised [B,3,S,S]
 INPUT_FORMS = ("uint8", "float32")
 

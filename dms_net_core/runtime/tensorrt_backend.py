@@ -40,10 +40,16 @@ import numpy as np
 from dms_net_core.bundle import CAM_OUTPUT_NAMES, INPUT_NAMES, OUTPUT_NAMES, ModelBundle
 from dms_net_core.postprocess import eye_probabilities, sigmoid
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
-from dms_net_core.runtime.tensorrt_build import EngineBuildError, build_serialized_engine, make_trt_logger, timing_cache_path, trt_version_tuple
 from dms_net_core.runtime.cuda_api import load_cuda_api
 from dms_net_core.runtime.engine_cache import EngineCache, EngineFingerprint
 from dms_net_core.runtime.inputs import INPUT_FORMS, check_pair, float_pair, input_shape, warmup_pair
+from dms_net_core.runtime.tensorrt_build import (
+    EngineBuildError,
+    build_serialized_engine,
+    make_trt_logger,
+    timing_cache_path,
+    trt_version_tuple,
+)
 
 LOGGER = logging.getLogger("dms_net_core.runtime")
 

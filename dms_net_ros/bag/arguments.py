@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dms_net_core.errors import one_line
 from dms_net_core.exam_pipeline import ExamSettings
 from dms_net_ros.bag import io
 from dms_net_ros.image_codec import DecodeSettings
@@ -57,5 +58,5 @@ def load_bundle_and_backend(args: argparse.Namespace) -> tuple[Any, Any]:
         bundle = ModelBundle.load(args.bundle)
         backend = create_backend(bundle, backend=args.backend, device=args.device, precision=args.precision)
     except (BundleError, ValueError, RuntimeError, ImportError) as err:
-        raise io.BagError(" ".join(str(err).split())) from err
+        raise io.BagError(one_line(err)) from err
     return bundle, backend

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from dms_net_ros.bag import io
 from dms_net_ros.pairing import ApproximateTimePairer, PairingSettings
+from dms_net_ros.stamps import stamp_to_ns
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class BagPairs:
                 continue
             eye = "left" if conn.id in left_ids else "right"
             try:
-                stamp_ns = io.stamp_to_ns(io.deserialize(raw, conn.msgtype).header.stamp)
+                stamp_ns = stamp_to_ns(io.deserialize(raw, conn.msgtype).header.stamp)
             except Exception as err:  # noqa: BLE001 - a message that does not deserialize is an input error
                 self.stats.received[eye] += 1
                 self.unpaired.append({"eye": eye, "stamp_ns": log_ns, "reason": "undecodable",

@@ -19,6 +19,7 @@ import numpy as np
 
 from dms_net_ros.bag import io
 from dms_net_ros.bag.pair_results import STATUS_ERROR, STATUS_OK, STATUS_UNGRADABLE, PairResult
+from dms_net_ros.stamps import stamp_to_ns
 
 STATUS_BY_CODE = {0: STATUS_OK, 1: STATUS_UNGRADABLE, 2: STATUS_ERROR}
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -30,8 +31,8 @@ def result_to_pair(msg: Any) -> PairResult:
     def array(values: Any) -> np.ndarray | None:
         return np.asarray(values, dtype=np.float32) if len(values) else None
 
-    return PairResult(exam_id=str(msg.exam_id), left_stamp_ns=io.stamp_to_ns(msg.left_stamp),
-                      right_stamp_ns=io.stamp_to_ns(msg.right_stamp), status=status, message=str(msg.status_message),
+    return PairResult(exam_id=str(msg.exam_id), left_stamp_ns=stamp_to_ns(msg.left_stamp),
+                      right_stamp_ns=stamp_to_ns(msg.right_stamp), status=status, message=str(msg.status_message),
                       probabilities=array(msg.probabilities), left_quality=float(msg.left_quality),
                       right_quality=float(msg.right_quality), left_probabilities=array(getattr(msg, "left_probabilities", [])),
                       right_probabilities=array(getattr(msg, "right_probabilities", [])))

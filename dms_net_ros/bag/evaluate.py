@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from dms_net_core.exam_pipeline import ExamPipeline
-from dms_net_core.report import json_default
+from dms_net_core.json_safe import json_default
 from dms_net_ros.bag import io
 from dms_net_ros.bag.arguments import (
     add_backend_arguments,
@@ -45,7 +45,14 @@ from dms_net_ros.bag.arguments import (
     settings_from_args,
 )
 from dms_net_ros.bag.bag_pairs import BagPairs
-from dms_net_ros.bag.pair_results import STATUS_ERROR, STATUS_OK, STATUS_UNGRADABLE, PairResult, scored_pairs, write_pairs_csv
+from dms_net_ros.bag.pair_results import (
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_UNGRADABLE,
+    PairResult,
+    scored_pairs,
+    write_pairs_csv,
+)
 from dms_net_ros.node_parameters import PipelineSettings
 from dms_net_ros.pair_preparer import decode_eye
 

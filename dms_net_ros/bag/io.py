@@ -31,6 +31,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from dms_net_core.classes import CLASS_CODES
+from dms_net_core.errors import one_line
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -101,11 +102,6 @@ def serialize(message: object, msgtype: str) -> bytes:
 
 def deserialize(raw: bytes | memoryview, msgtype: str) -> Any:
     return typestore().deserialize_cdr(raw, msgtype)
-
-
-def stamp_to_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time (any object with sec/nanosec) -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def ns_to_stamp(ns: int) -> Any:
@@ -249,7 +245,7 @@ class BagReader:
                 if bar is not None:
                     bar.update(1)
         except _STORAGE_ERRORS as err:
-            raise BagError(f"bag {self.path} is truncated or corrupt ({_one_line(err)}): re-copy or re-record it "
+            raise BagError(f"bag {self.path} is truncated or corrupt ({one_line(err, limit=199)}): re-copy or re-record it "
                            f"(an mcap cut off by a crash can be salvaged with `mcap recover`)") from err
         finally:
             if bar is not None:
@@ -270,16 +266,11 @@ def open_reader(path: Path) -> Reader:
         reader = Reader(path)
         reader.open()
     except FileNotFoundError as err:
-        raise BagError(f"cannot open bag {path}: {_one_line(err)}; check the path") from err
+        raise BagError(f"cannot open bag {path}: {one_line(err, limit=199)}; check the path") from err
     except _STORAGE_ERRORS as err:
-        raise BagError(f"bag {path} is truncated or corrupt ({_one_line(err)}): re-copy or re-record it "
+        raise BagError(f"bag {path} is truncated or corrupt ({one_line(err, limit=199)}): re-copy or re-record it "
                        f"(an mcap cut off by a crash can be salvaged with `mcap recover`)") from err
     return reader
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) < 200 else text[:197] + "..."
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -311,7 +302,7 @@ class BagWriter:
         try:
             self._writer.open()
         except (WriterError, OSError) as err:
-            raise BagError(f"cannot create bag {self.path}: {_one_line(err)}; check the directory is writable") from err
+            raise BagError(f"cannot create bag {self.path}: {one_line(err, limit=199)}; check the directory is writable") from err
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
@@ -411,5 +402,5 @@ def read_labels_sidecar(path: Path) -> list[LabelRow]:
                     right_keywords=str(rec.get("right_keywords") or ""),
                 ))
             except (TypeError, ValueError) as err:
-                raise BagError(f"labels file {path} line {i} is malformed ({_one_line(err)}): fix or regenerate it with `dms-net-bag make`") from err
+                raise BagError(f"labels file {path} line {i} is malformed ({one_line(err, limit=199)}): fix or regenerate it with `dms-net-bag make`") from err
     return rows

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from dms_net_ros.bag import io
-from dms_net_ros.bag.compare import DIAGNOSTICS_TOPIC, Comparison, compare, read_live_recording
 from dms_net_ros.bag.arguments import (
     add_backend_arguments,
     add_pipeline_arguments,
@@ -46,9 +45,11 @@ from dms_net_ros.bag.arguments import (
     load_bundle_and_backend,
     settings_from_args,
 )
+from dms_net_ros.bag.compare import DIAGNOSTICS_TOPIC, Comparison, compare, read_live_recording
 from dms_net_ros.bag.evaluate import BagEvaluation, evaluate_bag, format_summary, join_labels, write_outputs
 from dms_net_ros.bag.pair_results import read_pairs_csv
 from dms_net_ros.package_files import IMPORT_ROOT, package_file
+from dms_net_ros.stamps import stamp_to_ns
 
 FASTDDS_PROFILE = "config/fastdds_large_images.xml"
 
@@ -148,7 +149,7 @@ class _Recorder:
     def on_result(self, topic: str, raw: bytes) -> None:
         # Both stamps set <=> a result for a pair (unpaired-eye ERRORs carry one stamp).
         msg = io.deserialize(raw, io.DIAGNOSIS_RESULT_TYPE)
-        is_pair = io.stamp_to_ns(msg.left_stamp) > 0 and io.stamp_to_ns(msg.right_stamp) > 0
+        is_pair = stamp_to_ns(msg.left_stamp) > 0 and stamp_to_ns(msg.right_stamp) > 0
         with self.lock:
             self.messages.append((topic, io.DIAGNOSIS_RESULT_TYPE, time.time_ns(), bytes(raw)))
             self.results += 1
@@ -246,7 +247,7 @@ def replay_bag(args: Any, out_dir: Path, expected_results: int | None, node_proc
                     if args.as_fast_as_possible:
                         time.sleep(args.exam_lead)  # let the latched exam id land before the images
                 else:
-                    stamp = io.stamp_to_ns(io.deserialize(raw, conn.msgtype).header.stamp)
+                    stamp = stamp_to_ns(io.deserialize(raw, conn.msgtype).header.stamp)
                     pairer.expire(time.monotonic())
                     stats.pairs_sent += len(pairer.add(eye, stamp, None, received=time.monotonic()).pairs)
                 if bar is not None:

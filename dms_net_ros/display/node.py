@@ -29,13 +29,15 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
+from dms_net_core.errors import first_line
 from dms_net_ros.display.exam_store import ExamStore
 from dms_net_ros.display.parameters import DISPLAY_NODE_NAME, DISPLAY_PARAMETERS
-from dms_net_ros.display.result_json import diagnostic_dicts, result_dict, stamp_ns
+from dms_net_ros.display.result_json import diagnostic_dicts, result_dict
 from dms_net_ros.display.security import DisplayConfigError, is_loopback, read_token
 from dms_net_ros.display.server import DisplayServer
 from dms_net_ros.image_codec import ImageDecodeError, msg_to_rgb
 from dms_net_ros.msg import DiagnosisResult
+from dms_net_ros.stamps import stamp_to_ns
 
 
 def encode_jpeg(rgb: np.ndarray, max_side: int, quality: int) -> bytes:
@@ -116,16 +118,16 @@ class DisplayNode(Node):
             rgb = msg_to_rgb(msg, copy=False)
             return encode_jpeg(rgb, int(self._p["max_image_side"]), int(self._p["jpeg_quality"]))
         except (ImageDecodeError, cv2.error) as exc:
-            self.get_logger().warning(f"image not shown ({str(exc).splitlines()[0]})", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"image not shown ({first_line(exc)})", throttle_duration_sec=5.0)
             return None
 
     def _on_result(self, msg: Any) -> None:
-        exam = self.store.add_result(result_dict(msg), stamp_ns(msg.left_stamp), stamp_ns(msg.right_stamp), self._encode)
+        exam = self.store.add_result(result_dict(msg), stamp_to_ns(msg.left_stamp), stamp_to_ns(msg.right_stamp), self._encode)
         self._save(exam)
         self.server.publish({"type": "exam", "exam": exam.summary()})
 
     def _on_image(self, kind: str, msg: Any) -> None:
-        exam = self.store.add_image(kind, stamp_ns(msg.header.stamp), msg, self._encode)
+        exam = self.store.add_image(kind, stamp_to_ns(msg.header.stamp), msg, self._encode)
         if exam is not None:
             self._save(exam)
             self.server.publish({"type": "exam", "exam": exam.summary()})

@@ -7,16 +7,14 @@ time. Duck-typed on the message attributes: no rclpy needed to test it.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from typing import Any
 
+from dms_net_core.json_safe import finite_or_none
+from dms_net_ros.stamps import stamp_to_ns
+
 STATUS_NAMES = {0: "OK", 1: "UNGRADABLE", 2: "ERROR"}
 LEVEL_NAMES = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
-
-
-def stamp_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def iso_time(ns: int) -> str:
@@ -27,8 +25,8 @@ def iso_time(ns: int) -> str:
 
 
 def _num(value: Any) -> float | None:
-    v = float(value)
-    return None if math.isnan(v) or math.isinf(v) else round(v, 4)
+    v = finite_or_none(value)
+    return None if v is None else round(v, 4)
 
 
 def _nums(values: Any) -> list[float | None]:
@@ -37,14 +35,14 @@ def _nums(values: Any) -> list[float | None]:
 
 def result_dict(msg: Any) -> dict[str, Any]:
     """Every field of a DiagnosisResult the page shows."""
-    stamp = stamp_ns(msg.header.stamp)
+    stamp = stamp_to_ns(msg.header.stamp)
     status = int(msg.status)
     return {
         "exam_id": str(msg.exam_id),
         "stamp_ns": str(stamp),
         "time": iso_time(stamp),
-        "left_stamp_ns": str(stamp_ns(msg.left_stamp)),
-        "right_stamp_ns": str(stamp_ns(msg.right_stamp)),
+        "left_stamp_ns": str(stamp_to_ns(msg.left_stamp)),
+        "right_stamp_ns": str(stamp_to_ns(msg.right_stamp)),
         "status": status,
         "status_name": STATUS_NAMES.get(status, str(status)),
         "status_message": str(msg.status_message),
@@ -95,6 +93,6 @@ def diagnostic_dicts(msg: Any, prefix: str) -> list[dict[str, Any]]:
             "message": str(status.message),
             "hardware_id": str(status.hardware_id),
             "values": {str(kv.key): str(kv.value) for kv in status.values},
-            "time": iso_time(stamp_ns(msg.header.stamp)),
+            "time": iso_time(stamp_to_ns(msg.header.stamp)),
         })
     return out

@@ -18,6 +18,8 @@ import hmac
 import ipaddress
 from pathlib import Path
 
+from dms_net_core.errors import first_line
+
 COOKIE = "dms_display_token"
 CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws: wss:; script-src 'self'; "
        "style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
@@ -50,10 +52,15 @@ def read_token(token: str, token_file: str) -> str:
     if not token_file:
         return ""
     try:
-        return Path(token_file).expanduser().read_text().strip().splitlines()[0].strip()
-    except (OSError, IndexError) as exc:
-        raise DisplayConfigError(f"cannot read a token from token_file {token_file!r} ({type(exc).__name__}): "
-                                 "write the token on its first line or pass token:=...") from None
+        token = first_line(Path(token_file).expanduser().read_text())
+    except OSError as exc:
+        token, why = "", type(exc).__name__
+    else:
+        why = "the file is empty"
+    if not token:
+        raise DisplayConfigError(f"cannot read a token from token_file {token_file!r} ({why}): "
+                                 "write the token on its first line or pass token:=...")
+    return token
 
 
 def check_bind(host: str, token: str) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dms_net_core.errors import first_line
 from test.fakes.fake_cuda import FakeCudaRuntime
 
 MAGIC = b"FAKETRT\x01"
@@ -299,7 +300,7 @@ class FakeTensorRT:
                     proto = onnx.load_model_from_string(bytes(model))
                     onnx.checker.check_model(proto)
                 except Exception as exc:  # noqa: BLE001
-                    self.errors.append(_ParserError(f"Failed to parse ONNX model: {str(exc).splitlines()[0]}"))
+                    self.errors.append(_ParserError(f"Failed to parse ONNX model: {first_line(exc)}"))
                     return False
 
                 def dims(vi):

@@ -35,25 +35,41 @@ def model_factory():
     return build_model
 
 
-def build_tiny_model(seed: int = 0):
-    """DMS-Net in its tiny test configuration, with deterministic random weights."""
+def build_tiny_model(seed: int = 0, **config_overrides: object):
+    """DMS-Net in its tiny test configuration (``DMSNetConfig.tiny(**config_overrides)``), with
+    deterministic random weights."""
     import torch
 
     torch.manual_seed(seed)
-    return model_factory()(tiny_config()).eval()
+    return model_factory()(DMSNetConfig.tiny(**config_overrides)).eval()
+
+
+def export_tiny_bundle(out_dir: Path, *, name: str = "tiny-test", head_scale: float = 1.0,
+                       metrics: dict | None = None, **config_overrides: object) -> Path:
+    """Export `build_tiny_model` (``DMSNetConfig.tiny(**config_overrides)``, seed 0) to ``out_dir``
+    with thresholds spread over 0.3..0.65. ``head_scale`` multiplies the last Linear layer's
+    weights so probabilities spread over (0, 1) (a random tiny head gives ~0.5 everywhere,
+    which makes equality checks weak)."""
+    import torch
+
+    from dms_net_core.bundle_export import export_bundle
+
+    model = build_tiny_model(**config_overrides)
+    if head_scale != 1.0:
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            head.weight.mul_(head_scale)
+    cfg = DMSNetConfig.tiny(**config_overrides)
+    thresholds = np.linspace(0.3, 0.65, 8, dtype=np.float32)
+    export_bundle(model, cfg, PreprocessConfig(image_size=cfg.image_size), out_dir, thresholds=thresholds,
+                  metrics=metrics, name=name)
+    return out_dir
 
 
 def tiny_bundle_path(tmp_root: Path) -> Path:
     """Export (once per session) and return the path of a tiny bundle; treat it as read-only."""
     if "tiny" not in _CACHE:
-        from dms_net_core.bundle import export_bundle
-
-        cfg = tiny_config()
-        pre = PreprocessConfig(image_size=cfg.image_size)
-        out = tmp_root / "tiny_bundle"
-        thresholds = np.linspace(0.3, 0.65, 8, dtype=np.float32)
-        export_bundle(build_tiny_model(), cfg, pre, out, thresholds=thresholds, metrics={"final": 0.5}, name="tiny-test")
-        _CACHE["tiny"] = out
+        _CACHE["tiny"] = export_tiny_bundle(tmp_root / "tiny_bundle", metrics={"final": 0.5})
     return _CACHE["tiny"]
 
 

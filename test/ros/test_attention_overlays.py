@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test.conftest import export_tiny_bundle
+from test.conftest import export_ros_tiny_bundle
 from test.ros.harness import Client, NodeProcess, node_command, require_ros, sample_rgb
 
 require_ros()
@@ -62,7 +62,7 @@ def test_torch_backend_publishes_overlays_only_when_asked(tiny_bundle, ros_domai
 
 
 def test_a_model_without_osim_publishes_no_overlays_and_says_why(ros_domain, ros_namespace, tmp_path):
-    plain = export_tiny_bundle(tmp_path / "plain", architecture="plain_binocular")
+    plain = export_ros_tiny_bundle(tmp_path / "plain", architecture="plain_binocular")
     result, overlays = _diagnose(plain, ros_namespace, tmp_path / "plain.log", True, expect_overlays=False)
     assert result.status == 0 and not result.attention_published and overlays == []
     log = (tmp_path / "plain.log").read_text()
@@ -84,7 +84,7 @@ def _expected_evidence_code(result, eye: str) -> str:
 def test_a_plain_per_eye_bundle_publishes_class_activation_overlays(backend, ros_domain, ros_namespace, tmp_path):
     from dms_net_core.bundle import ModelBundle
 
-    bundle = export_tiny_bundle(tmp_path / "cam", architecture="plain_binocular", per_eye_heads=True)
+    bundle = export_ros_tiny_bundle(tmp_path / "cam", architecture="plain_binocular", per_eye_heads=True)
     assert ModelBundle.load(bundle).has_cams
     result, overlays = _diagnose(bundle, ros_namespace, tmp_path / "cam.log", True, backend=backend)
     assert result.status == 0 and result.attention_published and result.backend == backend
@@ -99,7 +99,7 @@ def test_a_plain_per_eye_bundle_publishes_class_activation_overlays(backend, ros
 def test_a_per_eye_bundle_exported_without_cams_still_diagnoses_and_says_why_no_overlays(ros_domain, ros_namespace, tmp_path):
     import torch
 
-    from dms_net_core.bundle import export_bundle
+    from dms_net_core.bundle_export import export_bundle
     from dms_net_core.data.preprocess import PreprocessConfig
     from dms_net_core.model import DMSNetConfig, build_model
 

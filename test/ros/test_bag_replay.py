@@ -14,8 +14,8 @@ import pytest
 from dms_net_core.data.odir import load_odir
 from dms_net_ros.bag import cli
 from dms_net_ros.bag.compare import read_live_recording
-from dms_net_ros.bag.pair_results import read_pairs_csv
 from dms_net_ros.bag.make import AcquisitionModel, make_bag
+from dms_net_ros.bag.pair_results import read_pairs_csv
 from test.fakes.tiny_bundle import tiny_bundle_path
 from test.odir_data import SUBSET_DIR
 

@@ -11,14 +11,23 @@ import math
 import numpy as np
 import pytest
 
-from test.ros.harness import Client, NodeProcess, node_command, offline_probabilities, isolate_module_domain, require_ros, sample_rgb, served_node
+from test.ros.harness import (
+    Client,
+    NodeProcess,
+    isolate_module_domain,
+    node_command,
+    offline_probabilities,
+    require_ros,
+    sample_rgb,
+    served_node,
+)
 
 require_ros()
 pytestmark = pytest.mark.ros
 
+from dms_net_core.postprocess import coherent_positive  # noqa: E402
 from dms_net_ros.image_codec import pixels_to_image_msg, rgb_to_compressed_msg, rgb_to_image_msg  # noqa: E402
 from dms_net_ros.msg import DiagnosisResult  # noqa: E402
-from dms_net_core.postprocess import coherent_positive  # noqa: E402
 
 PATIENTS = ("951", "556", "583")
 SEC = 1_000_000_000

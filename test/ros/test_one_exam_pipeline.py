@@ -16,7 +16,7 @@ import random
 import numpy as np
 import pytest
 
-from dms_net_core.bundle import export_bundle
+from dms_net_core.bundle_export import export_bundle
 from dms_net_core.classes import NUM_CLASSES
 from dms_net_core.data.odir import load_odir
 from dms_net_core.data.preprocess import PreprocessConfig

@@ -45,7 +45,17 @@ import cv2
 import numpy as np
 import pytest
 
-from test.ros.harness import REPO, Client, NodeProcess, node_command, offline_probabilities, isolate_module_domain, require_ros, sample_rgb, served_node
+from test.ros.harness import (
+    REPO,
+    Client,
+    NodeProcess,
+    isolate_module_domain,
+    node_command,
+    offline_probabilities,
+    require_ros,
+    sample_rgb,
+    served_node,
+)
 
 require_ros()
 pytestmark = pytest.mark.ros

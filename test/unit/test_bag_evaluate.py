@@ -17,10 +17,10 @@ from dms_net_core.metrics import full_report
 from dms_net_core.runtime import create_backend
 from dms_net_ros.bag import cli, io
 from dms_net_ros.bag.evaluate import evaluate_bag
+from dms_net_ros.bag.make import AcquisitionModel, make_bag
 from dms_net_ros.bag.pair_results import read_pairs_csv, scored_pairs
 from dms_net_ros.node_parameters import PipelineSettings
 from dms_net_ros.pairing import PairingSettings
-from dms_net_ros.bag.make import AcquisitionModel, make_bag
 from test.fakes.tiny_bundle import tiny_bundle_path
 from test.odir_data import SUBSET_DIR
 

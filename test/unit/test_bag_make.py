@@ -17,6 +17,7 @@ from dms_net_core.data.odir import load_odir
 from dms_net_core.data.preprocess import load_rgb
 from dms_net_ros.bag import cli, io
 from dms_net_ros.bag.make import AcquisitionModel, make_bag
+from dms_net_ros.stamps import stamp_to_ns
 from test.odir_data import SUBSET_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ def test_raw_mcap_round_trip_keeps_pixels_stamps_labels(records, tmp_path):
     by_stamp = {}
     for topic, msgtype, log_ns, msg in msgs:
         if msgtype == io.IMAGE_TYPE:
-            assert io.stamp_to_ns(msg.header.stamp) == log_ns
+            assert stamp_to_ns(msg.header.stamp) == log_ns
             assert msg.encoding == "rgb8" and msg.step == msg.width * 3
             by_stamp[(topic, log_ns)] = msg
     for row, rec in zip(labels, records):

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dms_net_core.bundle import SCHEMA_VERSION, BundleError, ModelBundle, export_bundle, sha256_file
+from dms_net_core.bundle import SCHEMA_VERSION, BundleError, ModelBundle, sha256_file
+from dms_net_core.bundle_export import export_bundle
 from dms_net_core.classes import CLASS_CODES
 from dms_net_core.data.preprocess import PreprocessConfig
 from test.fakes.tiny_bundle import build_tiny_model, copy_bundle, tiny_bundle_path, tiny_config
@@ -134,7 +135,7 @@ def test_export_rejects_mismatched_sizes(tmp_path):
 
 def test_export_check_failure_leaves_no_model_json(tmp_path, monkeypatch):
     """A model whose ONNX graph disagrees with eager PyTorch must not become a bundle."""
-    import dms_net_core.bundle as bundle_mod
+    import dms_net_core.bundle_export as bundle_mod
 
     monkeypatch.setattr(bundle_mod, "check_onnx_against_torch", lambda *a, **k: 0.5)
     cfg = tiny_config()
@@ -144,12 +145,15 @@ def test_export_check_failure_leaves_no_model_json(tmp_path, monkeypatch):
 
 
 def test_bundle_loads_without_torch(bundle_dir):
-    """The node runs torch-free: loading a bundle must not import torch."""
+    """The node runs torch-free: loading a bundle must not import torch, nor the runtimes
+    (the reader is what `dms_net_core.runtime` builds on, not the other way round)."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from dms_net_core.bundle import ModelBundle\n"
         f"b = ModelBundle.load({str(bundle_dir)!r}); print(b.model_id)\n"
-        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "loaded = [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "assert 'torch' not in loaded, 'torch'\n"
+        "assert not [m for m in loaded if m.startswith(('dms_net_core.runtime', 'dms_net_core.bundle_export'))], loaded\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -171,7 +175,7 @@ def test_fp16_deployment_bundle_is_smaller_and_exact_on_real_images(bundle_dir, 
     assert half.onnx_path.stat().st_size < 0.75 * ModelBundle.load(bundle_dir).onnx_path.stat().st_size
     # the graph computes the model with BatchNorm folded and the folded weights rounded to
     # fp16 once (fp32 compute): exactly that model, and the fp32 model within fp16 rounding
-    from dms_net_core.bundle import _fp16_graph_model
+    from dms_net_core.bundle_export import _fp16_graph_model
 
     left, right = real_pair_batch(64)
     example = (torch.from_numpy(left), torch.from_numpy(right))

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from dms_net_core.bundle import CAM_OUTPUT_NAMES, EYE_OUTPUT_NAMES, OUTPUT_NAMES, BundleError, ModelBundle, export_bundle
+from dms_net_core.bundle import CAM_OUTPUT_NAMES, EYE_OUTPUT_NAMES, OUTPUT_NAMES, BundleError, ModelBundle
+from dms_net_core.bundle_export import export_bundle
 from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.model import DMSNetConfig, build_model
 from dms_net_core.runtime import create_backend

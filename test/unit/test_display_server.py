@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="aiohttp missing: run `bash scripts/setup.sh` (requirements/ros.txt)")
 
-from dms_net_ros.display.exam_store import ExamStore  # noqa: E402
-from dms_net_ros.display.security import COOKIE, DisplayConfigError, check_bind, is_loopback, read_token  # noqa: E402
-from dms_net_ros.display.server import DisplayServer  # noqa: E402
+from dms_net_ros.display.exam_store import ExamStore
+from dms_net_ros.display.security import COOKIE, DisplayConfigError, check_bind, is_loopback, read_token
+from dms_net_ros.display.server import DisplayServer
 
 SEC = 1_000_000_000
 
@@ -156,6 +156,9 @@ def test_non_loopback_bind_needs_a_token(tmp_path):
     assert read_token("", str(tmp_path / "token")) == "from-file"
     with pytest.raises(DisplayConfigError, match="token_file"):
         read_token("", str(tmp_path / "missing"))
+    (tmp_path / "blank").write_text("\n  \n")
+    with pytest.raises(DisplayConfigError, match="the file is empty"):
+        read_token("", str(tmp_path / "blank"))
 
 
 def test_busy_port_is_one_line_error(store):

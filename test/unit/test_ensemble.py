@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from dms_net_core.bundle import ModelBundle
-from dms_net_core.runtime import create_backend
-from test.fakes.tiny_bundle import real_pair_batch
 from dms_net_core.checkpoint import model_from_checkpoint
 from dms_net_core.data.splits import read_split
+from dms_net_core.runtime import create_backend
+from test.fakes.tiny_bundle import real_pair_batch
 from test.odir_data import SUBSET_LABELS as LABELS, SUBSET_SPLIT3 as SPLIT3
 
 

@@ -46,7 +46,7 @@ def test_checkpoint_eval_matches_trainer_probabilities(trained, tmp_path, capsys
 
 def test_bundle_eval_through_onnxruntime_matches_checkpoint(trained, tmp_path):
     pytest.importorskip("onnxruntime")
-    from dms_net_core.bundle import export_bundle
+    from dms_net_core.bundle_export import export_bundle
     from dms_net_core.model import build_model
     from dms_net_core.model.config import DMSNetConfig
     from dms_net_core.runtime import create_backend

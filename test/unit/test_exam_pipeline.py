@@ -14,7 +14,7 @@ from dms_net_core.bundle import ModelBundle
 from dms_net_core.data.odir import load_odir
 from dms_net_core.data.preprocess import load_rgb, prepare_eye_uint8
 from dms_net_core.data.quality import assess_quality
-from dms_net_core.exam_pipeline import EyeError, ExamPipeline, ExamSettings, ExamStatus
+from dms_net_core.exam_pipeline import ExamPipeline, ExamSettings, ExamStatus, EyeError
 from dms_net_core.postprocess import decide
 from dms_net_core.runtime import create_backend
 from test.fakes.tiny_bundle import tiny_bundle_path

@@ -14,7 +14,6 @@ The tolerance is the project's for real images: 1e-4 in probability and attentio
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -83,7 +82,7 @@ def test_the_rewritten_heads_export_to_onnx_with_the_checkpoints_outputs(referen
     """The bundle's ONNX graph is a contract: same outputs, names and numbers, dynamic batch."""
     import onnxruntime as ort
 
-    from dms_net_core.bundle import export_bundle
+    from dms_net_core.bundle_export import export_bundle
 
     cfg, state, expected = reference_checkpoint
     model = build_model(cfg).eval()

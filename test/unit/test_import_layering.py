@@ -3,7 +3,11 @@
 Held here:
 - no import circle among the project's modules, counting imports inside functions too
   (a lazy import hides a circle from the interpreter, not from a reader: the module that
-  builds engines and the backend that loads them each needing the other is one unit in two files);
+  builds engines and the backend that loads them each needing the other is one unit in two files),
+  and counting the package ``__init__`` files an import runs: importing ``a.b.c`` runs
+  ``a/__init__`` and ``a/b/__init__`` first, so it is an edge to ``a`` and ``a.b`` too
+  (``dms_net_core.bundle`` once imported ``dms_net_core.runtime.batchnorm_folding``, which runs
+  ``dms_net_core/runtime/__init__.py``, which imports ``dms_net_core.bundle``);
 - deployable code (`dms_net_core/`, `dms_net_ros/`) never imports `training` or `benchmarks`:
   a robot install has neither, and behaviour must not depend on what is installed;
 - `dms_net_core` never imports ROS (the design card: the ROS side turns messages into eyes).
@@ -61,19 +65,32 @@ def imported_names(path: Path, name: str) -> set[str]:
     return out
 
 
+def enclosing_packages(name: str) -> list[str]:
+    """``a.b.c`` -> ``["a", "a.b"]``: the packages whose ``__init__`` runs before ``a.b.c``."""
+    parts = name.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts))]
+
+
 def project_edges(modules: dict[str, Path]) -> dict[str, set[str]]:
-    """module -> the project modules it imports (the longest dotted prefix that is a module)."""
+    """module -> the project modules it imports (the longest dotted prefix that is a module),
+    and the packages enclosing each of them, whose ``__init__`` the import runs first.
+
+    A module's own enclosing packages are left out of its edges: they have started running
+    before it does, so needing them closes no circle (a package ``__init__`` that imports its
+    own submodules is the usual layout, and its edges to them are kept)."""
     edges: dict[str, set[str]] = {}
     for name, path in modules.items():
+        own = set(enclosing_packages(name))
         targets = set()
         for imported in imported_names(path, name):
             parts = imported.split(".")
             for n in range(len(parts), 0, -1):
                 candidate = ".".join(parts[:n])
                 if candidate in modules:
-                    if candidate != name:
-                        targets.add(candidate)
+                    targets.add(candidate)
+                    targets.update(p for p in enclosing_packages(candidate) if p in modules and p not in own)
                     break
+        targets.discard(name)
         edges[name] = targets
     return edges
 
@@ -161,3 +178,24 @@ def module_name_in(root: Path, path: Path) -> str:
 
 def _edges_in(mods: dict[str, Path], name: str) -> set[str]:
     return project_edges(mods)[name]
+
+
+def test_the_checker_counts_the_package_init_an_import_runs(tmp_path):
+    """``pkg.a`` imports ``pkg.sub.x`` (lazily), which runs ``pkg/sub/__init__.py``, which imports
+    ``pkg.a``: a circle through a package ``__init__`` (the shape `dms_net_core.bundle` and
+    `dms_net_core.runtime` once had), reported; a package ``__init__`` importing its own
+    submodules, and those needing their package, is not a circle."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from pkg.sub.x import g\n    return g\n")
+    (pkg / "sub" / "__init__.py").write_text("from pkg.a import f\nfrom pkg.sub.y import h\n")
+    (pkg / "sub" / "x.py").write_text("def g():\n    return 1\n")
+    (pkg / "sub" / "y.py").write_text("from pkg.sub.x import g\n\ndef h():\n    return g\n")
+    mods = {module_name_in(tmp_path, p): p for p in sorted(pkg.rglob("*.py"))}
+    edges = {n: _edges_in(mods, n) for n in mods}
+    assert edges["pkg.a"] == {"pkg.sub", "pkg.sub.x"}  # pkg.sub: the __init__ the import runs
+    assert edges["pkg.sub.y"] == {"pkg.sub.x"}  # its own package pkg.sub is already running
+    assert import_cycles(edges) == [["pkg.a", "pkg.sub"]]
+    (pkg / "a.py").write_text("def f():\n    return 1\n")  # the circle broken: none reported
+    assert import_cycles({n: _edges_in(mods, n) for n in mods}) == []

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dms_net_core.metrics import (
-    full_report,
     format_official_table,
+    full_report,
     odir_official_score,
     paper_columns,
     per_class_metrics,

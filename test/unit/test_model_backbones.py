@@ -210,7 +210,7 @@ def test_lite_frozen_stages(backbone: str) -> None:
 def test_lite_plain_binocular_exports_to_onnx(backbone: str, tmp_path) -> None:
     """The ImageNet Lite1/2 control model exports to a checked bundle (``export_bundle`` compares
     ONNX Runtime with PyTorch), and ONNX Runtime agrees with PyTorch on two real ODIR patients."""
-    from dms_net_core.bundle import export_bundle
+    from dms_net_core.bundle_export import export_bundle
     from dms_net_core.data.preprocess import PreprocessConfig
     from dms_net_core.runtime import create_backend
     from test.fakes.tiny_bundle import real_pair_batch

@@ -13,10 +13,10 @@ from pathlib import Path
 import yaml
 
 from dms_net_core.exam_pipeline import ExamSettings
+from dms_net_ros import package_files
 from dms_net_ros.bag import arguments, evaluate
 from dms_net_ros.image_codec import DEFAULT_MAX_PIXELS, DecodeSettings
 from dms_net_ros.node_parameters import PARAMETERS, PipelineSettings
-from dms_net_ros import package_files
 from dms_net_ros.package_files import IMPORT_ROOT, package_file, source_checkout
 from dms_net_ros.pairing import ApproximateTimePairer, PairingSettings
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from dms_net_core.bundle import EYE_OUTPUT_NAMES, OUTPUT_NAMES, ModelBundle, export_bundle
+from dms_net_core.bundle import EYE_OUTPUT_NAMES, OUTPUT_NAMES, ModelBundle
+from dms_net_core.bundle_export import export_bundle
 from dms_net_core.classes import CLASS_CODES
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, prepare_eye_uint8
 from dms_net_core.model import DMSNetConfig, build_model
@@ -200,8 +201,8 @@ def test_trainer_learns_per_eye_heads_on_real_pairs(tmp_path) -> None:
 def test_bag_evaluation_reports_per_eye_auc_from_the_sidecar_keywords(per_eye_bundle: ModelBundle, tmp_path) -> None:
     from dms_net_core.data.odir import load_odir
     from dms_net_ros.bag.evaluate import evaluate_bag, write_outputs
-    from dms_net_ros.bag.pair_results import read_pairs_csv
     from dms_net_ros.bag.make import make_bag
+    from dms_net_ros.bag.pair_results import read_pairs_csv
 
     records = load_odir(SAMPLES / "labels.csv").records
     bag = make_bag(records, tmp_path / "bag").bag

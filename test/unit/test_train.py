@@ -18,10 +18,10 @@ import torch
 from dms_net_core.data.augment import AugmentConfig, cutmix_same_label as np_cutmix
 from dms_net_core.data.odir import load_odir
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, preprocess_eye
+from test.odir_data import SUBSET_LABELS as LABELS, SUBSET_SPLIT, SUBSET_SPLIT3
 from training.cache import build_pair_cache
 from training.dataset import OdirPairDataset
 from training.gpu_augment import augment_batch, cutmix_same_label, eval_batch
-from test.odir_data import SUBSET_LABELS as LABELS, SUBSET_SPLIT, SUBSET_SPLIT3
 
 REPO = Path(__file__).resolve().parents[2]
 

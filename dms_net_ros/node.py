@@ -72,7 +72,7 @@ from dms_net_ros.node_parameters import NODE_NAME, PARAMETERS, PipelineSettings
 from dms_net_ros.pair_preparer import PairPreparer
 from dms_net_ros.pairing import ApproximateTimePairer, Pair, Unpaired
 from dms_net_ros.process_memory import dds_history_memory_warning, trim_freed_memory
-from dms_net_ros.transport_loss import SequenceGapCounter, gid_bytes, publisher_key
+from dms_net_ros.transport_loss import SequenceGapCounter, gid_bytes, plausible_lost_change, publisher_key
 from dms_net_ros.worker import DropOldestWorker
 
 @dataclass(frozen=True)
@@ -376,7 +376,11 @@ class DiagnosisNode(LifecycleNode):
 
     def _on_dds_message_lost(self, eye: str, count: int) -> None:
         """Fast DDS's own loss report: the only one when nothing of a publisher ever arrives
-        (best-effort images of ~40 MB and more, measured; README "QoS")."""
+        (best-effort images of ~40 MB and more, measured; README "QoS"). An implausible
+        change (INT32_MAX, seen for fragmented 50 MB samples) is not a count: ignored."""
+        if count and not plausible_lost_change(count):
+            self.get_logger().debug(f"ignored a Fast DDS message-lost change of {count} on {eye} (not a count)")
+            return
         self.stats.record_dds_message_lost(eye, count)
         if count:
             self.get_logger().warning(

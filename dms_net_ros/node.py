@@ -65,6 +65,7 @@ from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
 from dms_net_ros.exam_action import ExamActionServer
 from dms_net_ros.exam_id import ExamId, ExamIdState
 from dms_net_ros.exam_slot import ExamTicket, Outcome, Stage
+from dms_net_ros.frame_size_limit import transport_limit_warning
 from dms_net_ros.image_codec import rgb_to_image_msg
 from dms_net_ros.messages import ResultContext, error_result, exam_result_msg, stamp_to_ns
 from dms_net_ros.msg import DiagnosisResult
@@ -203,6 +204,9 @@ class DiagnosisNode(LifecycleNode):
         memory_warning = dds_history_memory_warning()
         if memory_warning:
             log.warning(memory_warning)
+        size_warning = transport_limit_warning(p["qos"], p["image_transport"], int(p["max_pixels"]))
+        if size_warning:
+            log.warning(size_warning)
 
         self._result_pub = self.create_publisher(DiagnosisResult, "diagnosis", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

@@ -65,6 +65,7 @@ from dms_net_ros.diagnostics import PipelineStats, to_diagnostic_array
 from dms_net_ros.exam_action import ExamActionServer
 from dms_net_ros.exam_id import ExamId, ExamIdState
 from dms_net_ros.exam_slot import ExamTicket, Outcome, Stage
+from dms_net_ros.frame_size_limit import transport_limit_warning
 from dms_net_ros.image_codec import rgb_to_image_msg
 from dms_net_ros.messages import ResultContext, error_result, exam_result_msg
 from dms_net_ros.msg import DiagnosisResult
@@ -73,7 +74,7 @@ from dms_net_ros.pair_preparer import PairPreparer
 from dms_net_ros.pairing import ApproximateTimePairer, Pair, Unpaired
 from dms_net_ros.process_memory import dds_history_memory_warning, trim_freed_memory
 from dms_net_ros.stamps import stamp_to_ns
-from dms_net_ros.transport_loss import SequenceGapCounter, gid_bytes, publisher_key
+from dms_net_ros.transport_loss import SequenceGapCounter, gid_bytes, plausible_lost_change, publisher_key
 from dms_net_ros.worker import DropOldestWorker
 
 
@@ -204,6 +205,9 @@ class DiagnosisNode(LifecycleNode):
         memory_warning = dds_history_memory_warning()
         if memory_warning:
             log.warning(memory_warning)
+        size_warning = transport_limit_warning(p.qos, p.image_transport, settings.decode.max_pixels)
+        if size_warning:
+            log.warning(size_warning)
 
         self._result_pub = self.create_publisher(DiagnosisResult, "diagnosis", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -376,7 +380,11 @@ class DiagnosisNode(LifecycleNode):
 
     def _on_dds_message_lost(self, eye: str, count: int) -> None:
         """Fast DDS's own loss report: the only one when nothing of a publisher ever arrives
-        (best-effort images of ~40 MB and more, measured; README "QoS")."""
+        (best-effort images of ~40 MB and more, measured; README "QoS"). An implausible
+        change (INT32_MAX, seen for fragmented 50 MB samples) is not a count: ignored."""
+        if count and not plausible_lost_change(count):
+            self.get_logger().debug(f"ignored a Fast DDS message-lost change of {count} on {eye} (not a count)")
+            return
         self.stats.record_dds_message_lost(eye, count)
         if count:
             self.get_logger().warning(

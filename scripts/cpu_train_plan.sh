@@ -3,6 +3,9 @@
 # interruption and every finished run is skipped, an unfinished one continues from its last.pt.
 #   PLAN=speed bash scripts/cpu_train_plan.sh   # the feature-bank recipe on the fixed 3-way split, seeds 0-2
 #   PLAN=cv    bash scripts/cpu_train_plan.sh   # 5-fold cross-validation over every labelled patient
+#   PLAN=nested bash scripts/cpu_train_plan.sh  # the same 5-fold recipe with the fixed split's 364 test
+#                                               # patients held out of every fold: scores the CV ensemble
+#                                               # on patients no member saw, paired with models/demo
 # Env: RUNS (default runs/cpu), BANK (runs/bank/lite0_256_s4_v8), ODIR_256_DIR (the data),
 #      SEEDS (speed plan), FOLDS (cv plan), EXTRA (more dms-net-train flags, e.g. a lever).
 set -euo pipefail
@@ -47,5 +50,10 @@ case "$PLAN" in
       run "cv5_f5_fold$k" --split-file "training/splits/odir5k_256_cv5_seed0_fold$k.json" --seed "$k" \
         --epoch-snapshots --early-stop-patience 0
     done ;;
-  *) echo "PLAN must be speed or cv, got $PLAN" >&2; exit 2 ;;
+  nested)
+    for k in ${FOLDS:-0 1 2 3 4}; do
+      run "nested_cv5_f5_fold$k" --split-file "training/splits/odir5k_256_nested_cv5_seed0_fold$k.json" --seed "$k" \
+        --epoch-snapshots --early-stop-patience 0
+    done ;;
+  *) echo "PLAN must be speed, cv or nested, got $PLAN" >&2; exit 2 ;;
 esac

@@ -33,7 +33,8 @@ from dms_net_core.data.augment import AugmentConfig
 from dms_net_core.data.preprocess import PreprocessConfig
 from dms_net_core.model import build_model
 from dms_net_core.model.config import DMSNetConfig
-from training.bank_train import FromStage, train_one_epoch_bank
+from dms_net_core.model.stage_split import FromStage
+from training.bank_train import train_one_epoch_bank
 from training.feature_bank import BankSpec, FeatureBank
 from training.freeze import freeze_backbone_stages
 from training.train import WarmupCosine, param_groups, train_one_epoch

@@ -89,14 +89,13 @@ class PairJob:
         return self.exam.value
 
 
+#: The input QoS kinds `NodeSettings.qos` admits (validated there, once) and their reliability.
+_RELIABILITY = {"sensor_data": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+
+
 def _input_qos(kind: str, depth: int) -> QoSProfile:
-    if kind == "sensor_data":
-        reliability = ReliabilityPolicy.BEST_EFFORT
-    elif kind == "reliable":
-        reliability = ReliabilityPolicy.RELIABLE
-    else:
-        raise ValueError(f"qos must be 'sensor_data' or 'reliable', got {kind!r}")
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)), reliability=reliability, durability=DurabilityPolicy.VOLATILE)
+    """The image subscriptions' QoS from already validated settings (`NodeSettings`)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=_RELIABILITY[kind], durability=DurabilityPolicy.VOLATILE)
 
 
 def attention_overlay(prepared_rgb: np.ndarray, attention: np.ndarray, alpha: float = 0.45) -> np.ndarray:

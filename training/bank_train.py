@@ -1,9 +1,9 @@
 """Train and predict from a feature bank (`training.feature_bank`): only the trainable stages run.
 
-`FromStage` is the model with its backbone replaced by "the backbone after stage K" (same
-parameter objects, nothing copied), so the model's own ``forward`` (heads, per-eye head,
-calibration) runs unchanged on banked features; the checkpoint is the full model's state
-dict, exported and served exactly as an image-trained one.
+`dms_net_core.model.stage_split.FromStage` is the model with its backbone replaced by "the
+backbone after stage K" (same parameter objects, nothing copied), so the model's own ``forward``
+(heads, per-eye head, calibration) runs unchanged on banked features; the checkpoint is the full
+model's state dict, exported and served exactly as an image-trained one.
 
 Each training step takes ``batch_size`` two-eye patients (one random stored view per eye) for
 the patient loss and the per-eye loss, plus a share of the one-eye patients (their one eye
@@ -13,7 +13,6 @@ a two-eye model predicts, but the eye's own keyword label is).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -21,36 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dms_net_core.model.stage_split import FromStage
 from training.feature_bank import FeatureBank
-
-
-class _BackboneFromStage(nn.Module):
-    def __init__(self, backbone: nn.Module, stage: int) -> None:
-        super().__init__()
-        self.inner = backbone
-        self.stage = stage
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner.forward_from_stage(x, self.stage)
-
-
-class FromStage(nn.Module):
-    """``model`` fed with stage-``stage`` feature maps instead of images (shares its parameters)."""
-
-    def __init__(self, model: nn.Module, stage: int) -> None:
-        super().__init__()
-        net = copy.copy(model)  # a new Module object whose submodule table we may change ...
-        net._modules = dict(model._modules)  # ... without touching the original's
-        net._modules["backbone"] = _BackboneFromStage(model.backbone, stage)
-        self.net = net
-        self.model = model
-
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.net(left, right)
-
-    def single_eye_logits(self, features: torch.Tensor) -> torch.Tensor:
-        pooled = self.net.backbone(features).float().mean(dim=(2, 3))
-        return self.model.eye_classifier(self.model.dropout(pooled))
 
 
 def gather(bank: FeatureBank, views: np.ndarray, rows: np.ndarray) -> torch.Tensor:

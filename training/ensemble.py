@@ -20,8 +20,14 @@ Members that are plain binocular models with per-eye heads give the bundle class
 (``cam_left``/``cam_right``, `dms_net_core.model.cam`): the mean of those members' maps, with the
 mirrored pass un-flipped first under ``--hflip-tta``; the node draws them as overlays.
 
-``--hflip-tta`` wraps every member in `dms_net_core.model.tta.HorizontalFlipTTA` (the pair and
-its mirror, probabilities averaged; twice the inference cost). Whether it pays is a property of
+``--hflip-tta`` runs every member on the pair and on its mirror, probabilities averaged
+(`EnsembleNet(mirror=True)`, the same mean as wrapping each member in
+`dms_net_core.model.tta.HorizontalFlipTTA`; twice the inference cost).
+
+Members whose stem and first K backbone stages are identical bit for bit (members trained from
+one feature bank) share them in the graph: the prefix runs once per eye, not once per member
+(`dms_net_core.model.stage_split`; the same numbers, less time). ``model.json``'s ensemble entry
+says how many stages are shared; ``--no-share-prefix`` turns it off. Whether it pays is a property of
 the trained members, so it is measured on validation like everything else: build with and
 without and keep the better validation score.
 """
@@ -76,6 +82,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="member index whose attention maps the bundle outputs (default: the first DMS-Net member)")
     p.add_argument("--hflip-tta", action="store_true",
                    help="average each member over the pair and its horizontal mirror (2x inference; keep it only if validation says so)")
+    p.add_argument("--share-prefix", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the stem and early stages once per eye when every member's are identical bit for bit "
+                        "(members from one feature bank); the same numbers, less time")
     p.add_argument("--weights-dtype", choices=("fp32", "fp16"), default="fp32")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--batch-size", type=int, default=16)
@@ -180,13 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dms_net_core.model.ensemble import EnsembleNet
-    from dms_net_core.model.tta import HorizontalFlipTTA
+    from dms_net_core.model.stage_split import shared_frozen_prefix
 
     per_eye = any(c.per_eye_heads for c in configs)
     nets = [model_from_checkpoint(c) for c in ckpts]
-    if args.hflip_tta:  # inside the mean, so calibration offsets apply to the mean of all passes
-        nets = [HorizontalFlipTTA(m) for m in nets]
-    ensemble = EnsembleNet(nets, attention_from=attention_from, per_eye=per_eye).eval()
+    shared = shared_frozen_prefix(nets) if args.share_prefix else -1
+    # mirror inside the mean, so calibration offsets apply to the mean of all passes
+    ensemble = EnsembleNet(nets, attention_from=attention_from, per_eye=per_eye, mirror=args.hflip_tta,
+                           prefix_stage=shared if shared >= 0 else None).eval()
     # the bundle's model_config describes the graph's outputs: per-eye outputs iff any member has them
     bundle_config = dataclasses.replace(configs[attention_from], per_eye_heads=per_eye)
     pre = pres[0]
@@ -236,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             weights_dtype=args.weights_dtype, include_torch_weights=False,
             extra_meta={"ensemble": {"combination": "mean of member probabilities (logits = logit(mean p))",
                                      "test_time_augmentation": "horizontal mirror of both eyes, averaged per member" if args.hflip_tta else None,
+                                     "shared_prefix_stages": shared if shared >= 0 else None,
                                      "attention_from": attention_from, "threshold_source": split_file or why_not,
                                      "class_activation_maps": ("mean of the plain per-eye members' maps"
                                                                + (", mirrored pass un-flipped" if args.hflip_tta else "")
@@ -247,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dms-net-ensemble: error: {exc}", file=sys.stderr)
         return 1
     print(f"model id      {bundle.model_id}")
+    print("shared prefix " + (f"stem + {shared} backbone stages, run once per eye for all {len(nets)} members" if shared >= 0
+                              else "none (" + ("--no-share-prefix" if not args.share_prefix else "the members' stems differ or cannot be cut") + ")"))
     print(f"bundle        {bundle.path}  (ONNX {bundle.onnx_path.stat().st_size / 2**20:.1f} MiB, deployment-only)")
     for i, m in enumerate(members):
         score = m["val_official"].get("final")

@@ -576,7 +576,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     frozen = freeze_backbone_stages(model, args.frozen_stages)
     bank_net = None
     if bank is not None:
-        from training.bank_train import FromStage
+        from dms_net_core.model.stage_split import FromStage
 
         bank_net = FromStage(model, bank.spec.stage)
     eye_loss_weight = args.eye_loss_weight if model_cfg.per_eye_heads else 0.0

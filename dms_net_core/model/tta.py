@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .cam import provides_cams
-from .ensemble import mean_probability_logit
+from .ensemble import merge_mirrored
 
 
 class HorizontalFlipTTA(nn.Module):
@@ -39,12 +39,4 @@ class HorizontalFlipTTA(nn.Module):
         kwargs = {"with_cams": True} if with_cams else {}
         plain = self.model(left, right, **kwargs)
         mirrored = self.model(left.flip(-1), right.flip(-1), **kwargs)
-        heads = slice(3, len(plain) - 2) if with_cams else slice(3, None)  # the per-eye logits
-        merged = [mean_probability_logit([torch.sigmoid(a.float()), torch.sigmoid(b.float())])
-                  for a, b in zip(plain[:1] + plain[heads], mirrored[:1] + mirrored[heads])]
-        outputs = (merged[0], plain[1], plain[2], *merged[1:])
-        if not with_cams:
-            return outputs
-        # un-mirror the mirrored pass's maps (width is the last axis) so both describe the same image
-        cams = [(a.float() + b.float().flip(-1)) / 2 for a, b in zip(plain[-2:], mirrored[-2:])]
-        return (*outputs, *cams)
+        return merge_mirrored(plain, mirrored, with_cams)

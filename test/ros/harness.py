@@ -168,8 +168,10 @@ class Client:
     def spin_for(self, seconds: float) -> None:
         self.spin_until(lambda: False, seconds)
 
-    def wait_for_node(self, node: NodeProcess | None = None, timeout: float = 20.0) -> None:
-        """Subscriptions on both eyes and a publisher on `diagnosis` matched, then settle."""
+    def wait_for_node(self, node: NodeProcess | None = None, timeout: float = 90.0) -> None:
+        """Subscriptions on both eyes and a publisher on `diagnosis` matched, then settle. The
+        deadline is generous (it returns as soon as they match): on a 2-core machine with other
+        work running, a node took 16 s to configure and more to subscribe (issue 25 item 2)."""
         def ready() -> bool:
             if node is not None and node.proc.poll() is not None:
                 raise AssertionError(f"node exited with {node.proc.returncode}:\n{node.log_text()[-3000:]}")

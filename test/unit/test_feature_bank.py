@@ -26,7 +26,7 @@ def _args(tmp_path, out: str, *extra: str) -> list[str]:
 
 
 def test_from_stage_runs_the_same_model_on_banked_features():
-    from training.bank_train import FromStage
+    from dms_net_core.model.stage_split import FromStage
 
     torch.manual_seed(0)
     cfg = DMSNetConfig.from_dict(dict(architecture="plain_binocular", backbone="efficientnet_lite0",

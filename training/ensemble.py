@@ -22,16 +22,16 @@ mirrored pass un-flipped first under ``--hflip-tta``; the node draws them as ove
 
 ``--hflip-tta`` runs every member on the pair and on its mirror, probabilities averaged
 (`EnsembleNet(mirror=True)`, the same mean as wrapping each member in
-`dms_net_core.model.tta.HorizontalFlipTTA`; twice the inference cost).
+`dms_net_core.model.tta.HorizontalFlipTTA`; twice the inference cost). Whether it pays is a
+property of the trained members, so it is measured on validation like everything else: build
+with and without and keep the better validation score.
 
 Members whose stem and first K backbone stages are identical bit for bit (members trained from
 one feature bank) share them in the graph: the prefix runs once per eye, not once per member
 (`dms_net_core.model.stage_split`; the same numbers, less time; ``--no-share-prefix`` turns it
 off). ``model.json``'s ensemble entry says how many stages are shared. Known: ``--weights-dtype
 fp16`` of the five nested-CV members fails the export check (ONNX Runtime vs PyTorch 1.74e-3 >
-5e-4) with and without sharing alike; fp32 passes. Whether it pays is a property of
-the trained members, so it is measured on validation like everything else: build with and
-without and keep the better validation score.
+5e-4) with and without sharing alike; fp32 passes.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ A checkpoint is a plain dict saved with ``torch.save`` and loaded with ``weights
 ==============  ================================================================
 
 The trainer's ``last.pt`` adds its resume state (`RESUME_KEYS`: optimizer, scheduler, scaler,
-RNG, best score so far, schedule length, history) to the same dict (`with_training_state`, read
+RNG, best score so far, schedule length, history, the weight average with ``--ema-decay``; its
+``model`` is then the raw weights, while ``best.pt`` holds the average) to the same dict (`with_training_state`, read
 back by `resume_state`); readers ignore keys they do not know. ``best.pt`` gets the tuned
 thresholds, the final validation report and the history at the end of a run (`with_results`).
 
@@ -50,7 +51,7 @@ REQUIRED_KEYS = ("model", "model_config")
 #: What `make_checkpoint` writes: everything `dms-net-export` and `dms-net-ensemble` read (`slim_checkpoint`).
 CHECKPOINT_KEYS = ("model", "model_config", "preprocess", "thresholds", "metrics", "data_summary", "epoch", "step", "args")
 #: What the trainer's ``last.pt`` adds to resume a run (`with_training_state`, `resume_state`).
-RESUME_KEYS = ("optimizer", "lr_scheduler", "scaler", "rng", "best_final", "best_epoch", "epochs_total", "history")
+RESUME_KEYS = ("optimizer", "lr_scheduler", "scaler", "rng", "best_final", "best_epoch", "epochs_total", "history", "ema")
 
 
 def default_thresholds() -> list[float]:
@@ -145,6 +146,11 @@ def checkpoint_split_file(ckpt: Mapping[str, Any]) -> str | None:
     return checkpoint_data_summary(ckpt).get("split_file")
 
 
+def checkpoint_args(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """The trainer's arguments as plain values (recipe merged in); ``{}`` when absent."""
+    return dict(ckpt.get("args") or {})
+
+
 def checkpoint_epoch(ckpt: Mapping[str, Any]) -> int | None:
     """The epoch the weights are from (None for a checkpoint that does not say)."""
     return ckpt.get("epoch")
@@ -153,7 +159,7 @@ def checkpoint_epoch(ckpt: Mapping[str, Any]) -> int | None:
 def checkpoint_summary(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     """Provenance of one checkpoint for a report or model.json: architecture, backbone, the
     trainer's recipe and seed, epoch, validation ODIR scores and split file (None where unknown)."""
-    args = ckpt.get("args") or {}
+    args = checkpoint_args(ckpt)
     cfg = ckpt["model_config"]
     return {"architecture": cfg.get("architecture"), "backbone": cfg.get("backbone"),
             "recipe": args.get("config"), "seed": args.get("seed"), "epoch": checkpoint_epoch(ckpt),
@@ -168,10 +174,13 @@ def with_results(ckpt: Mapping[str, Any], *, thresholds: list[float], metrics: d
 
 def with_training_state(ckpt: Mapping[str, Any], *, optimizer: Mapping[str, Any], lr_scheduler: Mapping[str, Any],
                         scaler: Mapping[str, Any] | None, rng: Mapping[str, Any], best_final: float, best_epoch: int,
-                        epochs_total: int, history: list[dict[str, Any]]) -> dict[str, Any]:
-    """``ckpt`` plus what resuming needs (`RESUME_KEYS`): the trainer's ``last.pt``."""
+                        epochs_total: int, history: list[dict[str, Any]],
+                        ema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``ckpt`` plus what resuming needs (`RESUME_KEYS`): the trainer's ``last.pt``; ``ema``:
+    `training.ema.WeightEma.state_dict` when the run averages its weights."""
     return {**ckpt, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "scaler": scaler, "rng": rng,
-            "best_final": best_final, "best_epoch": best_epoch, "epochs_total": epochs_total, "history": history}
+            "best_final": best_final, "best_epoch": best_epoch, "epochs_total": epochs_total, "history": history,
+            "ema": ema}
 
 
 @dataclass
@@ -189,6 +198,7 @@ class ResumeState:
     best_epoch: int
     epochs_total: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    ema: Mapping[str, Any] | None = None
 
 
 def resume_state(ckpt: Mapping[str, Any], epochs_total: int) -> ResumeState:
@@ -201,7 +211,8 @@ def resume_state(ckpt: Mapping[str, Any], epochs_total: int) -> ResumeState:
     return ResumeState(model=ckpt["model"], optimizer=ckpt["optimizer"], lr_scheduler=ckpt["lr_scheduler"],
                        scaler=ckpt.get("scaler") or None, rng=ckpt["rng"], epoch=ckpt["epoch"], step=ckpt["step"],
                        best_final=ckpt.get("best_final", -1.0), best_epoch=ckpt.get("best_epoch", -1),
-                       epochs_total=ckpt.get("epochs_total", epochs_total), history=list(ckpt.get("history", [])))
+                       epochs_total=ckpt.get("epochs_total", epochs_total), history=list(ckpt.get("history", [])),
+                       ema=ckpt.get("ema"))
 
 
 def slim_checkpoint(ckpt: Mapping[str, Any], half: bool = True) -> dict[str, Any]:

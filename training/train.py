@@ -63,6 +63,7 @@ from dms_net_core.metrics import full_report, odir_official_score, per_eye_auc, 
 from dms_net_core.model import build_model
 from dms_net_core.model.config import DMSNetConfig
 from training.cache import PairCache, build_pair_cache
+from training.ema import WeightEma
 from training.epoch_snapshots import save_epoch_snapshot
 from training.freeze import freeze_backbone_stages, keep_frozen_in_eval
 from training.gpu_augment import augment_batch, eval_batch
@@ -107,6 +108,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="freeze the backbone's stem and first N stages (weights and BN stats); ~2x faster on a CPU at N=2")
     p.add_argument("--backbone-lr-mult", type=float, default=1.0,
                    help="backbone learning rate = --lr x this (the heads get --lr)")
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="keep an exponential moving average of the weights (e.g. 0.99) and evaluate, keep and export it "
+                        "(training/ema.py); default: off")
     p.add_argument("--early-stop-patience", type=int, default=8, help="epochs without val final gain; 0 = off")
     p.add_argument("--time-budget-minutes", type=float, default=None, help="shrink the schedule / stop to fit")
     p.add_argument("--seed", type=int, default=0)
@@ -247,9 +251,9 @@ def pos_weight_from_prevalence(labels: np.ndarray, power: float, max_weight: flo
 
 
 def _cpu_amp(requested: str) -> str:
-    if requested == "bf16" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "bf16"
-    return "none"
+    from training.cpu_precision import cpu_amp
+
+    return cpu_amp(requested)
 
 
 def _autocast(device: torch.device, amp_dtype: str):
@@ -264,8 +268,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     data: dict[str, torch.Tensor], order: torch.Tensor, *, batch_size: int, aug: AugmentConfig,
                     pre: PreprocessConfig, device: torch.device, amp_dtype: str, channels_last: bool,
                     clip_grad_norm: float | None = None, progress: bool = False, desc: str = "train",
-                    eye_loss_weight: float = 0.0, frozen: list[nn.Module] | None = None) -> dict[str, float]:
-    """One pass over ``order`` (indices into the cached train tensors); returns mean loss."""
+                    eye_loss_weight: float = 0.0, frozen: list[nn.Module] | None = None,
+                    ema: WeightEma | None = None) -> dict[str, float]:
+    """One pass over ``order`` (indices into the cached train tensors); returns mean loss.
+    ``ema``: updated after every optimiser step."""
     model.train()
     keep_frozen_in_eval(frozen or [])
     total, count = 0.0, 0
@@ -309,6 +315,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                 nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(model)
         total += loss.item() * len(idx)
         count += len(idx)
         if progress:
@@ -574,11 +582,6 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     frozen = freeze_backbone_stages(model, args.frozen_stages)
-    bank_net = None
-    if bank is not None:
-        from dms_net_core.model.stage_split import FromStage
-
-        bank_net = FromStage(model, bank.spec.stage)
     eye_loss_weight = args.eye_loss_weight if model_cfg.per_eye_heads else 0.0
     optimizer = torch.optim.AdamW(param_groups(model, args.lr, args.weight_decay, args.backbone_lr_mult), lr=args.lr)
     steps_per_epoch = n_train // (args.batch_size * world)
@@ -604,6 +607,20 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
         _set_rng_state(resumed.rng, device)
         if is_main:
             print(f"resumed from {args.resume}: epoch {start_epoch}, step {step}")
+    # with EMA the averaged weights are evaluated, kept as best.pt and exported; the raw ones train
+    ema = WeightEma(model, args.ema_decay) if args.ema_decay else None
+    if ema is not None and args.resume:
+        if resumed.ema is None:
+            raise ValueError(f"{args.resume} was written without --ema-decay: resume it without that flag, "
+                             "or start a new run")
+        ema.load_state_dict(resumed.ema)
+    eval_model = ema.module if ema is not None else model
+    bank_net = eval_bank_net = None
+    if bank is not None:
+        from dms_net_core.model.stage_split import FromStage
+
+        bank_net = FromStage(model, bank.spec.stage)
+        eval_bank_net = FromStage(eval_model, bank.spec.stage)
 
     train_model = model
     if world > 1:
@@ -634,9 +651,9 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
         if bank is not None:
             from training.bank_train import predict_bank
 
-            return predict_bank(bank_net, bank, bank_data[name]["rows"], batch_size=args.eval_batch_size,
+            return predict_bank(eval_bank_net, bank, bank_data[name]["rows"], batch_size=args.eval_batch_size,
                                 amp_dtype="none" if final else amp_dtype)
-        return predict(model, side_data[name], **eval_kw)
+        return predict(eval_model, side_data[name], **eval_kw)
 
     from torch.utils.data import DistributedSampler
 
@@ -656,7 +673,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                 bank_net, criterion, optimizer, scheduler, bank, bank_data["train"]["rows"], train_labels, single_rows,
                 np.random.default_rng([args.seed, epoch]), batch_size=args.batch_size, eye_loss_weight=eye_loss_weight,
                 amp_dtype=amp_dtype, frozen=frozen, progress=progress, desc=f"epoch {epoch}",
-                clip_grad_norm=args.clip_grad_norm)
+                clip_grad_norm=args.clip_grad_norm, ema=ema)
             step += steps_per_epoch
         else:
             order = torch.tensor(list(iter(sampler)), dtype=torch.long)
@@ -664,7 +681,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                                           batch_size=args.batch_size, aug=aug_cfg, pre=pre_cfg, device=device,
                                           amp_dtype=amp_dtype, channels_last=args.channels_last,
                                           clip_grad_norm=args.clip_grad_norm, progress=progress, desc=f"epoch {epoch}",
-                                          eye_loss_weight=eye_loss_weight, frozen=frozen)
+                                          eye_loss_weight=eye_loss_weight, frozen=frozen, ema=ema)
             step += len(order) // args.batch_size
         val_probs_epoch, val_eye_epoch = side_predict("val")
         val_scores = score_probs(side_labels("val"), val_probs_epoch, val_eye_epoch, side_eye_arrays("val"))
@@ -691,17 +708,19 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                 for k, v in row.items():
                     if k not in ("epoch", "step"):
                         writer.add_scalar(k, v, step)
-            base = make_checkpoint(model.state_dict(), model_cfg, pre_cfg,
-                                   metrics={"official": {k: val_scores[k] for k in ("kappa", "f1", "auc", "final")}},
-                                   data_summary=data_summary, epoch=epoch, step=step, args=_plain_args(args))
+            checkpoint_kw = dict(metrics={"official": {k: val_scores[k] for k in ("kappa", "f1", "auc", "final")}},
+                                 data_summary=data_summary, epoch=epoch, step=step, args=_plain_args(args))
+            base = make_checkpoint(eval_model.state_dict(), model_cfg, pre_cfg, **checkpoint_kw)  # what was evaluated
             if improved:
                 torch.save(base, out_dir / "best.pt")
             if args.epoch_snapshots:
                 save_epoch_snapshot(out_dir, epoch, base, val_probs_epoch)
-            torch.save(with_training_state(base, optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(),
+            live = base if ema is None else make_checkpoint(model.state_dict(), model_cfg, pre_cfg, **checkpoint_kw)
+            torch.save(with_training_state(live, optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(),
                                            scaler=scaler.state_dict() if scaler is not None else None,
                                            rng=_rng_state(device), best_final=best_final, best_epoch=best_epoch,
-                                           epochs_total=epochs_total, history=history), out_dir / "last.pt")
+                                           epochs_total=epochs_total, history=history,
+                                           ema=ema.state_dict() if ema is not None else None), out_dir / "last.pt")
         if args.max_epochs_this_run and epoch + 1 - start_epoch >= args.max_epochs_this_run and epoch + 1 < epochs_total:
             stop_reason = f"paused after {args.max_epochs_this_run} epochs (--max-epochs-this-run); continue with --resume"
             break
@@ -727,7 +746,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                               "epochs_run": len(history), "cache_s": cache_s, "train_s": time.time() - t_start}
     if is_main:
         best = load_checkpoint(out_dir / "best.pt")
-        model.load_state_dict(checkpoint_model_state(best))
+        eval_model.load_state_dict(checkpoint_model_state(best))
         probs, eye_probs = side_predict("val", final=True)
         labels = side_labels("val")
         thresholds = tune_thresholds(labels, probs)

@@ -15,7 +15,8 @@ recorded in ``meta.json`` and checked when a run opens it.
 What changes against image training, stated in RESULTS: each epoch draws one of the
 ``views`` stored augmentations per eye instead of a fresh one (16 epochs over 8 views =
 every view twice), and the augmented views' prefix is computed under bf16 autocast (the
-plain view in fp32, as deployment computes it). CutMix is not supported (the recipes that
+plain view in fp32, as deployment computes it; in fp32 too on a CPU without native bf16,
+`training.cpu_precision`, and ``meta.json`` records which). CutMix is not supported (the recipes that
 use the bank have ``cutmix_prob: 0``).
 
 Building resumes: views are written one at a time and ``meta.json`` lists the finished ones,
@@ -41,6 +42,7 @@ from dms_net_core.data.odir import PatientRecord
 from dms_net_core.data.preprocess import PreprocessConfig, load_rgb, prepare_eye_uint8
 from dms_net_core.model import build_model
 from dms_net_core.model.config import DMSNetConfig
+from training.cpu_precision import native_bf16
 from training.gpu_augment import augment_eyes, eval_eyes
 
 BANK_FORMAT_VERSION = 1
@@ -170,7 +172,8 @@ def open_or_build_bank(path: str | Path, records: list[PatientRecord], model_cfg
 def _write_meta(path: Path, spec: BankSpec, keys: list[list[str]], shape: tuple[int, ...], done: list[int]) -> None:
     tmp = path / "meta.json.tmp"
     tmp.write_text(json.dumps({"version": BANK_FORMAT_VERSION, "spec": spec.to_dict(), "shape": list(shape),
-                               "views_done": sorted(done), "eyes": keys}) + "\n")
+                               "views_done": sorted(done), "eyes": keys,
+                               "augmented_views_compute": "bf16" if native_bf16() else "fp32"}) + "\n")
     os.replace(tmp, path / "meta.json")
 
 
@@ -188,6 +191,7 @@ def _build(path: Path, feats_path: Path, shape: tuple[int, ...], spec: BankSpec,
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         images = np.stack(list(pool.map(lambda e: prepare_eye_uint8(load_rgb(e[2]), pre_cfg), eyes)))
     backbone = model.backbone.eval().to(memory_format=torch.channels_last)
+    bf16 = native_bf16()
     for view in range(shape[0]):
         if view in done:
             continue
@@ -201,8 +205,8 @@ def _build(path: Path, feats_path: Path, shape: tuple[int, ...], spec: BankSpec,
             u8 = torch.from_numpy(images[s:s + batch_size])
             x = eval_eyes(u8, pre_cfg) if view == 0 else augment_eyes(u8, aug_cfg, pre_cfg, gen)
             x = x.contiguous(memory_format=torch.channels_last)
-            # the plain view in fp32 (deployment computes it so); augmented views under bf16
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=view > 0):
+            # the plain view in fp32 (deployment computes it so); augmented views under native bf16
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and view > 0):
                 features[view, s:s + len(u8)] = backbone.forward_prefix(x, spec.stage).float().numpy().astype(np.float16)
         features.flush()
         done.append(view)

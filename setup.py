@@ -25,6 +25,7 @@ setup(
             "dms-net-export=dms_net_core.export:main",
             "dms-net-ensemble=training.ensemble:main",
             "dms-net-oof=training.oof:main",
+            "dms-net-head-bakeoff=training.head_bakeoff:main",
             "dms-net-build-engine=dms_net_core.runtime.build_engine:main",
             "dms-net-bench=benchmarks.bench_backends:main",
             "dms-net-bag=dms_net_ros.bag.cli:main",

@@ -74,36 +74,18 @@ def _export_onnx(model: "torch.nn.Module", example: tuple["torch.Tensor", "torch
 
     import torch
 
-    dynamic_axes = {name: {0: "batch"} for name in (*INPUT_NAMES, *outputs)}
+    common = dict(input_names=list(INPUT_NAMES), output_names=list(outputs))  # what both exporters are given
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                example,
-                str(out_path),
-                input_names=list(INPUT_NAMES),
-                output_names=list(outputs),
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
+            torch.onnx.export(model, example, str(out_path), **common, opset_version=opset, do_constant_folding=True,
+                              dynamic_axes={name: {0: "batch"} for name in (*INPUT_NAMES, *outputs)}, dynamo=False)
         return f"torchscript(opset {opset})"
     except Exception as exc:  # noqa: BLE001 - fall back to the other exporter, say why
         LOGGER.warning("legacy ONNX exporter failed (%s); trying the dynamo exporter", first_line(exc))
     batch = torch.export.Dim("batch", min=1, max=1024)
-    torch.onnx.export(
-        model,
-        example,
-        str(out_path),
-        input_names=list(INPUT_NAMES),
-        output_names=list(outputs),
-        dynamic_shapes=({0: batch}, {0: batch}),
-        opset_version=max(opset, 18),
-        external_data=False,
-        dynamo=True,
-    )
+    torch.onnx.export(model, example, str(out_path), **common, opset_version=max(opset, 18),
+                      dynamic_shapes=({0: batch}, {0: batch}), external_data=False, dynamo=True)
     return f"dynamo(opset {max(opset, 18)})"
 
 

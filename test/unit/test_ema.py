@@ -44,9 +44,8 @@ def test_decay_outside_unit_interval_is_refused():
 
 
 def test_trainer_keeps_the_average_as_best_and_resumes_it(tmp_path):
-    from training.train import main
-
     from training.epoch_snapshots import snapshot_paths
+    from training.train import main
 
     common = [*TINY, "--epochs", "3", "--ema-decay", "0.9", "--early-stop-patience", "0"]
     main([*common, "--output-dir", str(tmp_path / "a"), "--epoch-snapshots"])

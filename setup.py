@@ -13,7 +13,8 @@ setup(
     packages=find_packages(include=["dms_net_core*", "dms_net_ros*", "training*", "benchmarks*"]),
     package_data={"training": ["configs/*.yaml", "splits/*.json"], "dms_net_ros.display": ["static/*"]},
     python_requires=">=3.10",
-    install_requires=[line.strip() for line in open("requirements/runtime.txt") if line.strip() and not line.startswith("#")],
+    install_requires=[line.strip() for line in open("requirements/runtime.txt")
+                      if line.strip() and not line.startswith("#")],
     extras_require={
         "train": [line.strip() for line in open("requirements/train.txt") if line.strip() and not line.startswith("#")],
         "test": [line.strip() for line in open("requirements/test.txt") if line.strip() and not line.startswith("#")],

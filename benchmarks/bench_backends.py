@@ -46,12 +46,14 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "torch-fp16-compile": ("torch", "fp16", {"compile": True}),
     "torch-fp16-compile-cudagraphs": ("torch", "fp16", {"compile": True, "compile_mode": "reduce-overhead"}),
     # the same without cuDNN's autotuner (the backend's default turns it on): isolates that effect
-    "torch-fp16-compile-cudagraphs-nocudnnbench": ("torch", "fp16", {"compile": True, "compile_mode": "reduce-overhead", "cudnn_benchmark": False}),
+    "torch-fp16-compile-cudagraphs-nocudnnbench": ("torch", "fp16", {"compile": True, "compile_mode": "reduce-overhead",
+                                                                      "cudnn_benchmark": False}),
     # Inductor's kernels inside the backend's own CUDA graph: replay without dynamo guards or
     # cudagraph-tree bookkeeping on the host (not yet run on a GPU)
     "torch-fp16-compile-owngraph": ("torch", "fp16", {"compile": True, "cuda_graph": True}),
     # Inductor freezing (weights as constants: pre-laid-out, folded) with its CUDA graphs (not yet run on a GPU)
-    "torch-fp16-compile-frozen-cudagraphs": ("torch", "fp16", {"compile": True, "compile_options": {"freezing": True, "triton.cudagraphs": True}}),
+    "torch-fp16-compile-frozen-cudagraphs": ("torch", "fp16", {
+        "compile": True, "compile_options": {"freezing": True, "triton.cudagraphs": True}}),
     # Inductor also autotunes conv/GEMM kernels (Triton templates vs cuDNN/cuBLAS), with CUDA graphs:
     # minutes to compile a ResNet-152, the next candidate after reduce-overhead's 3.44 ms (RESULTS.md 4)
     "torch-fp16-compile-max-autotune": ("torch", "fp16", {"compile": True, "compile_mode": "max-autotune"}),
@@ -61,7 +63,8 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 GPU_ONLY = {
     "torch-fp16", "torch-fp16-cudagraph", "torch-fp16-cudagraph-unfolded", "torch-fp16-compile",
-    "torch-fp16-compile-cudagraphs", "torch-fp16-compile-cudagraphs-nocudnnbench", "torch-fp16-compile-owngraph", "torch-fp16-compile-frozen-cudagraphs", "torch-fp16-compile-max-autotune", "tensorrt-fp16", "tensorrt-fp32",
+    "torch-fp16-compile-cudagraphs", "torch-fp16-compile-cudagraphs-nocudnnbench", "torch-fp16-compile-owngraph",
+    "torch-fp16-compile-frozen-cudagraphs", "torch-fp16-compile-max-autotune", "tensorrt-fp16", "tensorrt-fp32",
 }
 
 
@@ -84,18 +87,25 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Benchmark DMS-Net inference backends (Markdown table)", add_help=add_help)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--bundle", type=Path, help="existing model bundle directory")
-    src.add_argument("--config", action="store_true", help="build a random-weight model from --backbone/--image-size (the default without --bundle)")
-    p.add_argument("--backbone", default=None, help="backbone for --config (default: resnet152 on GPU, resnet50 on CPU)")
-    p.add_argument("--image-size", type=int, default=None, help="input size for --config (default: 448 on GPU, 224 on CPU)")
+    src.add_argument("--config", action="store_true",
+                     help="build a random-weight model from --backbone/--image-size (the default without --bundle)")
+    p.add_argument("--backbone", default=None,
+                   help="backbone for --config (default: resnet152 on GPU, resnet50 on CPU)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input size for --config (default: 448 on GPU, 224 on CPU)")
     p.add_argument("--architecture", default="dms_net", choices=("dms_net", "plain_binocular"))
     p.add_argument("--save-bundle", type=Path, default=None,
-                   help="with --config: keep the random-weight bundle here, so a later run can take it with --bundle (no second export)")
+                   help="with --config: keep the random-weight bundle here, so a later run can take it with --bundle "
+                   "(no second export)")
     p.add_argument("--backends", default="all", help=f"comma list of {', '.join(VARIANTS)} (default all); "
                    "NAME@uint8 or NAME@float32 times that row with only that input form, overriding --inputs")
     p.add_argument("--iterations", type=int, default=None, help="batch-1 timed iterations (default 100 GPU / 10 CPU)")
-    p.add_argument("--throughput-iterations", type=int, default=None, help="timed batches per batch size (default 20 GPU / 2 CPU)")
+    p.add_argument("--throughput-iterations", type=int, default=None,
+                   help="timed batches per batch size (default 20 GPU / 2 CPU)")
     p.add_argument("--batch-sizes", default=None, help="throughput batch sizes, comma list (default 8,32 GPU / 8 CPU)")
-    p.add_argument("--inputs", default="uint8", help="comma list of input forms to time: uint8 (prepared eyes, the node's) and/or float32 (normalised)")
+    p.add_argument("--inputs", default="uint8",
+                   help="comma list of input forms to time: uint8 (prepared eyes, the node's) "
+                   "and/or float32 (normalised)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--output", type=Path, default=None, help="also write the table to this file")
     return p
@@ -130,13 +140,15 @@ def machine_description(cuda: bool) -> str:
         versions.append(f"torch {torch.__version__}")
         if cuda:
             props = torch.cuda.get_device_properties(0)
-            parts.insert(0, f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB, sm_{props.major}{props.minor}, CUDA {torch.version.cuda})")
+            parts.insert(0, f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB, sm_{props.major}{props.minor}, "
+                            f"CUDA {torch.version.cuda})")
     except ImportError:
         versions.append("torch not installed")
     try:
         import onnxruntime as ort
 
-        versions.append(f"onnxruntime {ort.__version__} ({', '.join(p.replace('ExecutionProvider', '') for p in ort.get_available_providers())})")
+        versions.append(f"onnxruntime {ort.__version__} "
+                        f"({', '.join(p.replace('ExecutionProvider', '') for p in ort.get_available_providers())})")
     except ImportError:
         versions.append("onnxruntime not installed")
     try:
@@ -157,10 +169,12 @@ def make_bundle(args: argparse.Namespace, out_dir: Path) -> Any:
     from dms_net_core.model import build_model
     from dms_net_core.model.config import DMSNetConfig
 
-    cfg = DMSNetConfig(architecture=args.architecture, backbone=args.backbone, image_size=args.image_size, pretrained=None)
+    cfg = DMSNetConfig(architecture=args.architecture, backbone=args.backbone, image_size=args.image_size,
+                       pretrained=None)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    return export_bundle(model, cfg, PreprocessConfig(image_size=cfg.image_size), out_dir, name=f"bench-{cfg.backbone}-{cfg.image_size}")
+    return export_bundle(model, cfg, PreprocessConfig(image_size=cfg.image_size), out_dir,
+                         name=f"bench-{cfg.backbone}-{cfg.image_size}")
 
 
 def _time_batches(backend: Any, batch: int, size: int, iterations: int, warmup: int, inputs: str) -> list[float]:
@@ -192,8 +206,9 @@ def _stage_split(backend: Any, size: int, inputs: str, iterations: int) -> dict[
     return {k: _percentile([r[k] for r in runs], 50) for k in STAGES if all(k in r for r in runs)}
 
 
-def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: int, tp_iterations: int, batch_sizes: list[int],
-                  input_forms: tuple[str, ...] = ("uint8",), extra_options: dict[str, Any] | None = None) -> list[Row]:
+def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: int, tp_iterations: int,
+                  batch_sizes: list[int], input_forms: tuple[str, ...] = ("uint8",),
+                  extra_options: dict[str, Any] | None = None) -> list[Row]:
     """One loaded backend, one row per input form (a skipped variant gives one skipped row).
 
     ``extra_options`` go to the backend on top of the variant's own (e.g. a ``model_factory`` that
@@ -255,9 +270,10 @@ def bench_variant(name: str, bundle: Any, device: str, cuda: bool, iterations: i
     return rows
 
 
-def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int], iterations: int, tp_iterations: int) -> str:
-    head = ["backend", "input", "batch-1 p50 ms", "batch-1 p95 ms", *[f"pairs/s @ {b}" for b in batch_sizes], "start-up s",
-            "batch-1 upload / network / download ms", "details"]
+def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int], iterations: int,
+           tp_iterations: int) -> str:
+    head = ["backend", "input", "batch-1 p50 ms", "batch-1 p95 ms", *[f"pairs/s @ {b}" for b in batch_sizes],
+            "start-up s", "batch-1 upload / network / download ms", "details"]
     lines = [
         "# DMS-Net inference backends",
         "",
@@ -266,8 +282,10 @@ def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int
         f"Model: {model_line}",
         "",
         (
-            f"Latency: one pair, {iterations} timed iterations after warm-up. Throughput: {tp_iterations} timed batches per size. "
-            "Host arrays in (uint8: prepared eyes [B,S,S,3], normalised by the backend; float32: normalised [B,3,S,S]), "
+            f"Latency: one pair, {iterations} timed iterations after warm-up. "
+            f"Throughput: {tp_iterations} timed batches per size. "
+            "Host arrays in (uint8: prepared eyes [B,S,S,3], normalised by the backend; "
+            "float32: normalised [B,3,S,S]), "
             "host probabilities + attention out (copies included). The upload / network / download split is the CUDA "
             "events' GPU timeline of one call, taken in a separate pass."
         ),
@@ -280,7 +298,8 @@ def render(rows: list[Row], machine: str, model_line: str, batch_sizes: list[int
             continue
         tp = [f"{r.throughput[b]:.1f}" if b in r.throughput else "-" for b in batch_sizes]
         split = " / ".join(f"{r.stages[k]:.2f}" for k in STAGES) if r.stages else "-"
-        lines.append(f"| {r.variant} | {r.inputs} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | " + " | ".join(tp) + f" | {r.startup_s:.1f} | {split} | {r.describe} |")
+        lines.append(f"| {r.variant} | {r.inputs} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | " + " | ".join(tp)
+                     + f" | {r.startup_s:.1f} | {split} | {r.describe} |")
     skipped = [r for r in rows if r.skipped]
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- {r.variant} ({r.inputs}): {r.skipped}" for r in skipped]
@@ -310,9 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     entries = list(VARIANTS) if args.backends == "all" else [n.strip() for n in args.backends.split(",") if n.strip()]
     plan = [(e.partition("@")[0], (e.partition("@")[2],) if "@" in e else input_forms) for e in entries]
-    unknown = [e for e, (name, forms) in zip(entries, plan) if name not in VARIANTS or any(f not in INPUT_FORMS for f in forms)]
+    unknown = [e for e, (name, forms) in zip(entries, plan)
+               if name not in VARIANTS or any(f not in INPUT_FORMS for f in forms)]
     if unknown:
-        print(f"dms-net-bench: error: unknown backends {unknown}: choose from {', '.join(VARIANTS)} (optionally @uint8 or @float32)", file=sys.stderr)
+        print(f"dms-net-bench: error: unknown backends {unknown}: choose from {', '.join(VARIANTS)} "
+              "(optionally @uint8 or @float32)", file=sys.stderr)
         return 2
 
     from dms_net_core.bundle import BundleError, ModelBundle
@@ -320,18 +341,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dms-bench-") as tmp:
         t0 = time.perf_counter()
         try:
-            bundle = ModelBundle.load(args.bundle) if args.bundle else make_bundle(args, args.save_bundle or Path(tmp) / "bundle")
+            bundle = (ModelBundle.load(args.bundle) if args.bundle
+                      else make_bundle(args, args.save_bundle or Path(tmp) / "bundle"))
         except BundleError as exc:
             print(f"dms-net-bench: error: {exc}", file=sys.stderr)
             return 2
         cfg = bundle.model_config
-        source = f"bundle {args.bundle}" if args.bundle else f"random weights, exported in {time.perf_counter() - t0:.0f} s"
-        model_line = f"{cfg.architecture} / {cfg.backbone} @ {cfg.image_size} px ({bundle.model_id}; {source}; ONNX {bundle.onnx_path.stat().st_size / 2**20:.0f} MiB)"
+        source = (f"bundle {args.bundle}" if args.bundle
+                  else f"random weights, exported in {time.perf_counter() - t0:.0f} s")
+        model_line = (f"{cfg.architecture} / {cfg.backbone} @ {cfg.image_size} px ({bundle.model_id}; {source}; "
+                      f"ONNX {bundle.onnx_path.stat().st_size / 2**20:.0f} MiB)")
         print(model_line, flush=True)
         rows = []
         for name, forms in plan:
             for row in bench_variant(name, bundle, args.device, cuda, iterations, tp_iterations, batch_sizes, forms):
-                status = row.skipped or f"p50 {row.p50_ms:.2f} ms, " + ", ".join(f"{v:.1f} pairs/s @ {b}" for b, v in row.throughput.items())
+                status = row.skipped or f"p50 {row.p50_ms:.2f} ms, " + ", ".join(
+                    f"{v:.1f} pairs/s @ {b}" for b, v in row.throughput.items())
                 if row.stages:
                     status += ", batch-1 " + ", ".join(f"{k} {v:.2f} ms" for k, v in row.stages.items())
                 print(f"  {name} ({row.inputs}): {status}", flush=True)

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         p50 = {}
         for label, t in times.items():
             p50[label] = float(np.percentile(t, 50))
-            print(f"  {label:13s} p50 {p50[label]:8.2f} ms  p90 {np.percentile(t, 90):8.2f} ms  ONNX {sizes[label]:.2f} MiB")
+            print(f"  {label:13s} p50 {p50[label]:8.2f} ms  p90 {np.percentile(t, 90):8.2f} ms  "
+                  f"ONNX {sizes[label]:.2f} MiB")
         d = p50["with CAMs"] - p50["without CAMs"]
         print(f"  CAM outputs   p50 {d:+.2f} ms ({100 * d / p50['without CAMs']:+.1f} %)")
     return 0

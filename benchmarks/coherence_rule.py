@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("official score (p > 0.5, no rule)", lambda y, q: odir_official_score(y, q)),
         ("bundle thresholds, without the rule", lambda y, q: odir_decision_score(y, q, q > shipped)),
-        ("bundle thresholds, coherent rule (shipped)", lambda y, q: odir_decision_score(y, q, coherent_positive(q, shipped))),
+        ("bundle thresholds, coherent rule (shipped)", lambda y, q: odir_decision_score(
+            y, q, coherent_positive(q, shipped))),
         ("p > 0.5, coherent rule", lambda y, q: odir_decision_score(y, q, coherent_positive(q, 0.5))),
         ("thresholds tuned under the rule on the tuning side, coherent", lambda y, q: odir_decision_score(
             y, q, coherent_positive(q, under_rule))),
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         a, b = score(yv, pv), score(yt, pt)
         print(f"| {name} | {a['final']:.4f} ({a['kappa']:.4f}) | {b['final']:.4f} ({b['kappa']:.4f}) |")
     print(f"\nN beside a disease without the rule at the bundle thresholds: {_normal_with_disease(pv > shipped)} of "
-          f"{len(yv)} ({args.tuning_dir.name}), {_normal_with_disease(pt > shipped)} of {len(yt)} ({args.held_out_dir.name})")
+          f"{len(yv)} ({args.tuning_dir.name}), {_normal_with_disease(pt > shipped)} of {len(yt)} "
+          f"({args.held_out_dir.name})")
     print("bundle thresholds      " + " ".join(f"{t:.2f}" for t in shipped))
     print("tuned under the rule   " + " ".join(f"{t:.2f}" for t in under_rule))
     return 0

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> str:
     pair_rows = np.stack([np.arange(n), np.arange(n, 2 * n)], axis=1)
 
     recipes = {}
-    for name, frozen_stages, amp in (("image, frozen 2, fp32 (RESULTS 1b)", 2, "none"), ("image, frozen 2, bf16", 2, "bf16")):
+    for name, frozen_stages, amp in (("image, frozen 2, fp32 (RESULTS 1b)", 2, "none"),
+                                     ("image, frozen 2, bf16", 2, "bf16")):
         model, frozen, opt, sched = _model(frozen_stages, s)
 
         def run(model=model, frozen=frozen, opt=opt, sched=sched, amp=amp) -> None:
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> str:
 
     def run_bank() -> None:
         train_one_epoch_bank(net, criterion, opt, sched, bank, pair_rows, labels.numpy(), np.zeros(0, np.int64),
-                             np.random.default_rng(0), batch_size=b, eye_loss_weight=0.5, amp_dtype="bf16", frozen=frozen)
+                             np.random.default_rng(0), batch_size=b, eye_loss_weight=0.5, amp_dtype="bf16",
+                             frozen=frozen)
     recipes["bank, frozen 5, bf16 (feature bank)"] = run_bank
 
     for run in recipes.values():  # warm-up (oneDNN primitive caches)
@@ -107,8 +109,9 @@ def main(argv: list[str] | None = None) -> str:
             run()
             rates[name].append(n / (time.perf_counter() - t))
     base = statistics.median(rates[next(iter(recipes))])
-    lines = [f"CPU training speed, Lite0 @ {s} px, {b} pairs/step, {args.steps} steps x {args.rounds} rounds interleaved; "
-             f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+    lines = [f"CPU training speed, Lite0 @ {s} px, {b} pairs/step, {args.steps} steps x {args.rounds} rounds "
+             f"interleaved; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads",
              "", "| recipe | pairs/s (median) | rounds | vs image fp32 |", "|---|---:|---|---:|"]
     for name, r in rates.items():
         med = statistics.median(r)

@@ -53,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         measures.append(report.measures)
         if not report.gradable:
             failed.append((path.name, report.reasons[0]))
-            plausibility = set(implausibility_reasons(report.measures)) if "surround_plain" in report.measures else set()
+            plausibility = (set(implausibility_reasons(report.measures)) if "surround_plain" in report.measures
+                            else set())
             if any(r not in plausibility for r in report.reasons):
                 failed_before.append(path.name)
     per_image = (time.perf_counter() - start) / len(files) * 1e3
     n = len(files)
-    print(f"real fundus photographs: {args.images} ({n} images, {per_image:.1f} ms each with decoding, {os.cpu_count()} CPUs)")
+    print(f"real fundus photographs: {args.images} ({n} images, {per_image:.1f} ms each with decoding, "
+          f"{os.cpu_count()} CPUs)")
     print("| gate | gradable | rate |\n|---|---:|---:|")
     print(f"| without the plausibility checks | {n - len(failed_before)} | {(n - len(failed_before)) / n:.4%} |")
     print(f"| with them (shipped) | {n - len(failed)} | {(n - len(failed)) / n:.4%} |")
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         key = f.name.split("_", 1)[1]
         values = np.array([m[key] for m in measures if key in m])
         q = np.percentile(values, [0, 0.1, 99.9, 100])
-        print(f"| {key} | {q[0]:.3f} | {q[1]:.3f} | {q[2]:.3f} | {q[3]:.3f} | {f.name.split('_')[0]} {getattr(limits, f.name)} |")
+        print(f"| {key} | {q[0]:.3f} | {q[1]:.3f} | {q[2]:.3f} | {q[3]:.3f} | "
+              f"{f.name.split('_')[0]} {getattr(limits, f.name)} |")
 
     catalogue = synthetic_non_fundus()
     photos = library_photographs()
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  still gradable: {name}")
     retina = library_fundus()
     if retina is not None:
-        print(f"scikit-image retina.jpg (a real fundus from another camera): gradable={assess_quality(retina).gradable}")
+        print("scikit-image retina.jpg (a real fundus from another camera): "
+              f"gradable={assess_quality(retina).gradable}")
     return 0
 
 

@@ -61,7 +61,8 @@ from dms_net_core.runtime.batchnorm_folding import fold_batchnorm
 from dms_net_core.runtime.torch_serving import ServingModel
 
 #: ops that copy or convert memory without arithmetic (Inductor folds most into neighbours)
-COPY_OPS = {"cat", "stack", "clone", "copy_", "_to_copy", "contiguous", "constant_pad_nd", "repeat", "index_select", "flip"}
+COPY_OPS = {"cat", "stack", "clone", "copy_", "_to_copy", "contiguous", "constant_pad_nd", "repeat", "index_select",
+            "flip"}
 #: allocations without a kernel (BatchNorm's decomposition asks for empty statistics buffers)
 ALLOCATIONS = {"empty", "empty_like", "empty_strided", "empty_permuted"}
 #: CPU attention ops the flop registry lacks (the CUDA ones are registered)
@@ -161,7 +162,8 @@ def _label_modules(census: OpCensus, labels: dict[nn.Module, str]) -> list[Any]:
     """Forward pre/post hooks that open ``census.scope(label)`` around each labelled module."""
     handles = []
     for module, label in labels.items():
-        inner = sum(p.numel() for other in labels if other is not module and other in set(module.modules()) for p in other.parameters())
+        inner = sum(p.numel() for other in labels if other is not module and other in set(module.modules())
+                    for p in other.parameters())
         census.costs.setdefault(label, ScopeCost(label)).params += sum(p.numel() for p in module.parameters()) - inner
         entered: list[contextlib.AbstractContextManager] = []
 
@@ -221,7 +223,8 @@ def census_of(cfg: DMSNetConfig, fold: bool, attention_outputs: bool = True, ref
     gen = torch.Generator().manual_seed(seed)
     left, right = (torch.randint(0, 256, (1, size, size, 3), generator=gen, dtype=torch.uint8) for _ in range(2))
     census = OpCensus(PACKING)
-    glue = "control head (pool, [f_l, f_r, |f_l - f_r|], linear, ones maps)" if cfg.architecture == "plain_binocular" else GLUE
+    glue = ("control head (pool, [f_l, f_r, |f_l - f_r|], linear, ones maps)" if cfg.architecture == "plain_binocular"
+            else GLUE)
     labels = {model: glue, **scope_labels(model)}
     if cfg.architecture == "plain_binocular":
         labels = {model: glue, model.backbone: "backbone (both eyes)"}
@@ -241,7 +244,8 @@ def census_of(cfg: DMSNetConfig, fold: bool, attention_outputs: bool = True, ref
     finally:
         for h in handles:
             h.remove()
-    order = [NORMALISE, "backbone (both eyes)", *[label for label in labels.values() if label not in ("backbone (both eyes)", glue)], glue, PACKING]
+    order = [NORMALISE, "backbone (both eyes)",
+             *[label for label in labels.values() if label not in ("backbone (both eyes)", glue)], glue, PACKING]
     return [census.costs[label] for label in order if label in census.costs], folded
 
 
@@ -291,7 +295,8 @@ def inductor_heads_kernels(cfg: DMSNetConfig, reference_heads: bool = False, see
     example = torch.randn(2, 1, *features.shape[1:])
     fold_batchnorm(model, (example[0], example[1]))
     model = model.to(memory_format=torch.channels_last)
-    serving = ServingModel(model, PreprocessConfig(image_size=cfg.image_size), torch.float32, torch.device("cpu")).eval()
+    serving = ServingModel(model, PreprocessConfig(image_size=cfg.image_size), torch.float32,
+                           torch.device("cpu")).eval()
     left, right = (t.contiguous(memory_format=torch.channels_last) for t in example)
     torch._dynamo.reset()
     with torch.inference_mode():
@@ -319,7 +324,8 @@ def _row(model: str, cost: ScopeCost, bold: bool = False) -> str:
 
 
 HEADER = (
-    "| model | module | ops (kernels) | pointwise | copies | reductions | compute | views | GFLOPs | MB written | params (M) |\n"
+    "| model | module | ops (kernels) | pointwise | copies | reductions | compute | views | GFLOPs | MB written "
+    "| params (M) |\n"
     "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
@@ -335,20 +341,24 @@ def machine_line() -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Per-module op/kernel, FLOP and byte breakdown of DMS-Net's heads (CPU-side)")
+    p = argparse.ArgumentParser(
+        description="Per-module op/kernel, FLOP and byte breakdown of DMS-Net's heads (CPU-side)")
     p.add_argument("--backbone", default="resnet152")
     p.add_argument("--image-size", type=int, default=448)
     p.add_argument("--no-fold", action="store_true", help="keep BatchNorm unfolded (the backend folds it by default)")
-    p.add_argument("--nchw", action="store_true", help="count in NCHW (the CPU backend's layout) instead of channels_last (the GPU's)")
+    p.add_argument("--nchw", action="store_true",
+                   help="count in NCHW (the CPU backend's layout) instead of channels_last (the GPU's)")
     p.add_argument("--reference-heads", action="store_true",
                    help="also count the heads as they were before issue 15 (same weights, same run)")
     p.add_argument("--no-attention-outputs", action="store_true",
                    help="also count the served model without the attention maps in its packed output")
     p.add_argument("--ops", action="store_true", help="list each module's op names and counts under the table")
     p.add_argument("--inductor", action="store_true",
-                   help="also compile the heads with Inductor (CPU code generator) and count its kernels and library calls")
+                   help="also compile the heads with Inductor (CPU code generator) and count its kernels and "
+                   "library calls")
     p.add_argument("--onnx", action="store_true",
-                   help="also export DMS-Net to ONNX (rewritten heads and, with --reference-heads, the pre-rewrite ones) and count nodes")
+                   help="also export DMS-Net to ONNX (rewritten heads and, with --reference-heads, the pre-rewrite "
+                   "ones) and count nodes")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared)")
     return p
 
@@ -367,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     runs.append(("plain control", control, {}))
     print(f"Machine: {machine_line()}")
     print(f"Model: {args.backbone} @ {args.image_size} px, random weights, batch 1 (one pair), uint8 eyes in, "
-          f"BatchNorm {'folded' if fold else 'unfolded'}, {'NCHW' if args.nchw else 'channels_last'}, fp32 on the CPU\n")
+          f"BatchNorm {'folded' if fold else 'unfolded'}, {'NCHW' if args.nchw else 'channels_last'}, "
+          "fp32 on the CPU\n")
     lines = [HEADER]
     totals = []
     details = []
@@ -377,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         total = heads_total(rows, "heads total (all but normalisation and backbone)")
         totals.append((name, total, rows))
         lines += [_row(name, r) for r in rows] + [_row(name, total, bold=True)]
-        details += [f"- {name} / {r.label}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.op_names.items(), key=lambda kv: -kv[1]))
+        details += [f"- {name} / {r.label}: "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(r.op_names.items(), key=lambda kv: -kv[1]))
                     for r in rows if r.op_names]
     print("\n".join(lines))
     backbone = next(r for r in totals[0][2] if r.label == "backbone (both eyes)")
@@ -385,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     control_total = totals[-1][1]
     for name, total, _ in totals[:-1]:
         print(f"{name}: heads {total.kernels} ops vs the control's {control_total.kernels} "
-              f"({total.kernels - control_total.kernels:+d}), {total.flops / 1e9:.2f} vs {control_total.flops / 1e9:.3f} GFLOPs, "
+              f"({total.kernels - control_total.kernels:+d}), "
+              f"{total.flops / 1e9:.2f} vs {control_total.flops / 1e9:.3f} GFLOPs, "
               f"{total.bytes_written / 2**20:.1f} vs {control_total.bytes_written / 2**20:.2f} MB written.")
     if args.inductor:
         forms = ([("DMS-Net, pre-rewrite heads", dms, True)] if args.reference_heads else []) + [
@@ -396,9 +409,11 @@ def main(argv: list[str] | None = None) -> int:
             fused, library = inductor_heads_kernels(cfg, reference)
             print(f"| {name} | {fused} | {library} | {fused + library} |", flush=True)
     if args.onnx:
-        for name, reference in ([("pre-rewrite heads", True)] if args.reference_heads else []) + [("rewritten heads", False)]:
+        for name, reference in (([("pre-rewrite heads", True)] if args.reference_heads else [])
+                                + [("rewritten heads", False)]):
             raw, optimised = onnx_node_counts(dms, reference)
-            print(f"ONNX graph of DMS-Net, {name}: {raw} nodes exported (Constants not counted), {optimised} after ONNX Runtime's optimisations.")
+            print(f"ONNX graph of DMS-Net, {name}: {raw} nodes exported (Constants not counted), "
+                  f"{optimised} after ONNX Runtime's optimisations.")
     if args.ops:
         print("\nOps per module:\n" + "\n".join(details))
     return 0

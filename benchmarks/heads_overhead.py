@@ -79,7 +79,8 @@ MODEL_FORMS: dict[str, ModelForm] = {
 }
 BEST = "torch-fp16-compile-cudagraphs"  # the best one-pair backend measured so far (3.19 ms for DMS-Net)
 GRAPH = "torch-fp16-cudagraph"  # no Inductor fusion: every op is a kernel, what heads_breakdown.py counts
-FROZEN = "torch-fp16-compile-frozen-cudagraphs"  # Inductor freezing also folds parameter-only branches (CASFM's positions)
+# Inductor freezing also folds parameter-only branches (CASFM's positions)
+FROZEN = "torch-fp16-compile-frozen-cudagraphs"
 DEFAULT_ROWS = (
     f"dms:{BEST},control:{BEST},dms-reference:{BEST},dms:{GRAPH},control:{GRAPH},dms-reference:{GRAPH},"
     f"backbone:{BEST},dms:{FROZEN},control:{FROZEN},backbone:{GRAPH},dms-no-attention:{BEST}"
@@ -91,13 +92,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="resnet152")
     p.add_argument("--image-size", type=int, default=448)
     p.add_argument("--rows", default=DEFAULT_ROWS,
-                   help=f"comma list of MODEL:BACKEND in priority order; models {', '.join(MODEL_FORMS)}; backends from dms-net-bench")
+                   help=f"comma list of MODEL:BACKEND in priority order; models {', '.join(MODEL_FORMS)}; "
+                   "backends from dms-net-bench")
     p.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
     p.add_argument("--iterations", type=int, default=100, help="batch-1 timed iterations")
     p.add_argument("--throughput-iterations", type=int, default=20, help="timed batches per batch size")
     p.add_argument("--batch-sizes", default="32")
     p.add_argument("--time-budget-s", type=float, default=None, help="start no row after this many seconds")
-    p.add_argument("--save-bundles", type=Path, default=None, help="keep the random-weight bundles here (DIR/dms_net, DIR/plain_binocular)")
+    p.add_argument("--save-bundles", type=Path, default=None,
+                   help="keep the random-weight bundles here (DIR/dms_net, DIR/plain_binocular)")
     p.add_argument("--output", type=Path, default=None, help="also write the table here (rewritten after every row)")
     return p
 
@@ -107,7 +110,8 @@ def parse_rows(text: str) -> list[tuple[str, str]]:
     for entry in (e.strip() for e in text.split(",") if e.strip()):
         model, _, backend = entry.partition(":")
         if model not in MODEL_FORMS or backend not in VARIANTS:
-            raise ValueError(f"row {entry!r}: use MODEL:BACKEND with MODEL in {', '.join(MODEL_FORMS)} and a dms-net-bench backend")
+            raise ValueError(f"row {entry!r}: use MODEL:BACKEND with MODEL in {', '.join(MODEL_FORMS)} "
+                             "and a dms-net-bench backend")
         rows.append((model, backend))
     return rows
 
@@ -126,7 +130,8 @@ def render(results: list[tuple[str, Row]], skipped: list[str], machine: str, mod
         "",
         f"Model: {model_line}",
         "",
-        f"| model | backend | batch-1 p50 ms | p95 ms | p50 / control | pairs/s @ {batch} | / control | / pre-issue-15 DMS-Net | start-up s | details |",
+        f"| model | backend | batch-1 p50 ms | p95 ms | p50 / control | pairs/s @ {batch} | / control "
+        "| / pre-issue-15 DMS-Net | start-up s | details |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key, row in results:
@@ -150,10 +155,12 @@ def render(results: list[tuple[str, Row]], skipped: list[str], machine: str, mod
                 summary.append(f"- {row.variant}: DMS-Net / control at batch 1 = {row.p50_ms / ref.p50_ms:.2f} "
                                f"({row.p50_ms:.2f} vs {ref.p50_ms:.2f} ms; target <= 1.20)")
             if old:
-                summary.append(f"- {row.variant}: DMS-Net batch 1 {row.p50_ms:.2f} ms vs {old.p50_ms:.2f} ms with the pre-issue-15 heads")
+                summary.append(f"- {row.variant}: DMS-Net batch 1 {row.p50_ms:.2f} ms vs {old.p50_ms:.2f} ms "
+                               "with the pre-issue-15 heads")
                 if row.throughput.get(batch) and old.throughput.get(batch):
-                    summary.append(f"- {row.variant}: batch-{batch} throughput {row.throughput[batch]:.1f} vs {old.throughput[batch]:.1f} "
-                                   f"pairs/s before ({row.throughput[batch] / old.throughput[batch]:.2f}x; target >= 1.00)")
+                    summary.append(f"- {row.variant}: batch-{batch} throughput {row.throughput[batch]:.1f} "
+                                   f"vs {old.throughput[batch]:.1f} pairs/s before "
+                                   f"({row.throughput[batch] / old.throughput[batch]:.2f}x; target >= 1.00)")
     lines += ["", "Summary:", "", *(summary or ["- (the rows needed for a ratio did not run)"])]
     if skipped:
         lines += ["", "Skipped:", "", *[f"- {s}" for s in skipped]]
@@ -183,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 spec = SimpleNamespace(architecture=architecture, backbone=args.backbone, image_size=args.image_size)
                 bundles[architecture] = make_bundle(spec, root / architecture)
-                print(f"exported the random-weight {architecture} bundle in {time.perf_counter() - t0:.0f} s", flush=True)
+                print(f"exported the random-weight {architecture} bundle in {time.perf_counter() - t0:.0f} s",
+                      flush=True)
             return bundles[architecture]
 
         model_line = f"{args.backbone} @ {args.image_size} px, random weights (seed 0), one bundle per architecture"
@@ -192,13 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         for key, backend in rows:
             form = MODEL_FORMS[key]
             if args.time_budget_s is not None and time.monotonic() - start > args.time_budget_s:
-                skipped.append(f"{form.label} / {backend}: not started, the time budget ({args.time_budget_s:.0f} s) was spent")
+                skipped.append(f"{form.label} / {backend}: not started, "
+                               f"the time budget ({args.time_budget_s:.0f} s) was spent")
                 continue
             bundle = bundle_for(form.architecture)
             for row in bench_variant(backend, bundle, args.device, cuda, args.iterations, args.throughput_iterations,
                                      batch_sizes, ("uint8",), extra_options=form.options):
                 results.append((key, row))
-                status = row.skipped or f"p50 {row.p50_ms:.2f} ms, " + ", ".join(f"{v:.1f} pairs/s @ {b}" for b, v in row.throughput.items())
+                status = row.skipped or f"p50 {row.p50_ms:.2f} ms, " + ", ".join(
+                    f"{v:.1f} pairs/s @ {b}" for b, v in row.throughput.items())
                 print(f"  {form.label} / {backend}: {status}", flush=True)
             table = render(results, list(skipped), machine, model_line, batch_sizes[-1])
             if args.output:

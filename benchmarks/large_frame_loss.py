@@ -51,7 +51,8 @@ def _qos(kind: str, depth: int):
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     reliability = ReliabilityPolicy.BEST_EFFORT if kind == "sensor_data" else ReliabilityPolicy.RELIABLE
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability, durability=DurabilityPolicy.VOLATILE)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability,
+                      durability=DurabilityPolicy.VOLATILE)
 
 
 def subscriber(args: argparse.Namespace) -> int:
@@ -105,7 +106,8 @@ def publisher(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randrange(1, 100)))
     topic = f"large_frame_{os.getpid()}"
     sub = subprocess.Popen([sys.executable, __file__, "--role", "sub", "--qos", args.qos, "--topic", topic,
-                            "--depth", str(args.depth)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+                            "--depth", str(args.depth)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
     events: list[dict] = []
 
     def read_events(timeout: float, until) -> bool:
@@ -124,14 +126,16 @@ def publisher(args: argparse.Namespace) -> int:
     rclpy.init()
     node = rclpy.create_node(f"large_frame_pub_{os.getpid()}")
     pub_kind = args.pub_qos or args.qos
-    pub = node.create_publisher(__import__("sensor_msgs.msg", fromlist=["Image"]).Image, topic, _qos(pub_kind, args.depth))
+    pub = node.create_publisher(__import__("sensor_msgs.msg", fromlist=["Image"]).Image, topic,
+                                _qos(pub_kind, args.depth))
     end = time.monotonic() + 60
     while pub.get_subscription_count() == 0 and time.monotonic() < end:
         rclpy.spin_once(node, timeout_sec=0.05)
     rng = np.random.default_rng(0)
     small, large = _frame(args.small, rng), _frame(args.large, rng)
     published = 0
-    print(f"large frame {args.large} ({len(large.data) / 1e6:.1f} MB), qos sub {args.qos} pub {pub_kind}, depth {args.depth}, "
+    print(f"large frame {args.large} ({len(large.data) / 1e6:.1f} MB), qos sub {args.qos} pub {pub_kind}, "
+          f"depth {args.depth}, "
           f"profile {os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', '(none)')}", flush=True)
     rows = []
 
@@ -164,7 +168,8 @@ def publisher(args: argparse.Namespace) -> int:
     gaps_total = max((e["gaps_total"] for e in events if e["event"] == "image"), default=0)
     large_arrived = sum(1 for r in rows if r["frame"] == "large" and r["arrived"])
     print(json.dumps({"summary": True, "published": published, "delivered": delivered, "large_sent": args.rounds,
-                      "large_arrived": large_arrived, "sequence_gaps": gaps_total, "dds_lost_events": late_lost}), flush=True)
+                      "large_arrived": large_arrived, "sequence_gaps": gaps_total, "dds_lost_events": late_lost}),
+          flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0

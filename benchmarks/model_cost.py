@@ -104,7 +104,8 @@ def measure(case: Case, iters: int, gflops_limit: float) -> dict[str, str]:
 
 def markdown_table(rows: list[dict[str, str]]) -> str:
     header = (
-        "| architecture | backbone | image | params (M) | non-backbone params (M) | GFLOPs / pair | CPU fp32 ms / pair |\n"
+        "| architecture | backbone | image | params (M) | non-backbone params (M) | GFLOPs / pair "
+        "| CPU fp32 ms / pair |\n"
         "|---|---|---|---:|---:|---:|---:|"
     )
     lines = [

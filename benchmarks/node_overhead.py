@@ -34,8 +34,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=2048)
     p.add_argument("--height", type=int, default=1536)
     p.add_argument("--disc", type=int, default=1490,
-                   help="fundus disc diameter in px (a camera leaves a margin; 1536 would be an exact 6x resize, OpenCV's fast case)")
-    p.add_argument("--image-size", type=int, default=448, help="network input size (the bundle's preprocess.image_size)")
+                   help="fundus disc diameter in px (a camera leaves a margin; 1536 would be an exact 6x resize, "
+                   "OpenCV's fast case)")
+    p.add_argument("--image-size", type=int, default=448,
+                   help="network input size (the bundle's preprocess.image_size)")
     return p
 
 
@@ -45,7 +47,8 @@ def clinical_frame(eye: str, width: int, height: int, disc_px: int) -> np.ndarra
     rgb = load_rgb(str(REPO / "demo" / "samples" / "images" / f"556_{eye}.jpg"))
     disc = cv2.resize(rgb, (disc_px, disc_px), interpolation=cv2.INTER_CUBIC)
     top, left = (height - disc_px) // 2, (width - disc_px) // 2
-    return cv2.copyMakeBorder(disc, top, height - disc_px - top, left, width - disc_px - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return cv2.copyMakeBorder(disc, top, height - disc_px - top, left, width - disc_px - left, cv2.BORDER_CONSTANT,
+                              value=(0, 0, 0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from dms_net_ros.pair_preparer import PairPreparer, decode_eye
 
     cfg = PreprocessConfig(image_size=args.image_size)
-    msgs = {eye: rgb_to_image_msg(clinical_frame(eye, args.width, args.height, min(args.disc, args.height)), "rgb8") for eye in ("left", "right")}
+    msgs = {eye: rgb_to_image_msg(clinical_frame(eye, args.width, args.height, min(args.disc, args.height)), "rgb8")
+            for eye in ("left", "right")}
     rclpy.init()
     node = rclpy.create_node("dms_overhead_bench")
     pub = node.create_publisher(DiagnosisResult, "diagnosis_bench", 10)
@@ -106,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"node overhead per pair of {args.width}x{args.height} rgb8 images, {args.disc} px fundus disc (network excluded), "
-          f"input {args.image_size} px, {args.iterations} iterations, {os.cpu_count()} CPUs, load average {load:.2f} at the end")
+    print(f"node overhead per pair of {args.width}x{args.height} rgb8 images, {args.disc} px fundus disc "
+          f"(network excluded), input {args.image_size} px, {args.iterations} iterations, {os.cpu_count()} CPUs, "
+          f"load average {load:.2f} at the end")
     print("| stage | p50 ms | p95 ms |\n|---|---|---|")
     for k, v in stages.items():
         print(f"| {k} | {np.percentile(v, 50):.2f} | {np.percentile(v, 95):.2f} |")

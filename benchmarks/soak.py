@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     from dms_net_ros.msg import DiagnosisResult
 
     ns = f"/soak{os.getpid()}"
-    cmd = [sys.executable, "-m", "dms_net_ros.node", "--ros-args", "--params-file", str(REPO / "config" / "diagnose.yaml"),
+    cmd = [sys.executable, "-m", "dms_net_ros.node", "--ros-args",
+           "--params-file", str(REPO / "config" / "diagnose.yaml"),
            "-r", f"__ns:={ns}", "-p", f"bundle:={args.bundle}", "-p", f"backend:={args.backend}", "-p", "qos:=reliable",
            "-p", "qos_depth:=10", "-p", "diagnostics_period_s:=0.5"]
     for extra in args.node_param:
@@ -97,11 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             if s.name.startswith(ns + "/"):
                 diag.update({kv.key: kv.value for kv in s.values})
 
-    node.create_subscription(DiagnosisResult, "diagnosis", on_result, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    node.create_subscription(DiagnosisResult, "diagnosis", on_result,
+                             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     steady = camera_pair(args.width, args.height)
-    bursts = [camera_pair(*map(int, size.split("x"))) for size in args.burst_sizes.split(",")] if args.burst_every > 0 else []
-    rss: list[tuple[float, float, float]] = []  # (t, rss, shared: file-backed and shared-memory pages, e.g. DDS segments)
+    bursts = ([camera_pair(*map(int, size.split("x"))) for size in args.burst_sizes.split(",")]
+              if args.burst_every > 0 else [])
+    # (t, rss, shared: file-backed and shared-memory pages, e.g. DDS segments)
+    rss: list[tuple[float, float, float]] = []
     proc = psutil.Process(node_proc.pid)
     n = 0
 
@@ -158,18 +162,23 @@ def main(argv: list[str] | None = None) -> int:
     values = np.array([r for _, r, _ in rss]) if rss else np.array([np.nan])
     window = max(1, len(rss) // 10)
     first, last = float(values[:window].mean()), float(values[-window:].mean())
-    burst_text = f"; bursts every {args.burst_every:.0f} s of {args.burst_pairs} pairs at {args.burst_sizes}" if bursts else ""
+    burst_text = (f"; bursts every {args.burst_every:.0f} s of {args.burst_pairs} pairs at {args.burst_sizes}"
+                  if bursts else "")
     print(f"soak: {args.duration:.0f} s at {args.rate} pairs/s of {args.width}x{args.height} rgb8{burst_text}; "
           f"bundle {args.bundle} ({args.backend}), {os.cpu_count()} CPUs")
     print("| metric | value |\n|---|---|")
     print(f"| pairs published | {n} |")
     print(f"| results (ok/ungradable/error) | {statuses.get(0, 0)}/{statuses.get(1, 0)}/{statuses.get(2, 0)} |")
-    print(f"| drops counted by the node | {diag.get('drops_total', '?')} (queue_overflow {diag.get('drops_queue_overflow', 0)}) |")
-    print(f"| transport losses counted (left/right) | {diag.get('transport_lost_left', '?')}/{diag.get('transport_lost_right', '?')} |")
+    print(f"| drops counted by the node | {diag.get('drops_total', '?')} "
+          f"(queue_overflow {diag.get('drops_queue_overflow', 0)}) |")
+    print(f"| transport losses counted (left/right) | {diag.get('transport_lost_left', '?')}/"
+          f"{diag.get('transport_lost_right', '?')} |")
     print(f"| unaccounted pairs | {n - sum(statuses.values()) - int(diag.get('drops_queue_overflow', 0))} |")
     if lat.size:
-        print(f"| end-to-end latency p50 / p95 / max ms | {np.percentile(lat, 50):.1f} / {np.percentile(lat, 95):.1f} / {lat.max():.1f} |")
-    print(f"| node RSS first 10% -> last 10% (MiB) | {first:.1f} -> {last:.1f} ({(last - first) / first * 100:+.1f}%) |")
+        print(f"| end-to-end latency p50 / p95 / max ms | {np.percentile(lat, 50):.1f} / "
+              f"{np.percentile(lat, 95):.1f} / {lat.max():.1f} |")
+    print(f"| node RSS first 10% -> last 10% (MiB) | {first:.1f} -> {last:.1f} "
+          f"({(last - first) / first * 100:+.1f}%) |")
     print(f"| node RSS peak (MiB) | {values.max():.1f} |")
     print("\n| t (s) | node RSS (MiB) | of which shared (DDS segments, libraries) |\n|---:|---:|---:|")
     step = max(1.0, args.timeline_every)

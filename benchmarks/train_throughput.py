@@ -23,7 +23,9 @@ from dms_net_core.model.config import DMSNetConfig
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", nargs="+", default=["dms_net:efficientnet_lite0:256", "plain_binocular:efficientnet_lite0:256", "dms_net:resnet152:256"],
+    p.add_argument("--configs", nargs="+",
+                   default=["dms_net:efficientnet_lite0:256", "plain_binocular:efficientnet_lite0:256",
+                            "dms_net:resnet152:256"],
                    help="ARCHITECTURE:BACKBONE:SIZE items")
     p.add_argument("--batch-size", type=int, default=32, help="pairs per step")
     p.add_argument("--steps", type=int, default=20)
@@ -69,7 +71,8 @@ def pairs_per_second(cfg: DMSNetConfig, batch: int, steps: int, warmup: int, amp
 def main(argv: list[str] | None = None) -> str:
     args = get_args_parser().parse_args(argv)
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads")
     lines = [f"Training throughput on {name}, torch {torch.__version__}, batch {args.batch_size} pairs, "
              f"{args.steps} timed steps after {args.warmup} warm-up, channels_last on CUDA.", "",
              "| architecture | backbone | size | " + " | ".join(f"{a} pairs/s" for a in args.amp) + " | speed-up |",

@@ -82,7 +82,8 @@ def subscriber(args: argparse.Namespace, kind: str) -> int:
             break
     lat = np.asarray(seen["latency_ms"]) if seen["latency_ms"] else np.asarray([np.nan])
     print(json.dumps({"received": seen["received"], "gaps": gaps.lost, "dds_lost": seen["dds_lost"],
-                      "p50_ms": float(np.nanpercentile(lat, 50)), "p95_ms": float(np.nanpercentile(lat, 95))}), flush=True)
+                      "p50_ms": float(np.nanpercentile(lat, 50)), "p95_ms": float(np.nanpercentile(lat, 95))}),
+          flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
@@ -93,7 +94,8 @@ def run_case(kind: str, width: int, height: int, rate: float, count: int, depth:
     from sensor_msgs.msg import Image
 
     topic = f"transport_bench_{os.getpid()}_{width}x{height}_{int(rate * 10)}_{kind}"
-    sub = subprocess.Popen([sys.executable, __file__, "--role", "sub", "--qos", kind, "--topic", topic, "--depth", str(depth)],
+    sub = subprocess.Popen([sys.executable, __file__, "--role", "sub", "--qos", kind, "--topic", topic,
+                            "--depth", str(depth)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert sub.stdout.readline().strip() == "ready"
     node = rclpy.create_node(f"transport_pub_{os.getpid()}")
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rclpy.init()
     profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "(none: Fast DDS defaults)")
-    print(f"transport limits: Fast DDS profile {profile}, RMW_FASTRTPS_USE_QOS_FROM_XML={os.environ.get('RMW_FASTRTPS_USE_QOS_FROM_XML', '')}, "
+    print(f"transport limits: Fast DDS profile {profile}, "
+          f"RMW_FASTRTPS_USE_QOS_FROM_XML={os.environ.get('RMW_FASTRTPS_USE_QOS_FROM_XML', '')}, "
           f"keep last {args.depth}, {os.cpu_count()} CPUs")
     print("| qos | image | MB | rate Hz | sent | received | lost (seq. gaps) | Fast DDS lost events | p50 / p95 ms |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
@@ -138,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             for rate in map(float, args.rates.split(",")):
                 count = args.count or (50 if rate == 0 else max(10, int(rate * 5)))
                 r = run_case(kind, width, height, rate, count, args.depth)
-                print(f"| {kind} | {size} | {width * height * 3 / 1e6:.1f} | {'burst' if rate == 0 else f'{rate:g}'} | {r['sent']} | "
-                      f"{r['received']} | {r['gaps']} | {r['dds_lost']} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} |", flush=True)
+                print(f"| {kind} | {size} | {width * height * 3 / 1e6:.1f} | {'burst' if rate == 0 else f'{rate:g}'} | "
+                      f"{r['sent']} | {r['received']} | {r['gaps']} | {r['dds_lost']} | "
+                      f"{r['p50_ms']:.0f} / {r['p95_ms']:.0f} |", flush=True)
     rclpy.try_shutdown()
     return 0
 

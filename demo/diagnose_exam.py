@@ -23,11 +23,14 @@ GOAL_STATUS = {4: "SUCCEEDED", 5: "CANCELED", 6: "ABORTED"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", default=str(Path(__file__).resolve().parent / "samples"), help="folder with labels.csv and images/")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", default=str(Path(__file__).resolve().parent / "samples"),
+                        help="folder with labels.csv and images/")
     parser.add_argument("--namespace", default="", help="namespace of the node (its action and topics are relative)")
     parser.add_argument("--patient", default="", help="patient_id from labels.csv (default: the first one)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the node, and the goal's timeout_s")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the node, and the goal's timeout_s")
     return parser
 
 
@@ -50,13 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     row = rows[0]
     rclpy.init()
     node = rclpy.create_node("dms_demo_workflow", namespace=args.namespace or None)
-    camera = {eye: node.create_publisher(Image, f"{eye}/image_raw", QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)) for eye in ("left", "right")}
+    camera = {eye: node.create_publisher(Image, f"{eye}/image_raw",
+                                         QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+              for eye in ("left", "right")}
     action = ActionClient(node, DiagnoseExam, "diagnose_exam")
     stamp = node.get_clock().now().to_msg()
     stages: list[int] = []
 
     def photograph(eye: str) -> None:
-        camera[eye].publish(rgb_to_image_msg(load_rgb(str(folder / row[f"{eye}_file"])), "rgb8", stamp=stamp, frame_id="fundus_camera"))
+        camera[eye].publish(rgb_to_image_msg(load_rgb(str(folder / row[f"{eye}_file"])), "rgb8",
+                                             stamp=stamp, frame_id="fundus_camera"))
 
     def on_feedback(msg: Any) -> None:
         f = msg.feedback
@@ -73,13 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         if not action.wait_for_server(timeout_sec=args.timeout):
-            print(f"no diagnose_exam action server within {args.timeout:.0f} s: is the node running in this ROS_DOMAIN_ID?", file=sys.stderr)
+            print(f"no diagnose_exam action server within {args.timeout:.0f} s: "
+                  "is the node running in this ROS_DOMAIN_ID?", file=sys.stderr)
             return 1
         spin_until(lambda: all(p.get_subscription_count() > 0 for p in camera.values()), args.timeout)  # camera matched
         spin_until(lambda: False, 0.5)
         exam_id = f"demo-{row['patient_id']}"
         print(f"sending DiagnoseExam goal: exam {exam_id}, images from the camera topics, timeout {args.timeout:.0f} s")
-        sent = action.send_goal_async(DiagnoseExam.Goal(exam_id=exam_id, timeout_s=args.timeout), feedback_callback=on_feedback)
+        sent = action.send_goal_async(DiagnoseExam.Goal(exam_id=exam_id, timeout_s=args.timeout),
+                                      feedback_callback=on_feedback)
         spin_until(sent.done, args.timeout)
         handle = sent.result()
         done = handle.get_result_async()
@@ -93,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         response = done.result()
         result = response.result
-        print(f"result: {OUTCOMES.get(result.outcome, result.outcome)} (goal {GOAL_STATUS.get(response.status, response.status)}): {result.reason}\n")
+        print(f"result: {OUTCOMES.get(result.outcome, result.outcome)} "
+              f"(goal {GOAL_STATUS.get(response.status, response.status)}): {result.reason}\n")
         if result.outcome <= DiagnoseExam.Result.OUTCOME_ERROR:  # a DiagnosisResult was made (and published)
             print(format_result(result.diagnosis, row["truth"]))
         code = 0 if result.outcome == DiagnoseExam.Result.OUTCOME_OK else 1

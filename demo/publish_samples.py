@@ -24,8 +24,10 @@ STATUS = {0: "OK", 1: "UNGRADABLE", 2: "ERROR"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", default=str(Path(__file__).resolve().parent / "samples"), help="folder with labels.csv and images/")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", default=str(Path(__file__).resolve().parent / "samples"),
+                        help="folder with labels.csv and images/")
     parser.add_argument("--namespace", default="", help="namespace of the node (its topics are relative)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the node, and for each result")
     parser.add_argument("--limit", type=int, default=0, help="publish only the first N patients (0 = all)")
@@ -60,13 +62,15 @@ def format_eyes(res: Any, keywords: dict[str, str] | None = None) -> str:
 
 def format_result(res: Any, truth: list[str], keywords: dict[str, str] | None = None) -> str:
     """A small readable block for one DiagnosisResult."""
-    lines = [f"exam {res.exam_id or '-'}  status {STATUS.get(res.status, res.status)}  referable {'YES' if res.referable else 'no'}  truth {','.join(truth) or '-'}"]
+    lines = [f"exam {res.exam_id or '-'}  status {STATUS.get(res.status, res.status)}  "
+             f"referable {'YES' if res.referable else 'no'}  truth {','.join(truth) or '-'}"]
     if res.status == 0:
         order = sorted(range(len(res.probabilities)), key=lambda i: -res.probabilities[i])
         lines.append("  top: " + "  ".join(f"{res.class_codes[i]} {res.probabilities[i]:.2f}" for i in order[:3]))
         pos = set(res.positive_codes)
         hits = sorted(pos & set(truth))
-        lines.append(f"  positives {','.join(res.positive_codes) or '-'}  (matching truth: {','.join(hits) or 'none'})  {res.summary}")
+        lines.append(f"  positives {','.join(res.positive_codes) or '-'}  "
+                     f"(matching truth: {','.join(hits) or 'none'})  {res.summary}")
         lines.append("  " + format_eyes(res, keywords))
     else:
         lines.append(f"  {res.status_message}")
@@ -95,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     node = rclpy.create_node("dms_demo_camera", namespace=args.namespace or None)
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pubs = {eye: node.create_publisher(Image, f"{eye}/image_raw", reliable) for eye in ("left", "right")}
-    exam_pub = node.create_publisher(String, "exam_id", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    exam_pub = node.create_publisher(String, "exam_id", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                                                   durability=DurabilityPolicy.TRANSIENT_LOCAL))
     results: list[Any] = []
     node.create_subscription(DiagnosisResult, "diagnosis", results.append, reliable)
 
@@ -107,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
 
     code = 0
     try:
-        ready = lambda: all(p.get_subscription_count() > 0 for p in pubs.values()) and node.count_publishers(pubs["left"].topic_name.rsplit("/left/", 1)[0] + "/diagnosis") > 0  # noqa: E731
+        ready = lambda: (all(p.get_subscription_count() > 0 for p in pubs.values())  # noqa: E731
+                         and node.count_publishers(pubs["left"].topic_name.rsplit("/left/", 1)[0] + "/diagnosis") > 0)
         if not spin_until(ready, args.timeout):
-            print(f"no diagnosis node subscribed to {pubs['left'].topic_name} within {args.timeout:.0f} s: is it running in this ROS_DOMAIN_ID?", file=sys.stderr)
+            print(f"no diagnosis node subscribed to {pubs['left'].topic_name} within {args.timeout:.0f} s: "
+                  "is it running in this ROS_DOMAIN_ID?", file=sys.stderr)
             return 1
         spin_until(lambda: False, 0.5)
         print(f"publishing {len(samples)} real eye pairs from {folder}\n")
@@ -119,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             spin_until(lambda: False, 0.3)
             stamp = node.get_clock().now().to_msg()
             for eye in ("left", "right"):
-                msg = rgb_to_image_msg(load_rgb(str(folder / row[f"{eye}_file"])), "rgb8", stamp=stamp, frame_id="fundus_camera")
+                msg = rgb_to_image_msg(load_rgb(str(folder / row[f"{eye}_file"])), "rgb8",
+                                       stamp=stamp, frame_id="fundus_camera")
                 pubs[eye].publish(msg)
             n = len(results)
             if not spin_until(lambda: len(results) > n, args.timeout):

@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exam", default="", help="only the exam with this id")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each exam to show")
     parser.add_argument("--width", type=int, default=1400, help="browser window width in pixels")
-    parser.add_argument("--docs-png", default="", help="also write the --docs-exam screenshot here, scaled for the README "
-                        "(with the left eye's overlay shown when there is one)")
+    parser.add_argument("--docs-png", default="",
+                        help="also write the --docs-exam screenshot here, scaled for the README "
+                             "(with the left eye's overlay shown when there is one)")
     parser.add_argument("--docs-exam", default="demo-103", help="the exam whose screenshot --docs-png gets")
     args = parser.parse_args(argv)
     missing = browser_missing()
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 if driver.execute_script(SHOW_LEFT_OVERLAY):  # the README shows the OS finding's map
                     wait.until(lambda d: d.execute_script(LEFT_IMAGE_SRC).endswith("/left_attention.jpg"))
                     wait.until(lambda d: d.execute_script(images_loaded_js()))
-                    path = full_page_screenshot(driver, out / f"{exam['index']:03d}_{name}_overlay.png", width=args.width)
+                    path = full_page_screenshot(driver, out / f"{exam['index']:03d}_{name}_overlay.png",
+                                                width=args.width)
                 print(f"[demo] README screenshot: {shrink_png(path, Path(args.docs_png))}")
                 driver.execute_script(SHOW_LEFT_OVERLAY)  # back to the photograph for the next exams
     finally:

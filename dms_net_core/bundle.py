@@ -155,12 +155,14 @@ class ModelBundle:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{meta_path} is not valid JSON ({exc}): re-run dms-net-export instead of editing it by hand") from None
+            raise BundleError(f"{meta_path} is not valid JSON ({exc}): "
+                              "re-run dms-net-export instead of editing it by hand") from None
         if not isinstance(meta, dict):
             raise BundleError(f"{meta_path} must hold a JSON object: re-run dms-net-export")
         missing = [k for k in REQUIRED_KEYS if k not in meta]
         if missing:
-            raise BundleError(f"{meta_path} lacks keys {missing}: the bundle is from another tool or truncated; re-run dms-net-export")
+            raise BundleError(f"{meta_path} lacks keys {missing}: "
+                              "the bundle is from another tool or truncated; re-run dms-net-export")
         if meta["schema_version"] != SCHEMA_VERSION:
             raise BundleError(
                 f"{meta_path} has schema_version {meta['schema_version']!r} but this code reads {SCHEMA_VERSION}: "
@@ -178,7 +180,8 @@ class ModelBundle:
                 f"or model_config.image_size {model_config.image_size}: re-export so all three agree"
             )
         if tuple(meta["input"].get("names", ())) != INPUT_NAMES:
-            raise BundleError(f"{meta_path}: input names {meta['input'].get('names')} must be {list(INPUT_NAMES)}: re-export the bundle")
+            raise BundleError(f"{meta_path}: input names {meta['input'].get('names')} must be {list(INPUT_NAMES)}: "
+                              "re-export the bundle")
         if tuple(meta["class_codes"]) != CLASS_CODES:
             raise BundleError(
                 f"{meta_path}: class codes {meta['class_codes']} differ from {list(CLASS_CODES)}: "
@@ -186,7 +189,8 @@ class ModelBundle:
             )
         thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
         if thresholds.shape != (NUM_CLASSES,) or not np.all((thresholds >= 0) & (thresholds <= 1)):
-            raise BundleError(f"{meta_path}: thresholds must be {NUM_CLASSES} numbers in [0,1], got {meta['thresholds']}: fix them in the checkpoint and re-export")
+            raise BundleError(f"{meta_path}: thresholds must be {NUM_CLASSES} numbers in [0,1], "
+                              f"got {meta['thresholds']}: fix them in the checkpoint and re-export")
         files = meta["files"]
         for required in (ONNX_FILE,):  # weights.safetensors is optional: deployment-only bundles omit it
             if required not in files:
@@ -194,7 +198,8 @@ class ModelBundle:
         for fname, digest in files.items():
             fpath = root / fname
             if not fpath.is_file():
-                raise BundleError(f"bundle file {fpath} is missing: copy the whole bundle directory again or re-run dms-net-export")
+                raise BundleError(f"bundle file {fpath} is missing: "
+                                  "copy the whole bundle directory again or re-run dms-net-export")
             if verify and sha256_file(fpath) != digest:
                 raise BundleError(
                     f"bundle file {fpath} does not match the sha256 in model.json (corrupt or replaced): "

@@ -101,7 +101,8 @@ def check_onnx_against_torch(
     from dms_net_core.postprocess import sigmoid
 
     worst = 0.0
-    for _, got, ref in _onnx_and_torch_outputs(model, onnx_path, image_size, lambda name: name.endswith("logits"), batch_sizes, seed):
+    for _, got, ref in _onnx_and_torch_outputs(model, onnx_path, image_size, lambda name: name.endswith("logits"),
+                                               batch_sizes, seed):
         worst = max(worst, float(np.max(np.abs(sigmoid(got) - sigmoid(ref)))))
     return worst
 
@@ -112,7 +113,8 @@ def check_cams_against_torch(
     """Max abs difference of the class activation maps, ONNX Runtime vs eager PyTorch, over
     the largest |map value| (0.0 for a graph without CAM outputs)."""
     worst = 0.0
-    for _, got, ref in _onnx_and_torch_outputs(model, onnx_path, image_size, lambda name: name in CAM_OUTPUT_NAMES, batch_sizes, seed):
+    for _, got, ref in _onnx_and_torch_outputs(model, onnx_path, image_size, lambda name: name in CAM_OUTPUT_NAMES,
+                                               batch_sizes, seed):
         worst = max(worst, float(np.max(np.abs(got - ref))) / max(float(np.max(np.abs(ref))), 1e-12))
     return worst
 
@@ -138,11 +140,13 @@ def _onnx_and_torch_outputs(model: "torch.nn.Module", onnx_path: Path, image_siz
         try:
             gots = sess.run([name for _, name in compared], {"left": left.numpy(), "right": right.numpy()})
         except Exception as exc:  # noqa: BLE001
-            raise BundleError(f"ONNX model fails at batch {b} ({first_line(exc)}): the export is not batch-dynamic; fix the model's reshapes") from None
+            raise BundleError(f"ONNX model fails at batch {b} ({first_line(exc)}): "
+                              "the export is not batch-dynamic; fix the model's reshapes") from None
         for (i, name), got in zip(compared, gots):
             ref = refs[i].float().numpy()
             if got.shape != ref.shape:
-                raise BundleError(f"ONNX {name} shape {got.shape} != PyTorch {ref.shape} at batch {b}: the export is not batch-dynamic")
+                raise BundleError(f"ONNX {name} shape {got.shape} != PyTorch {ref.shape} at batch {b}: "
+                                  "the export is not batch-dynamic")
             yield name, got, ref
 
 
@@ -186,7 +190,8 @@ def export_bundle(
             f"preprocess.image_size {preprocess.image_size} != model_config.image_size {model_config.image_size}: "
             "the network would see images of the wrong size; make them equal"
         )
-    thr = np.full(NUM_CLASSES, 0.5, dtype=np.float32) if thresholds is None else np.asarray(thresholds, dtype=np.float32).reshape(-1)
+    thr = (np.full(NUM_CLASSES, 0.5, dtype=np.float32) if thresholds is None
+           else np.asarray(thresholds, dtype=np.float32).reshape(-1))
     if thr.shape != (NUM_CLASSES,):
         raise BundleError(f"{thr.size} thresholds given, {NUM_CLASSES} needed (one per class {''.join(CLASS_CODES)})")
     out = Path(out_dir)
@@ -200,8 +205,8 @@ def export_bundle(
         raise BundleError(f"weights_dtype {weights_dtype!r} is not supported: use fp32 or fp16")
     cams = provides_cams(model) if cams is None else bool(cams)
     if cams and not (provides_cams(model) and model_config.per_eye_heads):
-        raise BundleError(f"cams=True but {type(model).__name__} has no class activation maps (they need a plain binocular "
-                          "model with per-eye heads): export with cams=False")
+        raise BundleError(f"cams=True but {type(model).__name__} has no class activation maps "
+                          "(they need a plain binocular model with per-eye heads): export with cams=False")
     model = model.eval().to("cpu").float()
     s = model_config.image_size
     gen = torch.Generator().manual_seed(1234)
@@ -217,7 +222,8 @@ def export_bundle(
         # clone(): safetensors refuses tensors that share storage (tied weights)
         dtype = torch.float16 if weights_dtype == "fp16" else None
         state = {
-            k: (v.detach().to("cpu", dtype=dtype) if dtype is not None and v.is_floating_point() else v.detach().to("cpu")).contiguous().clone()
+            k: (v.detach().to("cpu", dtype=dtype) if dtype is not None and v.is_floating_point()
+                else v.detach().to("cpu")).contiguous().clone()
             for k, v in model.state_dict().items()
         }
         save_file(state, str(weights_file), metadata={"format": "pt", "name": name, "dtype": weights_dtype})
@@ -229,7 +235,8 @@ def export_bundle(
     names = output_names(model_config, cams)
     if not isinstance(outputs, (tuple, list)) or len(outputs) != len(names):
         raise BundleError(f"model.forward(left, right) must return {len(names)} tensors ({', '.join(names)}) for this "
-                          f"model_config, got {len(outputs) if isinstance(outputs, (tuple, list)) else type(outputs).__name__}: "
+                          "model_config, got "
+                          f"{len(outputs) if isinstance(outputs, (tuple, list)) else type(outputs).__name__}: "
                           "fix the model or its per_eye_heads setting")
     exporter = _export_onnx(graph_model, example, out / ONNX_FILE, opset, names)
 
@@ -270,7 +277,8 @@ def export_bundle(
         },
         "metrics": json_safe(metrics or {}),
         "data_summary": json_safe(data_summary or {}),
-        "export": {"exporter": exporter, "opset": opset, "torch": torch.__version__, "onnx_check_max_abs_diff": max_diff,
+        "export": {"exporter": exporter, "opset": opset, "torch": torch.__version__,
+                   "onnx_check_max_abs_diff": max_diff,
                    **({"onnx_check_cam_max_rel_diff": cam_diff} if cam_diff is not None else {})},
         "weights_dtype": weights_dtype,
         **json_safe(extra_meta or {}),
@@ -328,7 +336,8 @@ def store_initializers_fp16(onnx_path: str | os.PathLike, min_elements: int = 10
         if init.data_type == TensorProto.FLOAT and int(np.prod(init.dims, dtype=np.int64)) >= min_elements:
             half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), name=f"{init.name}__fp16")
             kept.append(half)
-            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT, name=f"{init.name}__cast"))
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                          name=f"{init.name}__cast"))
         else:
             kept.append(init)
     del graph.initializer[:]

@@ -46,7 +46,8 @@ def apply_logit_offsets(probs: np.ndarray, offsets: np.ndarray | list[float] | N
         return np.asarray(probs, dtype=np.float32)
     b = np.asarray(offsets, dtype=np.float64).reshape(1, -1)
     if b.shape[1] != NUM_CLASSES:
-        raise ValueError(f"{b.shape[1]} logit offsets given, {NUM_CLASSES} needed (one per class {''.join(CLASS_CODES)})")
+        raise ValueError(f"{b.shape[1]} logit offsets given, {NUM_CLASSES} needed "
+                         f"(one per class {''.join(CLASS_CODES)})")
     return (1.0 / (1.0 + np.exp(-(logit(probs) + b)))).astype(np.float32)
 
 

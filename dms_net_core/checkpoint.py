@@ -49,9 +49,11 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Keys every checkpoint has; the rest have defaults (`checkpoint_preprocess`, `checkpoint_thresholds`).
 REQUIRED_KEYS = ("model", "model_config")
 #: What `make_checkpoint` writes: everything `dms-net-export` and `dms-net-ensemble` read (`slim_checkpoint`).
-CHECKPOINT_KEYS = ("model", "model_config", "preprocess", "thresholds", "metrics", "data_summary", "epoch", "step", "args")
+CHECKPOINT_KEYS = ("model", "model_config", "preprocess", "thresholds", "metrics", "data_summary", "epoch", "step",
+                   "args")
 #: What the trainer's ``last.pt`` adds to resume a run (`with_training_state`, `resume_state`).
-RESUME_KEYS = ("optimizer", "lr_scheduler", "scaler", "rng", "best_final", "best_epoch", "epochs_total", "history", "ema")
+RESUME_KEYS = ("optimizer", "lr_scheduler", "scaler", "rng", "best_final", "best_epoch", "epochs_total", "history",
+               "ema")
 
 
 def default_thresholds() -> list[float]:
@@ -71,7 +73,8 @@ def make_checkpoint(model_state: Mapping[str, Any], model_config: DMSNetConfig, 
 def check_checkpoint(ckpt: Any, source: str | os.PathLike) -> dict[str, Any]:
     """``ckpt`` if it has the checkpoint's required entries; else a one-line ValueError naming ``source``."""
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in REQUIRED_KEYS):
-        raise ValueError(f"checkpoint {source} has no 'model'/'model_config' entries: pass a checkpoint written by dms-net-train")
+        raise ValueError(f"checkpoint {source} has no 'model'/'model_config' entries: "
+                         "pass a checkpoint written by dms-net-train")
     return ckpt
 
 
@@ -87,7 +90,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt/unsafe files
-        raise ValueError(f"cannot load checkpoint {p} ({first_line(exc)}): it is corrupt or not a dms-net-train checkpoint") from None
+        raise ValueError(f"cannot load checkpoint {p} ({first_line(exc)}): "
+                         "it is corrupt or not a dms-net-train checkpoint") from None
     return check_checkpoint(ckpt, p)
 
 
@@ -97,7 +101,8 @@ def checkpoint_model_config(ckpt: Mapping[str, Any]) -> DMSNetConfig:
 
 def checkpoint_preprocess(ckpt: Mapping[str, Any]) -> PreprocessConfig:
     """The preprocessing the weights were trained with (old checkpoints: the default at the model's size)."""
-    return PreprocessConfig.from_dict(ckpt.get("preprocess") or {"image_size": checkpoint_model_config(ckpt).image_size})
+    return PreprocessConfig.from_dict(ckpt.get("preprocess")
+                                      or {"image_size": checkpoint_model_config(ckpt).image_size})
 
 
 def checkpoint_thresholds(ckpt: Mapping[str, Any]) -> np.ndarray:
@@ -119,7 +124,8 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> "torch.nn.Module":
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as exc:  # mis-shaped tensors
         detail = one_line(exc, limit=300)
-        raise ValueError(f"checkpoint weights do not fit model_config ({detail}): use the code version that trained it") from None
+        raise ValueError(f"checkpoint weights do not fit model_config ({detail}): "
+                         "use the code version that trained it") from None
     if missing or unexpected:
         raise ValueError(f"checkpoint weights do not fit model_config (missing {list(missing)[:3]}, "
                          f"unexpected {list(unexpected)[:3]}): use the code version that trained it")
@@ -207,7 +213,8 @@ def resume_state(ckpt: Mapping[str, Any], epochs_total: int) -> ResumeState:
     A checkpoint without optimizer, scheduler or RNG state (a ``best.pt``) raises a one-line ValueError."""
     missing = [key for key in ("optimizer", "lr_scheduler", "rng", "epoch", "step") if key not in ckpt]
     if missing:
-        raise ValueError(f"checkpoint has no {missing} entries: resume from the last.pt dms-net-train writes, not best.pt")
+        raise ValueError(f"checkpoint has no {missing} entries: "
+                         "resume from the last.pt dms-net-train writes, not best.pt")
     return ResumeState(model=ckpt["model"], optimizer=ckpt["optimizer"], lr_scheduler=ckpt["lr_scheduler"],
                        scaler=ckpt.get("scaler") or None, rng=ckpt["rng"], epoch=ckpt["epoch"], step=ckpt["step"],
                        best_final=ckpt.get("best_final", -1.0), best_epoch=ckpt.get("best_epoch", -1),

@@ -59,5 +59,6 @@ def evidence_maps(cam_left: np.ndarray, cam_right: np.ndarray, left_probabilitie
         probs = np.asarray(probs, dtype=np.float32).reshape(-1)
         findings = eye_findings(decision, eye, left_probabilities, right_probabilities) if decision is not None else []
         index = max(findings, key=lambda i: probs[i]) if findings else int(np.argmax(probs))
-        out.append(EvidenceMap(class_index=int(index), heatmap=normalised(np.asarray(cams)[index]), positive=bool(findings)))
+        out.append(EvidenceMap(class_index=int(index), heatmap=normalised(np.asarray(cams)[index]),
+                               positive=bool(findings)))
     return out[0], out[1]

@@ -132,8 +132,8 @@ def ungradable_message(left: QualityReport | None, right: QualityReport | None) 
     """The one-line status of an UNGRADABLE exam: which eye, why, and the fix."""
     bad = [eye for eye, rep in (("left", left), ("right", right)) if rep is not None and not rep.gradable]
     reasons = quality_reasons(left, right)
-    return (f"{' and '.join(bad) or 'an'} eye image ungradable ({'; '.join(reasons) or 'quality below the minimum score'}): "
-            "retake the photograph")
+    return (f"{' and '.join(bad) or 'an'} eye image ungradable "
+            f"({'; '.join(reasons) or 'quality below the minimum score'}): retake the photograph")
 
 
 class ExamPipeline:
@@ -153,7 +153,8 @@ class ExamPipeline:
         self.quality_thresholds = quality_thresholds
 
     @classmethod
-    def for_bundle(cls, bundle: Any, backend: InferenceBackend, settings: ExamSettings = ExamSettings(), **options: Any) -> "ExamPipeline":
+    def for_bundle(cls, bundle: Any, backend: InferenceBackend, settings: ExamSettings = ExamSettings(),
+                   **options: Any) -> "ExamPipeline":
         """The pipeline of a `ModelBundle`: its preprocessing and its tuned thresholds."""
         return cls(backend, bundle.preprocess, bundle.thresholds, settings, **options)
 
@@ -256,13 +257,15 @@ class ExamPipeline:
         """One pair, start to end."""
         return next(self.examine_all([(None, left, right)], batch_size=1))[1]
 
-    def examine_all(self, items: Iterable[tuple[Tag, Eye, Eye]], batch_size: int = 8) -> Iterator[tuple[Tag, ExamResult]]:
+    def examine_all(self, items: Iterable[tuple[Tag, Eye, Eye]],
+                    batch_size: int = 8) -> Iterator[tuple[Tag, ExamResult]]:
         """``(tag, left, right)`` pairs -> ``(tag, result)`` in the same order, inferring in
         batches of ``batch_size`` (the tag is the caller's: a stamp pair, a patient)."""
         pending: list[tuple[Tag, PreparedEye, PreparedEye, ExamResult | None]] = []
 
         def flush() -> Iterator[tuple[Tag, ExamResult]]:
-            to_infer = [p for p in pending if p[3] is None or (self.infer_ungradable and p[3].status is ExamStatus.UNGRADABLE)]
+            to_infer = [p for p in pending
+                        if p[3] is None or (self.infer_ungradable and p[3].status is ExamStatus.UNGRADABLE)]
             inferred = iter(self.infer([(p[1], p[2]) for p in to_infer], [p[3] for p in to_infer]))
             done = {id(p): next(inferred) for p in to_infer}
             for p in pending:

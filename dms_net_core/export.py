@@ -31,7 +31,9 @@ from dms_net_core.checkpoint import (
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Export a DMS-Net checkpoint to a model bundle (ONNX + safetensors + model.json)", add_help=add_help)
+    parser = argparse.ArgumentParser(
+        description="Export a DMS-Net checkpoint to a model bundle (ONNX + safetensors + model.json)", add_help=add_help
+    )
     parser.add_argument("checkpoint", type=Path, help="checkpoint .pt written by dms-net-train")
     parser.add_argument("--output", "-o", type=Path, required=True, help="bundle directory to write")
     parser.add_argument("--name", default="dms-net", help="bundle name; the model id is <name>@<onnx sha256[:12]>")
@@ -39,9 +41,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         help="storage precision of the weights (fp16 halves the bundle; inference still runs in fp32)")
     parser.add_argument("--no-torch-weights", action="store_true",
                         help="deployment-only bundle: ONNX only, no weights.safetensors (no PyTorch backend)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}: TensorRT 8.6 and 10.x parse it)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset (default {DEFAULT_OPSET}: TensorRT 8.6 and 10.x parse it)")
     parser.add_argument("--no-cams", action="store_true",
-                        help="no class activation map outputs (by default a plain per-eye model gets cam_left/cam_right)")
+                        help="no class activation map outputs "
+                             "(by default a plain per-eye model gets cam_left/cam_right)")
     return parser
 
 

@@ -41,7 +41,8 @@ def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if p.ndim == 1:
         p = p[None]
     if y.shape != p.shape:
-        raise ValueError(f"labels {y.shape} and probabilities {p.shape} differ in shape: pass N x {NUM_CLASSES} matrices in CLASS_CODES order")
+        raise ValueError(f"labels {y.shape} and probabilities {p.shape} differ in shape: "
+                         f"pass N x {NUM_CLASSES} matrices in CLASS_CODES order")
     if y.shape[1] != NUM_CLASSES:
         raise ValueError(f"expected {NUM_CLASSES} class columns ({''.join(CLASS_CODES)}), got {y.shape[1]}")
     if not np.isin(y, (0, 1)).all():
@@ -134,11 +135,13 @@ def _div(a: float, b: float) -> float:
     return float(a / b) if b else 0.0
 
 
-def per_class_metrics(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+def per_class_metrics(labels: np.ndarray, probs: np.ndarray,
+                      thresholds: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Per class (keyed by code): auc, f1, precision, sensitivity, specificity, prevalence,
     support, threshold; positives are ``prob > threshold`` (default 0.5, strict)."""
     y, p = _check(labels, probs)
-    t = np.full(NUM_CLASSES, OFFICIAL_THRESHOLD) if thresholds is None else np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    t = (np.full(NUM_CLASSES, OFFICIAL_THRESHOLD) if thresholds is None
+         else np.asarray(thresholds, dtype=np.float64).reshape(-1))
     out: dict[str, dict[str, float]] = {}
     for k, code in enumerate(CLASS_CODES):
         pred = (p[:, k] > t[k]).astype(np.int64)
@@ -168,7 +171,8 @@ def paper_columns(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray 
     - ``auc_macro`` (mean per-class AUC) and ``auc_flat`` (official AUC).
     """
     y, p = _check(labels, probs)
-    t = np.full(NUM_CLASSES, OFFICIAL_THRESHOLD) if thresholds is None else np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    t = (np.full(NUM_CLASSES, OFFICIAL_THRESHOLD) if thresholds is None
+         else np.asarray(thresholds, dtype=np.float64).reshape(-1))
     pred = (p > t[None, :]).astype(np.int64)
     tp, fp, fn, tn = _binary_counts(y.reshape(-1), pred.reshape(-1))
     per = per_class_metrics(y, p, t)
@@ -191,7 +195,8 @@ def paper_columns(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray 
     }
 
 
-def tune_thresholds(labels: np.ndarray, probs: np.ndarray, *, grid: np.ndarray | None = None, default: float = OFFICIAL_THRESHOLD) -> np.ndarray:
+def tune_thresholds(labels: np.ndarray, probs: np.ndarray, *, grid: np.ndarray | None = None,
+                    default: float = OFFICIAL_THRESHOLD) -> np.ndarray:
     """Per-class decision thresholds that MAXIMISE PER-CLASS F1 on validation data.
 
     Why F1 and not Youden's J: on rare classes (H ~3%) Youden's J picks thresholds with

@@ -6,8 +6,9 @@ thing everywhere.
 The coherence rule (`coherent_positive`): "Normal" is positive only when its probability
 passes its threshold AND no disease class passes its own. A clinician cannot act on "Normal,
 Diabetic retinopathy"; a disease finding outranks the normal score (screening refers), so N
-is cleared, never the disease. The same rule applies to each eye's own findings. Thresholds come from the model bundle (tuned on validation data); the
-ODIR official score itself always uses 0.5 (see `dms_net_core.metrics`).
+is cleared, never the disease. The same rule applies to each eye's own findings. Thresholds
+come from the model bundle (tuned on validation data); the ODIR official score itself always
+uses 0.5 (see `dms_net_core.metrics`).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> Decision:
     p = np.asarray(probabilities, dtype=np.float32).reshape(-1)
     t = np.asarray(thresholds, dtype=np.float32).reshape(-1)
     if p.shape != t.shape:
-        raise ValueError(f"{p.size} probabilities but {t.size} thresholds: the bundle's class list does not match the model")
+        raise ValueError(f"{p.size} probabilities but {t.size} thresholds: "
+                         "the bundle's class list does not match the model")
     positive = coherent_positive(p, t)
     disease = np.delete(positive, NORMAL_INDEX)
     referable = bool(disease.any() or not positive[NORMAL_INDEX])
@@ -78,7 +80,8 @@ def eye_probabilities(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
     sigmoid of ``left_logits``/``right_logits``), None for a model without per-eye heads."""
     if "left_logits" not in outputs or "right_logits" not in outputs:
         return {"left_probabilities": None, "right_probabilities": None}
-    return {"left_probabilities": sigmoid(outputs["left_logits"]), "right_probabilities": sigmoid(outputs["right_logits"])}
+    return {"left_probabilities": sigmoid(outputs["left_logits"]),
+            "right_probabilities": sigmoid(outputs["right_logits"])}
 
 
 def finding_eyes(decision: Decision, left: np.ndarray | None, right: np.ndarray | None) -> list[str]:

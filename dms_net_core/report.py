@@ -97,7 +97,8 @@ def write_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, 
         np.savez(out / "eye_probs.npz", **{f"probs_{k}": v for k, v in eye_probs.items()},
                  **{f"labels_{k}": v for k, v in eye_labels.items()})
     else:
-        report["per_eye"] = {"skipped": "the model has no per-eye heads" if eye_probs is None else "no per-eye labels (keywords)"}
+        report["per_eye"] = {"skipped": "the model has no per-eye heads" if eye_probs is None
+                             else "no per-eye labels (keywords)"}
     if plots:
         try:
             report["plots"] = _plots(labels, probs, np.asarray(thresholds), out)
@@ -109,12 +110,15 @@ def write_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, 
     from dms_net_core.metrics import format_official_table
 
     lines = [f"# Evaluation: {name}", "", f"{report['num_patients']} patients. {json.dumps(report['provenance'])}", "",
-             "## ODIR-2019 official score (flat, prob > 0.5)", "", format_official_table({name: report["official"]}), "",
-             "## Per class (at the model's thresholds)", "",
-             "| class | AUC | F1 | sensitivity | specificity | threshold | support |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "## ODIR-2019 official score (flat, prob > 0.5)", "", format_official_table({name: report["official"]}),
+             "", "## Per class (at the model's thresholds)", "",
+             "| class | AUC | F1 | sensitivity | specificity | threshold | support |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for c, m in report["per_class_at_thresholds"].items():
-        lines.append(f"| {c} | {m['auc']:.3f} | {m['f1']:.3f} | {m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['threshold']:.2f} | {m['support']} |")
-    lines += ["", "## Paper columns (averaging in the name)", "", "| metric | at 0.5 | at thresholds |", "|---|---:|---:|"]
+        lines.append(f"| {c} | {m['auc']:.3f} | {m['f1']:.3f} | {m['sensitivity']:.3f} | {m['specificity']:.3f} "
+                     f"| {m['threshold']:.2f} | {m['support']} |")
+    lines += ["", "## Paper columns (averaging in the name)", "", "| metric | at 0.5 | at thresholds |",
+              "|---|---:|---:|"]
     for k, v in report["paper_columns_at_0.5"].items():
         lines.append(f"| {k} | {v:.4f} | {report['paper_columns_at_thresholds'][k]:.4f} |")
     lines += ["", "## Per eye (each eye's own probability against its keyword-derived labels)", ""]
@@ -122,7 +126,8 @@ def write_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, 
     if "skipped" in per_eye:
         lines.append(f"not reported: {per_eye['skipped']}")
     else:
-        lines += [f"{per_eye['eyes']} eyes with a per-eye label; flat AUC {per_eye['auc']:.4f}, macro AUC {per_eye['macro_auc']:.4f}", "",
+        lines += [f"{per_eye['eyes']} eyes with a per-eye label; "
+                  f"flat AUC {per_eye['auc']:.4f}, macro AUC {per_eye['macro_auc']:.4f}", "",
                   "| class | " + " | ".join(CLASS_CODES) + " |", "|---|" + "---:|" * len(CLASS_CODES),
                   "| AUC | " + " | ".join(f"{per_eye['per_class'][c]:.3f}" for c in CLASS_CODES) + " |"]
     (out / "report.md").write_text("\n".join(lines) + "\n")

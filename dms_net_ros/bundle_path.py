@@ -53,7 +53,9 @@ def resolve_bundle_path(bundle: str, cwd: Path, share_dir: Path | None) -> tuple
         return in_cwd, FROM_CWD
     if share_dir is not None and (share_dir / path).is_dir():
         return share_dir / path, FROM_SHARE
-    looked = f"{in_cwd}" + (f" or {share_dir / path}" if share_dir is not None else " (package share directory not found)")
+    looked = f"{in_cwd}" + (f" or {share_dir / path}" if share_dir is not None
+                            else " (package share directory not found)")
     raise BundleNotFoundError(
-        f"model bundle {bundle} is not a directory (looked in {looked}): pass an absolute bundle path to a folder written by dms-net-export"
+        f"model bundle {bundle} is not a directory (looked in {looked}): "
+        "pass an absolute bundle path to a folder written by dms-net-export"
     )

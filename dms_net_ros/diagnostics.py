@@ -48,7 +48,8 @@ class PipelineStats:
         with self._lock:
             self.received[eye] += 1
 
-    def record_result(self, status: int, total_ms: float | None = None, now: float | None = None, *, images: int = 2) -> None:
+    def record_result(self, status: int, total_ms: float | None = None, now: float | None = None, *,
+                      images: int = 2) -> None:
         """One published result covering ``images`` input images (a pair: 2; an unpaired eye: 1)."""
         with self._lock:
             self.results[STATUS_NAMES.get(status, str(status))] += 1
@@ -129,7 +130,8 @@ def to_diagnostic_array(
     if not backend:
         status.level, status.message = DiagnosticStatus.ERROR, "no inference backend loaded (node not configured)"
     elif new_problems > 0:
-        status.level, status.message = DiagnosticStatus.WARN, f"{new_problems} inputs dropped, lost or errors since last report"
+        status.level, status.message = (DiagnosticStatus.WARN,
+                                        f"{new_problems} inputs dropped, lost or errors since last report")
     else:
         status.level, status.message = DiagnosticStatus.OK, "running"
     values: dict[str, Any] = {

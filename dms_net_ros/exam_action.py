@@ -174,14 +174,16 @@ class ExamActionServer:
             # accepted but not started yet: _execute sees the request and ends it as CANCELED
             return CancelResponse.ACCEPT if goal_handle.is_active else CancelResponse.REJECT
         ticket = running.ticket
-        reason = f"canceled by the client after {ticket.elapsed_s():.1f} s ({STAGE_NAMES[ticket.stage]}); nothing was published"
+        reason = (f"canceled by the client after {ticket.elapsed_s():.1f} s ({STAGE_NAMES[ticket.stage]}); "
+                  "nothing was published")
         if self.slot.finish(ticket, Outcome.CANCELED, reason):
             return CancelResponse.ACCEPT
         return CancelResponse.REJECT  # its result was already made
 
     def _admit(self, goal: Any) -> ExamTicket | str:
         if not self.slot.accepting:
-            return f"the node is {self._state_label()}, not active: activate it (lifecycle change_state) and send the goal again"
+            return (f"the node is {self._state_label()}, not active: "
+                    "activate it (lifecycle change_state) and send the goal again")
         problem = check_goal(goal)
         if problem is not None:
             return problem
@@ -196,7 +198,8 @@ class ExamActionServer:
         log = self._node.get_logger()
         if goal_handle.is_cancel_requested:
             goal_handle.canceled()
-            return self._result(Outcome.CANCELED, "canceled by the client before it started; nothing was published", goal.exam_id)
+            return self._result(Outcome.CANCELED, "canceled by the client before it started; nothing was published",
+                                goal.exam_id)
         admitted = self._admit(goal)
         if isinstance(admitted, str):
             log.warning(f"exam {goal.exam_id!r} rejected: {admitted}")
@@ -204,7 +207,8 @@ class ExamActionServer:
             return self._result(Outcome.REJECTED, admitted, goal.exam_id)
 
         ticket = admitted
-        log.info(f"exam {ticket.exam_id!r}: goal accepted ({SOURCE_NAMES[goal.source]}, timeout {ticket.timeout_s:g} s)")
+        log.info(f"exam {ticket.exam_id!r}: goal accepted "
+                 f"({SOURCE_NAMES[goal.source]}, timeout {ticket.timeout_s:g} s)")
         running = _RunningGoal(goal_handle, ticket, Future())
         key = bytes(goal_handle.goal_id.uuid)
         self._running[key] = running

@@ -14,8 +14,9 @@ Rules (the README states them to users):
   and a queued goal would spend its timeout behind another exam.
 * **Camera exams.** Every eye image received after the claim belongs to the exam until its
   pair is complete (`note_image`, called after the pairer saw the image); the first complete
-  pair after the claim is the exam's (`take_pair`). If the pipeline instead reports one of the exam's images as unpaired (the
-  other eye never arrived, a stale stamp), that ERROR result is the exam's (`unpaired_owner`).
+  pair after the claim is the exam's (`take_pair`). If the pipeline instead reports one of
+  the exam's images as unpaired (the other eye never arrived, a stale stamp), that ERROR
+  result is the exam's (`unpaired_owner`).
 * **First finish wins.** `finish` ends a ticket once (result, timeout, cancel or deactivation,
   whichever comes first) and frees the slot at once, so the next goal is accepted without
   waiting for work still in flight.
@@ -122,7 +123,8 @@ def timeout_reason(ticket: ExamTicket) -> str:
     """One line for a TIMEOUT: how long, where the exam was, and what to check."""
     stage = ticket.stage
     if stage == Stage.WAITING_FOR_EYES:
-        hint = "no eye image arrived: check that the cameras publish on left/image_raw and right/image_raw (QoS, remaps, image_transport)"
+        hint = ("no eye image arrived: check that the cameras publish on left/image_raw and right/image_raw "
+                "(QoS, remaps, image_transport)")
     elif stage in (Stage.WAITING_FOR_LEFT, Stage.WAITING_FOR_RIGHT):
         missing = "left" if stage == Stage.WAITING_FOR_LEFT else "right"
         hint = f"the {missing} eye never arrived: check the {missing} camera topic"

@@ -86,9 +86,11 @@ def transport_limit_warning(qos: str, image_transport: str, max_pixels: int,
     if largest <= carried:
         return None
     fits = carried // WIDEST_BYTES_PER_PIXEL
-    return (f"max_pixels={int(max_pixels)} admits frames up to {largest / 1e6:.0f} MB ({WIDEST_BYTES_PER_PIXEL} B/px encodings) "
+    return (f"max_pixels={int(max_pixels)} admits frames up to {largest / 1e6:.0f} MB "
+            f"({WIDEST_BYTES_PER_PIXEL} B/px encodings) "
             f"but qos sensor_data (best effort) carries a pair's frames only up to ~{carried / 1e6:.0f} MB with "
-            f"{shm.port_queue_capacity} shared-memory port descriptors and a {shm.segment_size / 2**20:.1f} MiB segment "
+            f"{shm.port_queue_capacity} shared-memory port descriptors "
+            f"and a {shm.segment_size / 2**20:.1f} MiB segment "
             f"({shm.source}); larger frames are lost, "
             f"the first of a camera without a count: use qos:=reliable with a reliable camera, "
             f"FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_large_images.xml, or max_pixels<={fits}")

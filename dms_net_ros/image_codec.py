@@ -89,7 +89,8 @@ _FROM_RGB = {
 
 
 def _lookup_encoding(encoding: str) -> RawEncoding:
-    enc = RAW_ENCODINGS.get(encoding) or RAW_ENCODINGS.get(encoding.strip().lower()) or RAW_ENCODINGS.get(encoding.strip().upper())
+    enc = (RAW_ENCODINGS.get(encoding) or RAW_ENCODINGS.get(encoding.strip().lower())
+           or RAW_ENCODINGS.get(encoding.strip().upper()))
     if enc is None:
         raise ImageDecodeError(
             f"unsupported image encoding {encoding!r}: publish one of {', '.join(RAW_ENCODINGS)} "
@@ -166,7 +167,8 @@ def compressed_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     """``sensor_msgs/CompressedImage`` (jpeg, png, ...) -> RGB uint8 HxWx3."""
     data = msg.data
     if len(data) == 0:
-        raise ImageDecodeError(f"empty compressed image (format {msg.format!r}): check that the camera driver filled the message")
+        raise ImageDecodeError(f"empty compressed image (format {msg.format!r}): "
+                               "check that the camera driver filled the message")
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ImageDecodeError(
@@ -247,7 +249,8 @@ def rgb_to_image_msg(rgb: np.ndarray, encoding: str = "rgb8", **kwargs: Any) -> 
     return pixels_to_image_msg(rgb_to_pixels(rgb, encoding), encoding, **kwargs)
 
 
-def rgb_to_compressed_msg(rgb: np.ndarray, fmt: str = "jpeg", *, quality: int = 95, stamp: Any = None, frame_id: str = "") -> Any:
+def rgb_to_compressed_msg(rgb: np.ndarray, fmt: str = "jpeg", *, quality: int = 95, stamp: Any = None,
+                          frame_id: str = "") -> Any:
     """RGB uint8 -> ``sensor_msgs/CompressedImage`` (``fmt`` "jpeg" or "png")."""
     from sensor_msgs.msg import CompressedImage
 

@@ -50,27 +50,32 @@ class ParameterArgument:
 
 #: Launch arguments that override node parameters (dms_net_ros/node_parameters.py PARAMETERS).
 PARAMETER_ARGUMENTS: tuple[ParameterArgument, ...] = (
-    ParameterArgument("bundle", "model bundle directory (dms-net-export output); a relative path is looked up in the working directory, then in the package's share directory"),
+    ParameterArgument("bundle", "model bundle directory (dms-net-export output); a relative path is looked up in the "
+                                "working directory, then in the package's share directory"),
     ParameterArgument("backend", "auto | tensorrt | onnxruntime | torch"),
     ParameterArgument("device", "auto | cpu | cuda"),
     ParameterArgument("precision", "fp32 | fp16"),
     ParameterArgument("torch_accel", "torch on CUDA: none | cuda_graph | compile | compile_cudagraphs"),
     ParameterArgument("image_transport", "raw | compressed"),
     ParameterArgument("qos", "input QoS: sensor_data (best effort) | reliable"),
-    ParameterArgument("autostart", "true: configure and activate at start; false: wait for a lifecycle manager (true/false, any letter case)", boolean=True),
+    ParameterArgument("autostart", "true: configure and activate at start; false: wait for a lifecycle manager "
+                                   "(true/false, any letter case)", boolean=True),
     ParameterArgument("exam_id", "exam identifier copied into every result"),
 )
 
 #: Launch arguments that remap a relative topic of the node: argument -> (topic, description).
 REMAP_ARGUMENTS: dict[str, tuple[str, str]] = {
-    "left_topic": ("left/image_raw", "remap left/image_raw (and left/image_raw/compressed) to this topic (omit: no remap)"),
-    "right_topic": ("right/image_raw", "remap right/image_raw (and right/image_raw/compressed) to this topic (omit: no remap)"),
+    "left_topic": ("left/image_raw",
+                   "remap left/image_raw (and left/image_raw/compressed) to this topic (omit: no remap)"),
+    "right_topic": ("right/image_raw",
+                    "remap right/image_raw (and right/image_raw/compressed) to this topic (omit: no remap)"),
     "result_topic": ("diagnosis", "remap the diagnosis output topic to this topic (omit: no remap)"),
 }
 
 #: The clinician display beside the node (dms_net_ros/display): argument -> (default, description).
 DISPLAY_ARGUMENTS: dict[str, tuple[str, str]] = {
-    "display": ("false", "true: also start the clinician display (web page) in the same namespace and with the same topic remaps"),
+    "display": ("false", "true: also start the clinician display (web page) in the same namespace and with the same "
+                         "topic remaps"),
     "display_host": ("127.0.0.1", "address the display binds; not a loopback address needs display_token"),
     "display_port": ("8080", "TCP port of the display's page; 0 picks a free one (its URL is logged)"),
     "display_token": ("", "token the display's page needs (required when display_host is not loopback; empty: none)"),

@@ -50,8 +50,10 @@ def summarize(decision: Decision, class_codes: Sequence[str], eyes: Sequence[str
     pos = [(c, float(p)) for c, p, is_pos in zip(class_codes, probs, decision.positive) if is_pos and c != "N"]
     if decision.referable:
         if pos:
-            return "REFER: " + ", ".join(f"{c} {p:.2f}{_eye_text(side.get(c, ''))}" for c, p in sorted(pos, key=lambda x: -x[1]))
-        return f"REFER: not confidently normal (N {float(probs[0]):.2f} <= threshold {float(decision.thresholds[0]):.2f})"
+            return "REFER: " + ", ".join(f"{c} {p:.2f}{_eye_text(side.get(c, ''))}"
+                                         for c, p in sorted(pos, key=lambda x: -x[1]))
+        return (f"REFER: not confidently normal (N {float(probs[0]):.2f} "
+                f"<= threshold {float(decision.thresholds[0]):.2f})")
     return f"no referable finding (N {float(probs[0]):.2f})"
 
 
@@ -127,7 +129,8 @@ def ungradable_result(ctx: ResultContext) -> Any:
     """STATUS_UNGRADABLE: an eye failed the quality gate; the exam must be retaken."""
     from dms_net_ros.msg import DiagnosisResult
 
-    bad = [eye for eye, rep in (("left", ctx.left_quality), ("right", ctx.right_quality)) if rep is not None and not rep.gradable]
+    bad = [eye for eye, rep in (("left", ctx.left_quality), ("right", ctx.right_quality))
+           if rep is not None and not rep.gradable]
     msg = _base(ctx, DiagnosisResult.STATUS_UNGRADABLE, ungradable_message(ctx.left_quality, ctx.right_quality))
     msg.summary = "UNGRADABLE: retake " + " and ".join(bad) + " eye" if bad else "UNGRADABLE: retake the photographs"
     return msg

@@ -95,7 +95,8 @@ _RELIABILITY = {"sensor_data": ReliabilityPolicy.BEST_EFFORT, "reliable": Reliab
 
 def _input_qos(kind: str, depth: int) -> QoSProfile:
     """The image subscriptions' QoS from already validated settings (`NodeSettings`)."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=_RELIABILITY[kind], durability=DurabilityPolicy.VOLATILE)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=_RELIABILITY[kind],
+                      durability=DurabilityPolicy.VOLATILE)
 
 
 def attention_overlay(prepared_rgb: np.ndarray, attention: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -138,7 +139,8 @@ class DiagnosisNode(LifecycleNode):
         self._gap_counters: dict[str, SequenceGapCounter] = {}
         self._timers: list[Any] = []
         self._last_rx: dict[str, float] = {}  # eye -> monotonic time of the last image since activation
-        self._publisher_seen_at: dict[str, float] = {}  # eye -> monotonic time its publisher was first seen since activation
+        # eye -> monotonic time its publisher was first seen since activation
+        self._publisher_seen_at: dict[str, float] = {}
         self._last_warn: dict[str, float] = {}
         self._trimmed_at_processed = 0  # worker.processed when freed memory was last returned
         self._settings = NodeSettings()  # replaced by the parameters at configure
@@ -194,7 +196,8 @@ class DiagnosisNode(LifecycleNode):
                                  "set backend to torch or auto, or torch_accel to none")
             if p.backend in ("auto", "torch"):  # the torch backend copies attention maps back only when they are drawn
                 accel["attention_outputs"] = p.publish_attention and has_overlay_maps(self._bundle)
-            self._backend = create_backend(self._bundle, backend=p.backend, device=p.device, precision=p.precision, **accel)
+            self._backend = create_backend(self._bundle, backend=p.backend, device=p.device, precision=p.precision,
+                                           **accel)
             self._backend.warmup(p.warmup_iterations)
         except Exception as exc:  # noqa: BLE001 - a failed configure must leave the node unconfigured, not dead
             log.error(f"configure failed: {first_line(exc)}")
@@ -208,14 +211,18 @@ class DiagnosisNode(LifecycleNode):
         if size_warning:
             log.warning(size_warning)
 
-        self._result_pub = self.create_publisher(DiagnosisResult, "diagnosis", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self._result_pub = self.create_publisher(DiagnosisResult, "diagnosis",
+                                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if p.publish_attention and not has_overlay_maps(self._bundle):
-            log.warning(f"publish_attention is on but model {self._bundle.name} ({self._bundle.model_config.architecture}) "
-                        "has no OSIM attention maps and no class activation maps: no overlays are published; load a DMS-Net "
-                        "bundle, or re-export a plain per-eye model with this version of dms-net-export / dms-net-ensemble")
+            log.warning(f"publish_attention is on but model {self._bundle.name} "
+                        f"({self._bundle.model_config.architecture}) "
+                        "has no OSIM attention maps and no class activation maps: no overlays are published; "
+                        "load a DMS-Net bundle, or re-export a plain per-eye model with this version of "
+                        "dms-net-export / dms-net-ensemble")
         elif p.publish_attention:
-            self._attention_pubs = {eye: self.create_publisher(Image, f"{eye}/attention", 2) for eye in ("left", "right")}
+            self._attention_pubs = {eye: self.create_publisher(Image, f"{eye}/attention", 2)
+                                    for eye in ("left", "right")}
         # Latched (a workflow that published before the node started) and volatile (ros2 topic
         # pub, a bag played without recorded QoS); duplicates are dropped by sequence number.
         # A volatile publisher is incompatible with the latched subscription by design (the
@@ -245,7 +252,8 @@ class DiagnosisNode(LifecycleNode):
             topic = self.resolve_topic_name(eye + suffix)
             known = [gid_bytes(i.endpoint_gid) for i in self.get_publishers_info_by_topic(topic)]
             self._gap_counters[eye] = SequenceGapCounter(known)
-            events = SubscriptionEventCallbacks(message_lost=lambda info, e=eye: self._on_dds_message_lost(e, info.total_count_change))
+            events = SubscriptionEventCallbacks(
+                message_lost=lambda info, e=eye: self._on_dds_message_lost(e, info.total_count_change))
             self._image_subs[eye] = self.create_subscription(
                 msg_type, eye + suffix, lambda m, i, e=eye: self._on_image(e, m, i), qos, event_callbacks=events)
         self._publisher_seen_at = {}
@@ -282,7 +290,8 @@ class DiagnosisNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_inputs(self) -> None:
-        self._exam_action.slot.close("the node left the active state before the exam finished: activate it and send the goal again")
+        self._exam_action.slot.close("the node left the active state before the exam finished: "
+                                     "activate it and send the goal again")
         for sub in self._image_subs.values():
             self.destroy_subscription(sub)
         self._image_subs = {}
@@ -293,7 +302,8 @@ class DiagnosisNode(LifecycleNode):
             forgotten = self._pairer.clear()
             if forgotten:
                 self.stats.record_drop("deactivated", len(forgotten))
-                self.get_logger().warning(f"deactivated with {len(forgotten)} unpaired image(s) buffered: not diagnosed (counted)")
+                self.get_logger().warning(f"deactivated with {len(forgotten)} unpaired image(s) buffered: "
+                                          "not diagnosed (counted)")
 
     def _lifecycle_state_label(self) -> str:
         try:
@@ -348,7 +358,8 @@ class DiagnosisNode(LifecycleNode):
                 self.stats.record_sequence_gap(eye, missed)
                 self.get_logger().warning(
                     f"{missed} {eye} image(s) published but never received (transport loss, counted): "
-                    "lower the camera rate, use qos:=reliable with a deeper qos_depth, or the Fast DDS profile for large images",
+                    "lower the camera rate, use qos:=reliable with a deeper qos_depth, "
+                    "or the Fast DDS profile for large images",
                     throttle_duration_sec=5.0,
                 )
         if self._pairer is None or self._worker is None:
@@ -357,7 +368,8 @@ class DiagnosisNode(LifecycleNode):
         stamp_ns = stamp_to_ns(msg.header.stamp)
         out = self._pairer.add(eye, stamp_ns, msg, received=now, now_ns=self.get_clock().now().nanoseconds)
         exams = self._exam_action.slot
-        exams.note_image(eye, stamp_ns, completes_pair=bool(out.pairs))  # before the report: the image may be unpaired at once
+        # before the report: the image may be unpaired at once
+        exams.note_image(eye, stamp_ns, completes_pair=bool(out.pairs))
         self._report_unpaired(out.unpaired)
         for pair in out.pairs:
             ticket = exams.take_pair()  # the first pair after a camera goal is that goal's
@@ -407,7 +419,8 @@ class DiagnosisNode(LifecycleNode):
             self.stats.record_drop(item.reason, images=0)  # the image is accounted for by its ERROR result
             exam_id = ticket.exam_id if ticket is not None else self.exam_id
             self.get_logger().error(f"exam {exam_id!r}: {text}")
-            ctx = self._result_context(item.eye == "left" and item.stamp_ns or 0, item.eye == "right" and item.stamp_ns or 0, item.item.header.frame_id, exam_id)
+            ctx = self._result_context(item.eye == "left" and item.stamp_ns or 0,
+                                       item.eye == "right" and item.stamp_ns or 0, item.item.header.frame_id, exam_id)
             self._publish_for(ticket, error_result(ctx, text), images=1)
 
     def _housekeeping(self) -> None:
@@ -454,7 +467,8 @@ class DiagnosisNode(LifecycleNode):
             hint = (
                 "a RELIABLE subscription never receives from a BEST_EFFORT publisher: set qos:=sensor_data"
                 if ours == "reliable" and "best_effort" in theirs
-                else "check the message type/image_transport and the Fast DDS profile for large images (FASTDDS_DEFAULT_PROFILES_FILE)"
+                else ("check the message type/image_transport and the Fast DDS profile for large images "
+                      "(FASTDDS_DEFAULT_PROFILES_FILE)")
             )
             self.get_logger().warning(
                 f"{len(infos)} publisher(s) on {sub.topic_name} (QoS {', '.join(theirs)}) but no image in the "
@@ -493,8 +507,10 @@ class DiagnosisNode(LifecycleNode):
     def _on_worker_drop(self, job: PairJob) -> None:
         self.stats.record_drop("queue_overflow", images=2)
         if job.ticket is not None:
-            self._exam_action.slot.finish(job.ticket, Outcome.ERROR, "the exam's pair was dropped from a full inference queue "
-                                          "(cameras faster than inference): lower the camera rate or use a faster backend")
+            self._exam_action.slot.finish(job.ticket, Outcome.ERROR,
+                                          "the exam's pair was dropped from a full inference queue "
+                                          "(cameras faster than inference): "
+                                          "lower the camera rate or use a faster backend")
         self.get_logger().warning(
             "inference slower than the cameras: dropped the oldest queued pair "
             f"(stamp {job.pair.stamp_ns / 1e9:.3f}); lower the camera rate or use a faster backend",
@@ -513,9 +529,12 @@ class DiagnosisNode(LifecycleNode):
             self._publish_for(job.ticket, error_result(ctx, text))
         except Exception as again:  # noqa: BLE001 - the result itself cannot be built: count the pair
             self.stats.record_drop("internal_error", images=2)
-            self.get_logger().error(f"could not publish the ERROR result either ({type(again).__name__}: {again}); pair counted as dropped")
+            self.get_logger().error(f"could not publish the ERROR result either ({type(again).__name__}: {again}); "
+                                    "pair counted as dropped")
             if job.ticket is not None:
-                self._exam_action.slot.finish(job.ticket, Outcome.ERROR, f"internal error while processing the pair ({type(exc).__name__}): see the node log")
+                self._exam_action.slot.finish(job.ticket, Outcome.ERROR,
+                                              f"internal error while processing the pair ({type(exc).__name__}): "
+                                              "see the node log")
 
     def _result_context(self, left_ns: int, right_ns: int, frame_id: str, exam_id: str) -> ResultContext:
         backend = self._backend
@@ -537,7 +556,8 @@ class DiagnosisNode(LifecycleNode):
         pub.publish(msg)
         self.stats.record_result(msg.status, total_ms, images=images)
 
-    def _publish_for(self, exam: ExamTicket | None, msg: DiagnosisResult, total_ms: float | None = None, images: int = 2) -> None:
+    def _publish_for(self, exam: ExamTicket | None, msg: DiagnosisResult, total_ms: float | None = None,
+                     images: int = 2) -> None:
         """Publish a result; one made for a diagnose_exam goal is also that goal's result,
         unless the goal already ended (timeout, cancel): then nothing is published and the
         ``images`` it covered are counted as dropped."""
@@ -555,7 +575,8 @@ class DiagnosisNode(LifecycleNode):
 
     def _drop_abandoned(self, exam: ExamTicket, images: int = 2) -> None:
         self.stats.record_drop("exam_abandoned", images=images)
-        self.get_logger().info(f"exam {exam.exam_id!r}: its goal ended ({exam.outcome.name}) before the result: nothing published")
+        self.get_logger().info(f"exam {exam.exam_id!r}: its goal ended ({exam.outcome.name}) before the result: "
+                               "nothing published")
 
     def _process_pair(self, job: PairJob) -> None:
         """One pair through the exam pipeline (`dms_net_core.exam_pipeline`); the node adds the
@@ -589,10 +610,12 @@ class DiagnosisNode(LifecycleNode):
             return
         self._publish_exam_result(job, ctx, result, preprocess_ms, bundle)
 
-    def _publish_exam_result(self, job: PairJob, ctx: ResultContext, result: ExamResult, preprocess_ms: float, bundle: Any) -> None:
+    def _publish_exam_result(self, job: PairJob, ctx: ResultContext, result: ExamResult, preprocess_ms: float,
+                             bundle: Any) -> None:
         pair, log = job.pair, self.get_logger()
         attention = result.status is ExamStatus.OK and self._publish_overlays(pair, result)
-        ctx.timings_ms = {"preprocess": preprocess_ms, "total": (time.monotonic() - pair.received) * 1e3}  # decode included
+        ctx.timings_ms = {"preprocess": preprocess_ms,
+                          "total": (time.monotonic() - pair.received) * 1e3}  # decode included
         if "inference" in result.timings_ms:
             ctx.timings_ms["inference"] = result.timings_ms["inference"]
         msg = exam_result_msg(ctx, result, bundle.class_codes, bundle.class_names, attention_published=attention)
@@ -617,7 +640,8 @@ class DiagnosisNode(LifecycleNode):
         for eye, prepared, att, msg in (("left", result.left, maps[0], pair.left),
                                         ("right", result.right, maps[1], pair.right)):
             overlay = attention_overlay(prepared.image, att)
-            self._attention_pubs[eye].publish(rgb_to_image_msg(overlay, "rgb8", stamp=msg.header.stamp, frame_id=msg.header.frame_id))
+            self._attention_pubs[eye].publish(rgb_to_image_msg(overlay, "rgb8", stamp=msg.header.stamp,
+                                                               frame_id=msg.header.frame_id))
         return True
 
 

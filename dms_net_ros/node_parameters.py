@@ -3,9 +3,10 @@
 Every parameter is declared from `PARAMETERS`, made from settings dataclasses whose fields
 carry the default and the description, so a default exists once: the node's own parameters
 (`NodeSettings`, validated in one place), and the parameters that shape what the node does to
-images, generated from the settings dataclasses of the code that uses them: pairing (`PairingSettings`),
-decoding (`DecodeSettings`) and the exam pipeline (`ExamSettings`). `PipelineSettings` bundles the three for the node, ``dms-net-bag evaluate`` (offline,
-the node's defaults) and ``dms-net-bag replay`` (the same values handed to a node it starts).
+images, generated from the settings dataclasses of the code that uses them: pairing
+(`PairingSettings`), decoding (`DecodeSettings`) and the exam pipeline (`ExamSettings`).
+`PipelineSettings` bundles the three for the node, ``dms-net-bag evaluate`` (offline, the
+node's defaults) and ``dms-net-bag replay`` (the same values handed to a node it starts).
 ``config/diagnose.yaml`` lists every parameter with its default (a test holds it equal to
 this table).
 """
@@ -47,8 +48,10 @@ class NodeSettings:
     its allowed values, which the node logs as its configure failure. What the node does to
     images is `PipelineSettings`."""
 
-    bundle: str = _setting("models/demo", "model bundle directory written by dms-net-export (model.json, model.onnx, weights)")
-    backend: str = _setting("auto", "inference engine: auto (tensorrt -> onnxruntime -> torch), tensorrt, onnxruntime or torch")
+    bundle: str = _setting("models/demo",
+                           "model bundle directory written by dms-net-export (model.json, model.onnx, weights)")
+    backend: str = _setting("auto", "inference engine: auto (tensorrt -> onnxruntime -> torch), tensorrt, "
+                                    "onnxruntime or torch")
     device: str = _setting("auto", "auto, cpu or cuda")
     precision: str = _setting("fp32", "fp32 or fp16 (fp16 needs tensorrt or torch on CUDA)")
     torch_accel: str = _setting("none", "torch backend on CUDA only: none, cuda_graph, compile or compile_cudagraphs "
@@ -60,15 +63,16 @@ class NodeSettings:
                                        "(only from reliable publishers)")
     qos_depth: int = _setting(5, "input subscription history depth (keep last N)")
     worker_queue_size: int = _setting(2, "pairs waiting for inference (oldest dropped and counted beyond)")
-    publish_attention: bool = _setting(False, "publish evidence overlays on left/attention and right/attention (rgb8): OSIM "
-                                              "attention (DMS-Net) or class activation maps (plain per-eye bundles); a "
-                                              "bundle with neither logs a warning and publishes none")
+    publish_attention: bool = _setting(False, "publish evidence overlays on left/attention and right/attention "
+                                              "(rgb8): OSIM attention (DMS-Net) or class activation maps "
+                                              "(plain per-eye bundles); a bundle with neither logs a warning "
+                                              "and publishes none")
     autostart: bool = _setting(True, "configure and activate at start (plain launch without a lifecycle manager)")
     exam_id: str = _setting("", "exam identifier copied into every result (the exam_id topic overrides it; longer than "
                                 "256 characters: ERROR results)")
     diagnostics_period_s: float = _setting(1.0, "period (s) of /diagnostics reports")
-    no_input_warn_s: float = _setting(5.0, "warn when a publisher exists on an input topic but no image arrived for this "
-                                           "long (s)")
+    no_input_warn_s: float = _setting(5.0, "warn when a publisher exists on an input topic but no image arrived "
+                                           "for this long (s)")
     exam_timeout_s: float = _setting(30.0, "diagnose_exam action: timeout (s) of a goal whose timeout_s is 0")
 
     def __post_init__(self) -> None:
@@ -141,4 +145,5 @@ class PipelineSettings:
 
     def node_params(self) -> list[str]:
         """The same settings as ``name:=value`` node arguments (for ``replay --start-node``)."""
-        return [f"{name}:={str(value).lower() if isinstance(value, bool) else value}" for name, value in self.parameters().items()]
+        return [f"{name}:={str(value).lower() if isinstance(value, bool) else value}"
+                for name, value in self.parameters().items()]

@@ -116,7 +116,8 @@ class Unpaired:
         """One line for logs and ERROR results."""
         sec = self.stamp_ns / 1e9
         if self.reason == "unpaired_timeout":
-            return f"{self.missing_eye} eye never arrived for the {self.eye} image stamped {sec:.3f}: check the {self.missing_eye} camera topic"
+            return (f"{self.missing_eye} eye never arrived for the {self.eye} image stamped {sec:.3f}: "
+                    f"check the {self.missing_eye} camera topic")
         if self.reason == "out_of_order":
             return (
                 f"{self.eye} image stamped {sec:.3f} arrived after newer images were already paired: "
@@ -128,7 +129,8 @@ class Unpaired:
                 "check the camera clock (NTP/PTP); the image is not diagnosed"
             )
         if self.reason == "evicted":
-            return f"{self.eye} image stamped {sec:.3f} evicted from a full pairing queue: the {self.missing_eye} eye is missing or late"
+            return (f"{self.eye} image stamped {sec:.3f} evicted from a full pairing queue: "
+                    f"the {self.missing_eye} eye is missing or late")
         return f"{self.eye} image stamped {sec:.3f} is a duplicate stamp: ignored"
 
 
@@ -149,7 +151,8 @@ class ApproximateTimePairer:
     """Pairs left/right messages by stamp; see the module docstring for the exact rules."""
 
     def __init__(self, slop_s: float = PairingSettings.slop_s, queue_size: int = PairingSettings.pairing_queue_size,
-                 timeout_s: float = PairingSettings.pair_timeout_s, max_ahead_s: float = PairingSettings.max_stamp_ahead_s) -> None:
+                 timeout_s: float = PairingSettings.pair_timeout_s,
+                 max_ahead_s: float = PairingSettings.max_stamp_ahead_s) -> None:
         if slop_s < 0 or queue_size < 1 or timeout_s <= 0 or max_ahead_s < 0:
             raise ValueError(f"pairing needs slop >= 0, queue_size >= 1, timeout > 0, max_ahead >= 0 "
                              f"(got {slop_s}, {queue_size}, {timeout_s}, {max_ahead_s})")
@@ -171,7 +174,8 @@ class ApproximateTimePairer:
     def from_settings(cls, settings: PairingSettings) -> "ApproximateTimePairer":
         return cls(settings.slop_s, settings.pairing_queue_size, settings.pair_timeout_s, settings.max_stamp_ahead_s)
 
-    def add(self, eye: str, stamp_ns: int, item: Any, received: float = 0.0, now_ns: int | None = None) -> PairingOutput:
+    def add(self, eye: str, stamp_ns: int, item: Any, received: float = 0.0,
+            now_ns: int | None = None) -> PairingOutput:
         """Offer one message; returns the pairs made and the messages dropped by this call.
 
         ``now_ns``: the caller's clock on the cameras' time base (the node's ROS clock), for
@@ -265,7 +269,8 @@ class ApproximateTimePairer:
         """Reset the watermarks when both eyes were just refused with matching stamps."""
         self._last_out_of_order[eye] = entry
         other = self._last_out_of_order[other_eye(eye)]
-        if other is None or abs(entry.received - other.received) > self.timeout_s or abs(entry.stamp_ns - other.stamp_ns) > self.slop_ns:
+        if (other is None or abs(entry.received - other.received) > self.timeout_s
+                or abs(entry.stamp_ns - other.stamp_ns) > self.slop_ns):
             return
         restart = min(entry.stamp_ns, other.stamp_ns)
         self._newest_paired = {e: restart for e in EYES}

@@ -47,8 +47,10 @@ def dds_history_memory_warning(environ: dict[str, str] | None = None) -> str | N
     decide; the memory then stays bounded but large (qos_depth x the largest image, per eye).
     """
     env = os.environ if environ is None else environ
-    if env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp" or env.get("RMW_FASTRTPS_USE_QOS_FROM_XML") == "1":
+    if (env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp"
+            or env.get("RMW_FASTRTPS_USE_QOS_FROM_XML") == "1"):
         return None
     return ("Fast DDS keeps each input history slot at the largest image it held (up to qos_depth x the largest image "
-            "per eye): set RMW_FASTRTPS_USE_QOS_FROM_XML=1 with FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_large_images.xml "
+            "per eye): set RMW_FASTRTPS_USE_QOS_FROM_XML=1 with "
+            "FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_large_images.xml "
             "so payloads are freed after use")

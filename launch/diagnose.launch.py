@@ -76,8 +76,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("namespace", default_value=OMITTED, description=NAMESPACE_DESCRIPTION),
         DeclareLaunchArgument("params_file", default_value=default_params, description=PARAMS_FILE_DESCRIPTION),
     ]
-    args += [DeclareLaunchArgument(name, default_value=OMITTED, description=desc) for name, (_, desc) in REMAP_ARGUMENTS.items()]
-    args += [DeclareLaunchArgument(a.name, default_value=OMITTED, description=a.full_description) for a in PARAMETER_ARGUMENTS]
+    args += [DeclareLaunchArgument(name, default_value=OMITTED, description=desc)
+             for name, (_, desc) in REMAP_ARGUMENTS.items()]
+    args += [DeclareLaunchArgument(a.name, default_value=OMITTED, description=a.full_description)
+             for a in PARAMETER_ARGUMENTS]
     args += [DeclareLaunchArgument(name, default_value=OMITTED, description=f"{desc} (default {default or 'empty'})")
              for name, (default, desc) in DISPLAY_ARGUMENTS.items()]
     return LaunchDescription(args + [OpaqueFunction(function=_node)])

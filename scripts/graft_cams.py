@@ -84,8 +84,8 @@ def graft(model: onnx.ModelProto, height: int, width: int) -> tuple[onnx.ModelPr
         nodes.append(helper.make_node("Reshape", [p["weight"], kernel_shape], [f"{tag}/kernel"], allowzero=0))
         for eye in ("left", "right"):
             out = f"{tag}/{eye}"
-            nodes.append(helper.make_node("Conv", [p[eye], f"{tag}/kernel", p["bias"]], [out + "_raw" if p["mirrored"] else out],
-                                          kernel_shape=[1, 1]))
+            nodes.append(helper.make_node("Conv", [p[eye], f"{tag}/kernel", p["bias"]],
+                                          [out + "_raw" if p["mirrored"] else out], kernel_shape=[1, 1]))
             if p["mirrored"]:
                 nodes.append(helper.make_node("Slice", [out + "_raw", "cam_graft/flip_starts", "cam_graft/flip_ends",
                                                         "cam_graft/flip_axes", "cam_graft/flip_steps"], [out]))
@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     height, width = int(attention[-2]), int(attention[-1])
     model, per_pass = graft(onnx.load(str(args.bundle / "model.onnx")), height, width)
     stats = check(model, per_pass, args.bundle)
-    print(f"graft_cams: {len(per_pass) // 2} passes; map mean vs eye logit max |diff| {stats['max_abs_mean_minus_logit']:.2e}; "
+    print(f"graft_cams: {len(per_pass) // 2} passes; "
+          f"map mean vs eye logit max |diff| {stats['max_abs_mean_minus_logit']:.2e}; "
           f"mirrored vs plain map correlation >= {stats['min_mirror_agreement']:.3f}")
     if args.check:
         return 0
@@ -159,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     meta["outputs"].update({name: [-1, 8, height, width] for name in CAM_OUTPUTS})
     meta["files"]["model.onnx"] = hashlib.sha256(data).hexdigest()
     ensemble = meta.setdefault("ensemble", {})
-    ensemble["class_activation_maps"] = ("mean of the members' maps, mirrored pass un-flipped; grafted onto the exported "
-                                         "graph by scripts/graft_cams.py (the per-eye heads' own weights)")
+    ensemble["class_activation_maps"] = ("mean of the members' maps, mirrored pass un-flipped; "
+                                         "grafted onto the exported graph by scripts/graft_cams.py "
+                                         "(the per-eye heads' own weights)")
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"graft_cams: wrote {args.bundle}/model.onnx and model.json (model id now {meta['name']}@{meta['files']['model.onnx'][:12]})")
+    print(f"graft_cams: wrote {args.bundle}/model.onnx and model.json "
+          f"(model id now {meta['name']}@{meta['files']['model.onnx'][:12]})")
     return 0
 
 

@@ -62,7 +62,8 @@ def ros_namespace() -> str:
 # ----------------------------------------------------------------------------- data and skip policy
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--strict-skips", action="store_true", default=False,
-                     help=f"fail the run if a test is skipped for a reason other than: {'; '.join(ALLOWED_SKIP_REASONS)}")
+                     help="fail the run if a test is skipped for a reason other than: "
+                     f"{'; '.join(ALLOWED_SKIP_REASONS)}")
 
 
 def pytest_configure(config: pytest.Config) -> None:

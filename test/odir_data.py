@@ -37,7 +37,8 @@ def full_odir_dir() -> Path | None:
 def check_full_odir_dir(path: Path) -> None:
     """Refuse an ``ODIR_256_DIR`` that names no dataset, in one line (the user asked for it)."""
     if not (path / "labels.csv").is_file() or not (path / "images").is_dir():
-        raise ValueError(f"{FULL_ODIR_ENV}={path} has no labels.csv and images/: point it at the ODIR-5K 256 px folder or unset it")
+        raise ValueError(f"{FULL_ODIR_ENV}={path} has no labels.csv and images/: "
+                         "point it at the ODIR-5K 256 px folder or unset it")
 
 
 def subset_rows() -> list[dict[str, str]]:

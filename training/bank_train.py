@@ -30,7 +30,8 @@ def gather(bank: FeatureBank, views: np.ndarray, rows: np.ndarray) -> torch.Tens
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def masked_bce(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor, pos_weight: torch.Tensor | None) -> torch.Tensor:
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor,
+               pos_weight: torch.Tensor | None) -> torch.Tensor:
     """Weighted BCE averaged over the rows whose label is known (0 when none is)."""
     per_row = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none").mean(1)
     known = known.float()

@@ -40,7 +40,8 @@ class PairCache:
         pos = {p: i for i, p in enumerate(self.patient_ids)}
         missing = [p for p in patient_ids if p not in pos]
         if missing:
-            raise KeyError(f"{len(missing)} patients not in the image cache (e.g. {missing[:3]}): delete the stale cache file")
+            raise KeyError(f"{len(missing)} patients not in the image cache (e.g. {missing[:3]}): "
+                           "delete the stale cache file")
         return np.array([pos[p] for p in patient_ids], dtype=np.int64)
 
 
@@ -67,7 +68,8 @@ def build_pair_cache(
     cache with the same key (records + preprocessing) is there, else decoded and saved."""
     missing = [r.patient_id for r in records if not r.has_both]
     if missing:
-        raise ValueError(f"{len(missing)} patients lack an eye (e.g. {missing[:3]}): load them with skip_missing_eye=True")
+        raise ValueError(f"{len(missing)} patients lack an eye (e.g. {missing[:3]}): "
+                         "load them with skip_missing_eye=True")
     key = _cache_key(records, cfg)
     ids = [r.patient_id for r in records]
     labels = labels_matrix(records)

@@ -17,7 +17,8 @@ class OdirPairDataset(Dataset):
     def __init__(self, records: list[PatientRecord], cfg: PreprocessConfig) -> None:
         missing = [r.patient_id for r in records if not r.has_both]
         if missing:
-            raise ValueError(f"{len(missing)} patients lack an eye (e.g. {missing[:3]}): load them with skip_missing_eye=True")
+            raise ValueError(f"{len(missing)} patients lack an eye (e.g. {missing[:3]}): "
+                             "load them with skip_missing_eye=True")
         self.records, self.cfg = records, cfg
 
     def __len__(self) -> int:

@@ -65,25 +65,30 @@ from training.paths import DEFAULT_ODIR_HELP, default_odir_dir
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Export a mean-probability ensemble of checkpoints as one model bundle", add_help=add_help)
+    p = argparse.ArgumentParser(description="Export a mean-probability ensemble of checkpoints as one model bundle",
+                                add_help=add_help)
     p.add_argument("checkpoints", nargs="+", type=Path, help="two or more best.pt files written by dms-net-train")
     p.add_argument("--output", "-o", type=Path, required=True, help="bundle directory to write")
     p.add_argument("--name", default="dms-net-ensemble", help="bundle name; the model id is <name>@<onnx sha256[:12]>")
-    p.add_argument("--labels", default=None, help=f"labels for threshold tuning (default: labels.csv of {DEFAULT_ODIR_HELP})")
+    p.add_argument("--labels", default=None,
+                   help=f"labels for threshold tuning (default: labels.csv of {DEFAULT_ODIR_HELP})")
     p.add_argument("--images-dir", default=None)
     p.add_argument("--split-file", default=None,
                    help="split whose 'val' side tunes the thresholds (default: the split the first member trained on)")
     p.add_argument("--oof", type=Path, default=None,
                    help="the cross-validation record of `dms-net-oof` for fold members: its out-of-fold calibration "
                         "offsets and thresholds are used (no validation pass) and its scores go into model.json")
-    p.add_argument("--no-tune", action="store_true", help="keep the mean of the members' thresholds; no validation pass")
+    p.add_argument("--no-tune", action="store_true",
+                   help="keep the mean of the members' thresholds; no validation pass")
     p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
-                   help="fit per-class logit offsets on the validation side so 'probability > 0.5' (the ODIR score's cut) "
-                        "agrees best with the graders (dms_net_core.calibration); needs a split")
+                   help="fit per-class logit offsets on the validation side so 'probability > 0.5' "
+                        "(the ODIR score's cut) agrees best with the graders (dms_net_core.calibration); "
+                        "needs a split")
     p.add_argument("--attention-from", type=int, default=None,
                    help="member index whose attention maps the bundle outputs (default: the first DMS-Net member)")
     p.add_argument("--hflip-tta", action="store_true",
-                   help="average each member over the pair and its horizontal mirror (2x inference; keep it only if validation says so)")
+                   help="average each member over the pair and its horizontal mirror "
+                        "(2x inference; keep it only if validation says so)")
     p.add_argument("--share-prefix", action=argparse.BooleanOptionalAction, default=True,
                    help="run the stem and early stages once per eye when every member's are identical bit for bit "
                         "(members from one feature bank); the same numbers, less time")
@@ -109,7 +114,8 @@ def _split_for_tuning(args: argparse.Namespace, first_ckpt: dict[str, Any]) -> t
     return split, ""
 
 
-def calibrate(val: PairPredictions, test: PairPredictions | None) -> tuple[dict[str, Any], PairPredictions, PairPredictions | None]:
+def calibrate(val: PairPredictions,
+              test: PairPredictions | None) -> tuple[dict[str, Any], PairPredictions, PairPredictions | None]:
     """Fit logit offsets on ``val`` (`fit_logit_offsets`) and apply them to both sides, if a
     5-fold cross-validation within ``val`` shows they generalise (`cross_validated_gain`);
     returns the record for model.json (offsets, official scores before/after on each side, or
@@ -130,7 +136,8 @@ def calibrate(val: PairPredictions, test: PairPredictions | None) -> tuple[dict[
     return record, val, test
 
 
-def _from_oof(path: Path, checkpoints: list[Path], hflip_tta: bool) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+def _from_oof(path: Path, checkpoints: list[Path],
+              hflip_tta: bool) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
     """(thresholds, model.json metrics, calibration record) from a `dms-net-oof` record, after
     checking that it describes exactly these members in the same test-time form."""
     import json
@@ -144,9 +151,9 @@ def _from_oof(path: Path, checkpoints: list[Path], hflip_tta: bool) -> tuple[np.
         raise ValueError(f"{path} was scored {'with' if record.get('hflip_tta') else 'without'} --hflip-tta: "
                          "build the bundle the same way")
     metrics = dict(record["report"])
-    metrics["out_of_fold"] = {k: record[k] for k in ("patients", "folds", "epoch", "epoch_chosen_by", "score", "score_ci95",
-                                                     "score_is", "raw", "raw_ci95", "calibrated_cross_fitted",
-                                                     "decisions_cross_fitted", "hflip_tta")}
+    metrics["out_of_fold"] = {k: record[k] for k in ("patients", "folds", "epoch", "epoch_chosen_by", "score",
+                                                     "score_ci95", "score_is", "raw", "raw_ci95",
+                                                     "calibrated_cross_fitted", "decisions_cross_fitted", "hflip_tta")}
     applied = bool(record["calibration_applied"])
     calibration: dict[str, Any] = {"applied": applied, "fitted_on": "out-of-fold predictions of the fold members",
                                    "objective": "ODIR-2019 final at probability > 0.5",
@@ -171,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         if len(args.checkpoints) < 2:
-            raise ValueError(f"{len(args.checkpoints)} checkpoint given: an ensemble needs 2 or more (use dms-net-export for one)")
+            raise ValueError(f"{len(args.checkpoints)} checkpoint given: "
+                             "an ensemble needs 2 or more (use dms-net-export for one)")
         ckpts = [load_checkpoint(p) for p in args.checkpoints]
         pres = [checkpoint_preprocess(c) for c in ckpts]
         for path, pre in zip(args.checkpoints[1:], pres[1:]):
@@ -204,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     pre = pres[0]
     member_thresholds = np.mean([checkpoint_thresholds(c) for c in ckpts], axis=0)
     thresholds, metrics, calibration = member_thresholds, {}, None
-    split_file, why_not = _split_for_tuning(args, ckpts[0]) if args.oof is None else (None, f"out-of-fold record {args.oof}")
+    split_file, why_not = (_split_for_tuning(args, ckpts[0]) if args.oof is None
+                           else (None, f"out-of-fold record {args.oof}"))
     if args.oof is not None:
         try:
             thresholds, metrics, calibration = _from_oof(args.oof, args.checkpoints, args.hflip_tta)
@@ -215,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             ensemble.logit_offsets = torch.tensor(calibration["logit_offsets"], dtype=torch.float32)
             bundle_config = dataclasses.replace(bundle_config, logit_offsets=list(calibration["logit_offsets"]))
     elif split_file is None:
-        print(f"dms-net-ensemble: thresholds = mean of the members' ({why_not}); model.json carries no ensemble metrics")
+        print(f"dms-net-ensemble: thresholds = mean of the members' ({why_not}); "
+              "model.json carries no ensemble metrics")
     else:
         labels_path = args.labels or str(default_odir_dir() / "labels.csv")
         try:
@@ -247,12 +257,14 @@ def main(argv: list[str] | None = None) -> int:
             data_summary=checkpoint_data_summary(ckpts[0]), name=args.name, opset=args.opset,
             weights_dtype=args.weights_dtype, include_torch_weights=False,
             extra_meta={"ensemble": {"combination": "mean of member probabilities (logits = logit(mean p))",
-                                     "test_time_augmentation": "horizontal mirror of both eyes, averaged per member" if args.hflip_tta else None,
+                                     "test_time_augmentation": ("horizontal mirror of both eyes, averaged per member"
+                                                                if args.hflip_tta else None),
                                      "shared_prefix_stages": shared if shared >= 0 else None,
                                      "attention_from": attention_from, "threshold_source": split_file or why_not,
-                                     "class_activation_maps": ("mean of the plain per-eye members' maps"
-                                                               + (", mirrored pass un-flipped" if args.hflip_tta else "")
-                                                               if ensemble.provides_cams else None),
+                                     "class_activation_maps": (
+                                         "mean of the plain per-eye members' maps"
+                                         + (", mirrored pass un-flipped" if args.hflip_tta else "")
+                                         if ensemble.provides_cams else None),
                                      "members": members},
                         **({"calibration": calibration} if calibration else {})},
         )
@@ -260,29 +272,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dms-net-ensemble: error: {exc}", file=sys.stderr)
         return 1
     print(f"model id      {bundle.model_id}")
-    print("shared prefix " + (f"stem + {shared} backbone stages, run once per eye for all {len(nets)} members" if shared >= 0
-                              else "none (" + ("--no-share-prefix" if not args.share_prefix else "the members' stems differ or cannot be cut") + ")"))
+    print("shared prefix " + (f"stem + {shared} backbone stages, run once per eye for all {len(nets)} members"
+                              if shared >= 0
+                              else "none (" + ("--no-share-prefix" if not args.share_prefix
+                                               else "the members' stems differ or cannot be cut") + ")"))
     print(f"bundle        {bundle.path}  (ONNX {bundle.onnx_path.stat().st_size / 2**20:.1f} MiB, deployment-only)")
     for i, m in enumerate(members):
         score = m["val_official"].get("final")
         print(f"member {i}      {m['architecture']}/{m['backbone']} seed {m['seed']} epoch {m['epoch']}"
-              + (f"  val final {score:.4f}" if score is not None else "") + (" (attention)" if i == attention_from else ""))
+              + (f"  val final {score:.4f}" if score is not None else "")
+              + (" (attention)" if i == attention_from else ""))
     if metrics:
         o = metrics["official"]
-        print(f"ensemble val  final {o['final']:.4f}  kappa {o['kappa']:.4f}  F1 {o['f1']:.4f}  AUC {o['auc']:.4f}  ({metrics['num_patients']} patients)")
+        print(f"ensemble val  final {o['final']:.4f}  kappa {o['kappa']:.4f}  F1 {o['f1']:.4f}  AUC {o['auc']:.4f}  "
+              f"({metrics['num_patients']} patients)")
         if "held_out_test" in metrics:
             t = metrics["held_out_test"]["official"]
-            print(f"ensemble test final {t['final']:.4f}  kappa {t['kappa']:.4f}  F1 {t['f1']:.4f}  AUC {t['auc']:.4f}  (held out)")
+            print(f"ensemble test final {t['final']:.4f}  kappa {t['kappa']:.4f}  F1 {t['f1']:.4f}  "
+                  f"AUC {t['auc']:.4f}  (held out)")
     if calibration and not calibration["applied"]:
         print(f"calibration   not applied: {calibration['why']} ({calibration['val_cross_validated_gain']:+.4f})")
     elif calibration:
-        print(f"calibration   logit offsets {' '.join(f'{c}={b:+.1f}' for c, b in zip(bundle.class_codes, calibration['logit_offsets']))}"
+        print("calibration   logit offsets "
+              f"{' '.join(f'{c}={b:+.1f}' for c, b in zip(bundle.class_codes, calibration['logit_offsets']))}"
               + (f" (val final {calibration['val_before']['final']:.4f} -> {calibration['val_after']['final']:.4f}"
                  if "val_before" in calibration else " (fitted out of fold")
-              + (f"; test {calibration['test_before']['final']:.4f} -> {calibration['test_after']['final']:.4f}" if "test_before" in calibration else "")
+              + (f"; test {calibration['test_before']['final']:.4f} -> {calibration['test_after']['final']:.4f}"
+                 if "test_before" in calibration else "")
               + ")")
     print(f"thresholds    {' '.join(f'{c}={t:.2f}' for c, t in zip(bundle.class_codes, bundle.thresholds))}")
-    print(f"evidence      {'class activation maps (cam_left/cam_right)' if bundle.has_cams else 'no class activation maps'}")
+    print("evidence      "
+          f"{'class activation maps (cam_left/cam_right)' if bundle.has_cams else 'no class activation maps'}")
     return 0
 
 

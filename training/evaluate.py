@@ -8,9 +8,10 @@ by default, like the robot without a GPU); a ``.pt`` checkpoint runs in eager Py
 through a small `InferenceBackend` adapter, so both go through `evaluate_pairs`, which runs
 each pair through the node's exam pipeline (`dms_net_core.exam_pipeline`: quality grade,
 preparation with the model's own `PreprocessConfig`, inference) - the node's path, not the
-trainer's cache; pairs the gate would withhold are scored too and counted. Writes the report of `dms_net_core.report` (``report.json``,
-``report.md``, ``probs.npy``, plots; per-eye AUC against the keyword-derived per-eye labels
-when the model has per-eye heads) and prints the ODIR official score table.
+trainer's cache; pairs the gate would withhold are scored too and counted. Writes the
+report of `dms_net_core.report` (``report.json``, ``report.md``, ``probs.npy``, plots;
+per-eye AUC against the keyword-derived per-eye labels when the model has per-eye heads)
+and prints the ODIR official score table.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from dms_net_core.postprocess import sigmoid
 from dms_net_core.report import write_report
 from dms_net_core.runtime.base import InferenceBackend, InferenceResult
 
-__all__ = ["CheckpointBackend", "ModuleBackend", "PairPredictions", "evaluate_pairs", "main", "predict_pairs", "write_report"]
+__all__ = ["CheckpointBackend", "ModuleBackend", "PairPredictions", "evaluate_pairs", "main", "predict_pairs",
+           "write_report"]
 
 
 class ModuleBackend(InferenceBackend):
@@ -63,7 +65,8 @@ class ModuleBackend(InferenceBackend):
         torch = self._torch
         t0 = time.perf_counter()
         with torch.no_grad():
-            logits, att_l, att_r, *eyes = self.model(torch.from_numpy(left).to(self.device), torch.from_numpy(right).to(self.device))
+            logits, att_l, att_r, *eyes = self.model(torch.from_numpy(left).to(self.device),
+                                                     torch.from_numpy(right).to(self.device))
         logits = logits.float().cpu().numpy()
         eye_probs = [sigmoid(e.float().cpu().numpy()) for e in eyes] or [None, None]
         return InferenceResult(
@@ -89,7 +92,9 @@ class CheckpointBackend(ModuleBackend):
         super().__init__(model_from_checkpoint(checkpoint), device)
 
 
-def load_model_source(path: str, backend: str = "onnxruntime", device: str = "cpu") -> tuple[InferenceBackend, PreprocessConfig, np.ndarray, dict[str, Any]]:
+def load_model_source(
+    path: str, backend: str = "onnxruntime", device: str = "cpu"
+) -> tuple[InferenceBackend, PreprocessConfig, np.ndarray, dict[str, Any]]:
     """(backend, preprocess config, thresholds, provenance) for a ``.pt`` or a bundle dir."""
     p = Path(path)
     if p.is_dir():
@@ -98,11 +103,13 @@ def load_model_source(path: str, backend: str = "onnxruntime", device: str = "cp
 
         bundle = ModelBundle.load(p)
         be = create_backend(bundle, backend=backend, device=device)
-        return be, bundle.preprocess, np.asarray(bundle.thresholds, np.float32), {"bundle": str(p), "model_id": bundle.model_id, "backend": be.describe()}
+        return (be, bundle.preprocess, np.asarray(bundle.thresholds, np.float32),
+                {"bundle": str(p), "model_id": bundle.model_id, "backend": be.describe()})
     if p.is_file():
         ckpt = load_checkpoint(p)
         be = CheckpointBackend(ckpt, device=device)
-        return be, checkpoint_preprocess(ckpt), checkpoint_thresholds(ckpt), {"checkpoint": str(p), "epoch": checkpoint_epoch(ckpt), "backend": be.describe()}
+        return (be, checkpoint_preprocess(ckpt), checkpoint_thresholds(ckpt),
+                {"checkpoint": str(p), "epoch": checkpoint_epoch(ckpt), "backend": be.describe()})
     raise FileNotFoundError(f"model {p} does not exist: pass a best.pt checkpoint or a model bundle directory")
 
 
@@ -188,8 +195,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.split_file and args.subset != "all":
             split = read_split(args.split_file)
             if args.subset not in split:
-                raise ValueError(f"split file {args.split_file} has no {args.subset!r} side (it has {', '.join(split)}): "
-                                 "pick one of those with --subset, or make a 3-way split with training.make_split --test-fraction")
+                raise ValueError(f"split file {args.split_file} has no {args.subset!r} side "
+                                 f"(it has {', '.join(split)}): pick one of those with --subset, "
+                                 "or make a 3-way split with training.make_split --test-fraction")
             records = select_patients(records, split[args.subset], source=args.split_file)
         if args.limit:
             records = records[: args.limit]
@@ -199,14 +207,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(2) from None
     prov |= {"labels": args.labels, "split_file": args.split_file, "subset": args.subset,
              "ungradable_pairs": len(pred.ungradable)}
-    report = write_report(pred.labels, pred.probs, thresholds, args.output_dir, provenance=prov, plots=not args.no_plots,
-                          name=Path(args.model).name, eye_labels=pred.eye_labels, eye_probs=pred.eye_probs)
+    report = write_report(pred.labels, pred.probs, thresholds, args.output_dir, provenance=prov,
+                          plots=not args.no_plots, name=Path(args.model).name, eye_labels=pred.eye_labels,
+                          eye_probs=pred.eye_probs)
     print(format_official_table({Path(args.model).name: report["official"]}))
     per_eye = report["per_eye"]
     if "skipped" in per_eye:
         print(f"per-eye AUC: not reported ({per_eye['skipped']})")
     else:
-        print(f"per-eye AUC ({per_eye['eyes']} eyes, keyword labels): flat {per_eye['auc']:.4f}, macro {per_eye['macro_auc']:.4f}; "
+        print(f"per-eye AUC ({per_eye['eyes']} eyes, keyword labels): "
+              f"flat {per_eye['auc']:.4f}, macro {per_eye['macro_auc']:.4f}; "
               + " ".join(f"{c} {v:.3f}" for c, v in per_eye["per_class"].items()))
     if pred.ungradable:
         print(f"{len(pred.ungradable)} of {len(pred.labels)} pairs the node's quality gate would call UNGRADABLE "

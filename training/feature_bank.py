@@ -114,12 +114,14 @@ def bank_spec(model_cfg: DMSNetConfig, pre_cfg: PreprocessConfig, aug_cfg: Augme
     if stage < 1:
         raise ValueError(f"--frozen-stages {stage}: a feature bank needs at least one frozen stage (e.g. 4)")
     if aug_cfg.cutmix_prob > 0:
-        raise ValueError("the feature bank stores per-eye views, so CutMix cannot be applied: set augment cutmix_prob=0")
+        raise ValueError("the feature bank stores per-eye views, so CutMix cannot be applied: "
+                         "set augment cutmix_prob=0")
     if views < 1:
         raise ValueError(f"--bank-views {views}: need at least 1 augmented view")
     model = build_model(model_cfg).eval()
     spec = BankSpec(backbone=model_cfg.backbone, pretrained=model_cfg.pretrained, stage=int(stage), views=int(views),
-                    seed=int(seed), preprocess=pre_cfg.to_dict(), augment=json.loads(json.dumps(asdict(aug_cfg), default=list)),
+                    seed=int(seed), preprocess=pre_cfg.to_dict(),
+                    augment=json.loads(json.dumps(asdict(aug_cfg), default=list)),
                     prefix_sha256=prefix_fingerprint(model, stage))
     return spec, model
 
@@ -207,7 +209,8 @@ def _build(path: Path, feats_path: Path, shape: tuple[int, ...], spec: BankSpec,
             x = x.contiguous(memory_format=torch.channels_last)
             # the plain view in fp32 (deployment computes it so); augmented views under native bf16
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and view > 0):
-                features[view, s:s + len(u8)] = backbone.forward_prefix(x, spec.stage).float().numpy().astype(np.float16)
+                features[view, s:s + len(u8)] = (backbone.forward_prefix(x, spec.stage).float().numpy()
+                                                 .astype(np.float16))
         features.flush()
         done.append(view)
         _write_meta(path, spec, keys, shape, done)

@@ -35,7 +35,8 @@ def freeze_backbone_stages(model: nn.Module, stages: int) -> list[nn.Module]:
         return []
     units = backbone_stages(model.backbone)
     if stages + 1 >= len(units):
-        raise ValueError(f"--frozen-stages {stages} would freeze the whole backbone (stem + {len(units) - 1} stages): choose fewer")
+        raise ValueError(f"--frozen-stages {stages} would freeze the whole backbone "
+                         f"(stem + {len(units) - 1} stages): choose fewer")
     frozen = units[: stages + 1]
     for module in frozen:
         for p in module.parameters():

@@ -101,7 +101,8 @@ def augment_batch(left_u8: torch.Tensor, right_u8: torch.Tensor, labels: torch.T
     return _augment_float(left, aug, pre, gen), _augment_float(right, aug, pre, gen)
 
 
-def _augment_float(x255: torch.Tensor, aug: AugmentConfig, pre: PreprocessConfig, gen: torch.Generator | None) -> torch.Tensor:
+def _augment_float(x255: torch.Tensor, aug: AugmentConfig, pre: PreprocessConfig,
+                   gen: torch.Generator | None) -> torch.Tensor:
     return normalize_batch(_colour(_affine(x255, aug, gen), aug, gen), pre)
 
 
@@ -117,6 +118,7 @@ def eval_eyes(eyes_u8: torch.Tensor, pre: PreprocessConfig) -> torch.Tensor:
     return normalize_batch(to_float_nchw(eyes_u8), pre)
 
 
-def eval_batch(left_u8: torch.Tensor, right_u8: torch.Tensor, pre: PreprocessConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_batch(left_u8: torch.Tensor, right_u8: torch.Tensor,
+               pre: PreprocessConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The eval transform: only normalisation (equal to `preprocess_eye` on the same image)."""
     return eval_eyes(left_u8, pre), eval_eyes(right_u8, pre)

@@ -155,7 +155,8 @@ def derive_final_bank(source: FeatureBank, backbone: nn.Module, path: str | Path
                 x = torch.from_numpy(np.array(source.features[view, s:s + batch_size])).float()
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and view > 0):
-                    features[view, s:s + len(x)] = backbone.forward_from_stage(x, stage).float().numpy().astype(np.float16)
+                    features[view, s:s + len(x)] = (backbone.forward_from_stage(x, stage).float().numpy()
+                                                    .astype(np.float16))
             features.flush()
             done.append(view)
             tmp = path / "meta.json.tmp"
@@ -190,8 +191,8 @@ def train_head(head: str, seed: int, bank: FeatureBank, data: dict[str, dict[str
         te = time.time()
         stats = train_one_epoch_bank(net, criterion, optimizer, scheduler, bank, train["rows"], train["labels"],
                                      np.zeros(0, np.int64), np.random.default_rng([seed, epoch]), batch_size=batch_size,
-                                     eye_loss_weight=recipe["eye_loss_weight"], amp_dtype=cpu_amp("bf16"), frozen=[model.backbone],
-                                     progress=progress, desc=f"{head} s{seed} epoch {epoch}")
+                                     eye_loss_weight=recipe["eye_loss_weight"], amp_dtype=cpu_amp("bf16"),
+                                     frozen=[model.backbone], progress=progress, desc=f"{head} s{seed} epoch {epoch}")
         probs, eye_probs = predict_bank(net, bank, data["val"]["rows"], amp_dtype=cpu_amp("bf16"))
         scores = score_probs(data["val"]["labels"], probs, eye_probs, val_eyes)
         history.append({"epoch": epoch, "train_loss": stats["loss"], "val_final": scores["final"],
@@ -218,7 +219,8 @@ def train_head(head: str, seed: int, bank: FeatureBank, data: dict[str, dict[str
 
 def summarise(results: list[dict[str, Any]]) -> str:
     """A markdown table: one row per head (mean +- SD over seeds), then one per run."""
-    lines = ["| head | params (M) | seeds | best epochs | val final | **test final** | test kappa | test AUC | s / epoch |",
+    lines = ["| head | params (M) | seeds | best epochs | val final | **test final** | test kappa | test AUC "
+             "| s / epoch |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for head in HEADS:
         runs = [r for r in results if r["head"] == head]
@@ -231,13 +233,15 @@ def summarise(results: list[dict[str, Any]]) -> str:
 
         epoch_s = np.median([h["epoch_s"] for r in runs for h in r["per_epoch"]])
         lines.append(f"| {head} | {runs[0]['head_params'] / 1e6:.2f} | {len(runs)} | "
-                     f"{', '.join(str(r['picked_epoch']) for r in runs)} | {ms('val', 'final')} | **{ms('test', 'final')}** | "
+                     f"{', '.join(str(r['picked_epoch']) for r in runs)} | {ms('val', 'final')} | "
+                     f"**{ms('test', 'final')}** | "
                      f"{ms('test', 'kappa')} | {ms('test', 'auc')} | {epoch_s:.0f} |")
     return "\n".join(lines)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--control", required=True, help="best.pt of a control trained from a feature bank (dms-net-train "
                                                      "--feature-bank): its backbone makes the features")
     p.add_argument("--output-dir", required=True)
@@ -260,8 +264,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     source, data, _, _ = load_bank_data(control_args, model_cfg, pre_cfg, aug_cfg)
     control = model_from_checkpoint(ckpt).eval()
     if prefix_fingerprint(control, source.spec.stage) != source.spec.prefix_sha256:
-        raise ValueError(f"{args.control}'s first {source.spec.stage} stages differ from its bank's: the stages the bank "
-                         "stores must have been frozen in that run")
+        raise ValueError(f"{args.control}'s first {source.spec.stage} stages differ from its bank's: "
+                         "the stages the bank stores must have been frozen in that run")
     out = Path(args.output_dir)
     bank = derive_final_bank(source, control.backbone, args.derived_bank or out / "bank", progress=args.progress)
     recipe = vars(control_args)

@@ -34,7 +34,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--folds", type=int, default=0,
                         help="K > 1: write K cross-validation splits (train/val), --output containing {fold}")
     parser.add_argument("--hold-out-patients", default=None,
-                        help="CSV with a patient_id column: with --folds, those patients are in no fold (the 'test' side)")
+                        help="CSV with a patient_id column: with --folds, those patients are in no fold "
+                             "(the 'test' side)")
     parser.add_argument("--output", required=True)
     return parser
 
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     write_split(args.output, split, loaded.records, seed=args.seed, val_fraction=args.val_fraction, source=args.labels,
                 test_fraction=args.test_fraction)
     sizes = " / ".join(f"{len(ids)} {name}" for name, ids in split.items())
-    print(f"wrote {args.output}: {sizes} patients ({len(loaded.skipped_missing_eye)} patients with one eye missing skipped)")
+    print(f"wrote {args.output}: {sizes} patients "
+          f"({len(loaded.skipped_missing_eye)} patients with one eye missing skipped)")
 
 
 if __name__ == "__main__":

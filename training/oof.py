@@ -44,7 +44,8 @@ from training.epoch_snapshots import epoch_val_probs, snapshot_paths
 
 
 def cross_fit(labels: list[np.ndarray], probs: list[np.ndarray],
-              fit: Callable[[np.ndarray, np.ndarray], Any], apply: Callable[[np.ndarray, Any], np.ndarray]) -> list[np.ndarray]:
+              fit: Callable[[np.ndarray, np.ndarray], Any],
+              apply: Callable[[np.ndarray, Any], np.ndarray]) -> list[np.ndarray]:
     """Per fold k: ``apply(probs[k], fit(labels of the other folds, probs of the other folds))``."""
     out = []
     for k in range(len(probs)):
@@ -64,7 +65,8 @@ def cross_fitted_calibrated_score(labels: list[np.ndarray], probs: list[np.ndarr
     return odir_official_score(np.concatenate(labels), np.concatenate(calibrated))
 
 
-def bootstrap_interval(labels: np.ndarray, probs: np.ndarray, score: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+def bootstrap_interval(labels: np.ndarray, probs: np.ndarray,
+                       score: Callable[[np.ndarray, np.ndarray], dict[str, float]],
                        *, n: int = 1000, seed: int = 0) -> dict[str, list[float]]:
     """Patient-bootstrap 95 % interval of every key ``score(labels, probs)`` returns."""
     rng = np.random.default_rng(seed)
@@ -76,7 +78,8 @@ def bootstrap_interval(labels: np.ndarray, probs: np.ndarray, score: Callable[[n
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()}
 
 
-def epoch_table(fold_dirs: list[Path], labels: list[np.ndarray], *, min_fraction: float = 0.5) -> tuple[list[dict[str, Any]], int]:
+def epoch_table(fold_dirs: list[Path], labels: list[np.ndarray], *,
+                min_fraction: float = 0.5) -> tuple[list[dict[str, Any]], int]:
     """One row per epoch common to every fold (pooled raw score; cross-fitted calibrated score
     from ``min_fraction`` of the schedule on) and the epoch with the best cross-fitted final."""
     per_fold = [epoch_val_probs(d) for d in fold_dirs]
@@ -149,14 +152,16 @@ def or_rule_probs(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def or_blend_lever(labels: list[np.ndarray], probs: list[np.ndarray], eyes: list[dict[str, np.ndarray]],
-                   weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), *, bootstrap: int = 1000) -> dict[str, Any]:
+                   weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), *,
+                   bootstrap: int = 1000) -> dict[str, Any]:
     """Issue 22's lever "patient probability blended with the per-eye OR rule", measured on the
     out-of-fold predictions without training: ``(1 - w) p_patient + w p_or`` for each ``w``,
     scored like the shipped recipe (calibration cross-fitted across folds). The best ``w``
     against ``w = 0`` gets a paired patient-bootstrap interval of the difference, and the
     weight each fold would pick from the other folds alone shows whether the choice is stable."""
     y = np.concatenate(labels)
-    blended = {w: [(1 - w) * p + w * or_rule_probs(e["left"], e["right"]) for p, e in zip(probs, eyes)] for w in weights}
+    blended = {w: [(1 - w) * p + w * or_rule_probs(e["left"], e["right"]) for p, e in zip(probs, eyes)]
+               for w in weights}
     calibrated = {w: np.concatenate(cross_fit(labels, parts, _fit_offsets, apply_logit_offsets))
                   for w, parts in blended.items()}
     rows = [{"weight": w, "calibrated_cross_fitted": odir_official_score(y, calibrated[w])} for w in weights]
@@ -199,9 +204,11 @@ def oof_summary(labels: list[np.ndarray], probs: list[np.ndarray], *, bootstrap:
         "score_ci95": bootstrap_interval(y, honest, odir_official_score, n=bootstrap, seed=1),
         "score_is": "official ODIR at p > 0.5 of the pooled out-of-fold predictions"
                     + (", each fold calibrated by offsets fitted on the other folds" if keep else ", uncalibrated"),
-        "decisions_cross_fitted": {"coherent": odir_decision_score(y, honest, decisions),
-                                   "without_rule": odir_decision_score(y, honest, uncoherent),
-                                   "normal_with_disease_without_rule": int((uncoherent[:, 0] & uncoherent[:, 1:].any(1)).sum())},
+        "decisions_cross_fitted": {
+            "coherent": odir_decision_score(y, honest, decisions),
+            "without_rule": odir_decision_score(y, honest, uncoherent),
+            "normal_with_disease_without_rule": int((uncoherent[:, 0] & uncoherent[:, 1:].any(1)).sum()),
+        },
         "logit_offsets": [float(b) for b in offsets],
         "thresholds": [float(t) for t in thresholds],
         # the report model.json carries: the honest (cross-fitted) probabilities; its threshold
@@ -218,7 +225,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, help="labels.csv (default: the ODIR-5K 256 px set's)")
     p.add_argument("--images-dir", default=None)
     p.add_argument("--epoch", type=int, default=None, help="use this epoch instead of choosing one")
-    p.add_argument("--hflip-tta", action="store_true", help="predict as the shipped bundle will: pair + mirror averaged")
+    p.add_argument("--hflip-tta", action="store_true",
+                   help="predict as the shipped bundle will: pair + mirror averaged")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals")
     p.add_argument("--batch-size", type=int, default=16)
     return p
@@ -238,13 +246,15 @@ def main(argv: list[str] | None = None) -> int:
             fold_labels.append(np.load(d / "val_labels.npy"))
         table, chosen = epoch_table(args.fold_dirs, fold_labels)
         epoch = chosen if args.epoch is None else args.epoch
-        print(f"dms-net-oof: epoch {epoch} ({'chosen on the cross-fitted calibrated score' if args.epoch is None else '--epoch'})")
+        print(f"dms-net-oof: epoch {epoch} "
+              f"({'chosen on the cross-fitted calibrated score' if args.epoch is None else '--epoch'})")
         labels_path = args.labels or str(default_odir_dir() / "labels.csv")
         ys, ps, eyes, members = predict_fold_members(args.fold_dirs, epoch, labels_path, args.images_dir,
                                                hflip_tta=args.hflip_tta, batch_size=args.batch_size)
         for y, stored in zip(ys, fold_labels):
             if not np.array_equal(y, stored):
-                raise ValueError("the fold's validation labels changed since training: same labels.csv and split files needed")
+                raise ValueError("the fold's validation labels changed since training: "
+                                 "same labels.csv and split files needed")
         summary = oof_summary(ys, ps, bootstrap=args.bootstrap)
         if all(e is not None for e in eyes):
             summary["lever_or_blend"] = or_blend_lever(ys, ps, eyes, bootstrap=args.bootstrap)
@@ -257,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=1, default=float) + "\n")
     arrays = {f"fold{k}_{name}": a for k, (y, p) in enumerate(zip(ys, ps)) for name, a in (("labels", y), ("probs", p))}
-    arrays |= {f"fold{k}_{side}_eye_probs": e[side] for k, e in enumerate(eyes) if e is not None for side in ("left", "right")}
+    arrays |= {f"fold{k}_{side}_eye_probs": e[side]
+               for k, e in enumerate(eyes) if e is not None for side in ("left", "right")}
     np.savez_compressed(args.output.with_suffix(".npz"), **arrays)  # the predictions, for later analysis
     s, ci = summary["score"], summary["score_ci95"]["final"]
     print(f"dms-net-oof: {summary['patients']} patients out of fold: ODIR final {s['final']:.4f} "

@@ -28,7 +28,8 @@ from training.train import parse_args, train_run
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Several DMS-Net training runs in one process", add_help=add_help)
-    p.add_argument("--runs", nargs="+", required=True, help="RECIPE:SEED[,SEED...] items, e.g. dms_net_effnet_lite0:0,1,2")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="RECIPE:SEED[,SEED...] items, e.g. dms_net_effnet_lite0:0,1,2")
     p.add_argument("--output-dir", default="runs/suite")
     p.add_argument("--time-budget-minutes", type=float, default=None, help="for ALL runs together")
     p.add_argument("--train-args", default="", help="extra dms-net-train flags for every run (one string)")
@@ -49,7 +50,8 @@ def parse_runs(items: list[str]) -> list[tuple[str, int]]:
             raise ValueError(f"bad run {item!r}: expected RECIPE[+KEY=VALUE...]:SEED[,SEED...]")
         for override in recipe.split("+")[1:]:
             if "=" not in override:
-                raise ValueError(f"bad override {override!r} in {item!r}: expected KEY=VALUE (a model, augment or trainer setting)")
+                raise ValueError(f"bad override {override!r} in {item!r}: "
+                                 "expected KEY=VALUE (a model, augment or trainer setting)")
         for s in (seeds or "0").split(","):
             runs.append((recipe, int(s)))
     return runs
@@ -86,7 +88,8 @@ def run_arguments(spec: str) -> tuple[str, list[str]]:
             else:
                 args += [flag, value]
         else:
-            raise ValueError(f"override {override!r} in {spec!r}: {key} is not a model, augment, preprocess or dms-net-train setting")
+            raise ValueError(f"override {override!r} in {spec!r}: "
+                             f"{key} is not a model, augment, preprocess or dms-net-train setting")
     return name, args
 
 
@@ -217,7 +220,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         summary = {"runs": results, "by_recipe": summarize(results), "ensembles": ensemble_scores(results),
                    "wall_s": time.time() - t0}
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-        (out / "summary.md").write_text(markdown_table(summary["by_recipe"]) + "\n" + ensemble_table(summary["ensembles"]))
+        (out / "summary.md").write_text(markdown_table(summary["by_recipe"]) + "\n"
+                                        + ensemble_table(summary["ensembles"]))
     if summary is None:  # the budget was spent before the first run
         summary = {"runs": results, "by_recipe": summarize(results), "ensembles": ensemble_scores(results)}
     print(markdown_table(summary["by_recipe"]) + "\n" + ensemble_table(summary["ensembles"]), flush=True)

@@ -78,15 +78,19 @@ _NESTED = ("model", "preprocess", "augment")
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DMS-Net training on ODIR-5K", add_help=add_help)
     p.add_argument("--config", default=None, help="YAML recipe (training/configs/*.yaml or a name from there)")
-    p.add_argument("--labels", default=str(default_odir_dir() / "labels.csv"), help="labels.csv or official ODIR-5K sheet (default: ../shared/data/odir5k_256 or $ODIR_256_DIR)")
+    p.add_argument("--labels", default=str(default_odir_dir() / "labels.csv"),
+                   help="labels.csv or official ODIR-5K sheet (default: ../shared/data/odir5k_256 or $ODIR_256_DIR)")
     p.add_argument("--images-dir", default=None, help="images folder (official layout)")
-    p.add_argument("--split-file", default=str(DEFAULT_SPLIT), help="split JSON; '' = make one (--val-fraction, --split-seed)")
+    p.add_argument("--split-file", default=str(DEFAULT_SPLIT),
+                   help="split JSON; '' = make one (--val-fraction, --split-seed)")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=float, default=0.0, help="with --split-file '': also hold out this fraction as test")
+    p.add_argument("--test-fraction", type=float, default=0.0,
+                   help="with --split-file '': also hold out this fraction as test")
     p.add_argument("--max-train-pairs", type=int, default=None, help="use only the first N train pairs (smoke tests)")
     p.add_argument("--max-val-pairs", type=int, default=None)
-    p.add_argument("--model", default={}, type=_kv, action=_MergeDict, help="DMSNetConfig override KEY=VALUE (repeatable)")
+    p.add_argument("--model", default={}, type=_kv, action=_MergeDict,
+                   help="DMSNetConfig override KEY=VALUE (repeatable)")
     p.add_argument("--preprocess", default={}, type=_kv, action=_MergeDict, help="PreprocessConfig override KEY=VALUE")
     p.add_argument("--augment", default={}, type=_kv, action=_MergeDict, help="AugmentConfig override KEY=VALUE")
     p.add_argument("--epochs", type=int, default=30)
@@ -105,12 +109,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--eye-loss-weight", type=float, default=0.5,
                    help="weight of the per-eye keyword-label loss (models with per_eye_heads)")
     p.add_argument("--frozen-stages", type=int, default=0,
-                   help="freeze the backbone's stem and first N stages (weights and BN stats); ~2x faster on a CPU at N=2")
+                   help="freeze the backbone's stem and first N stages (weights and BN stats); "
+                        "~2x faster on a CPU at N=2")
     p.add_argument("--backbone-lr-mult", type=float, default=1.0,
                    help="backbone learning rate = --lr x this (the heads get --lr)")
     p.add_argument("--ema-decay", type=float, default=None,
-                   help="keep an exponential moving average of the weights (e.g. 0.99) and evaluate, keep and export it "
-                        "(training/ema.py); default: off")
+                   help="keep an exponential moving average of the weights (e.g. 0.99) and evaluate, keep and "
+                        "export it (training/ema.py); default: off")
     p.add_argument("--early-stop-patience", type=int, default=8, help="epochs without val final gain; 0 = off")
     p.add_argument("--time-budget-minutes", type=float, default=None, help="shrink the schedule / stop to fit")
     p.add_argument("--seed", type=int, default=0)
@@ -163,7 +168,8 @@ def resolve_recipe(path: str) -> Path:
         for cand in (CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"):
             if cand.is_file():
                 return cand
-        raise FileNotFoundError(f"recipe {path} not found (also looked in {CONFIG_DIR}): pass a YAML path or a recipe name")
+        raise FileNotFoundError(f"recipe {path} not found (also looked in {CONFIG_DIR}): "
+                                "pass a YAML path or a recipe name")
     return p
 
 
@@ -195,7 +201,8 @@ def build_configs(args: argparse.Namespace) -> tuple[DMSNetConfig, PreprocessCon
     pre.setdefault("image_size", model_cfg.image_size)
     pre_cfg = PreprocessConfig.from_dict(pre)
     if pre_cfg.image_size != model_cfg.image_size:
-        raise ValueError(f"preprocess image_size {pre_cfg.image_size} != model image_size {model_cfg.image_size}: set them equal")
+        raise ValueError(f"preprocess image_size {pre_cfg.image_size} != model image_size {model_cfg.image_size}: "
+                         "set them equal")
     aug = dict(args.augment)
     for key in ("scale", "cutmix_area"):
         if key in aug:
@@ -290,7 +297,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         left, right = augment_batch(data["left"][idx], data["right"][idx], mix_key, aug, pre)
         left, right = left.to(device, non_blocking=True), right.to(device, non_blocking=True)
         if channels_last:
-            left, right = left.contiguous(memory_format=torch.channels_last), right.contiguous(memory_format=torch.channels_last)
+            left, right = (left.contiguous(memory_format=torch.channels_last),
+                           right.contiguous(memory_format=torch.channels_last))
         target = labels.to(device).float()
         with _autocast(device, amp_dtype):
             outputs = model(left, right)
@@ -331,13 +339,15 @@ def masked_eye_loss(criterion: nn.BCEWithLogitsLoss, logits_left: torch.Tensor, 
     logits = torch.cat([logits_left, logits_right])
     target = torch.cat([eyes["eye_left"], eyes["eye_right"]]).float()
     known = torch.cat([eyes["eye_known"][:, 0], eyes["eye_known"][:, 1]]).float()
-    per_eye = F.binary_cross_entropy_with_logits(logits, target, pos_weight=criterion.pos_weight, reduction="none").mean(1)
+    per_eye = F.binary_cross_entropy_with_logits(logits, target, pos_weight=criterion.pos_weight,
+                                                 reduction="none").mean(1)
     return (per_eye * known).sum() / known.sum().clamp(min=1.0)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, data: dict[str, torch.Tensor], *, batch_size: int, pre: PreprocessConfig,
-            device: torch.device, amp_dtype: str, channels_last: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+            device: torch.device, amp_dtype: str,
+            channels_last: bool) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
     """Sigmoid probabilities [N,8] (float32, numpy) for all cached pairs, eval transform, and
     the per-eye probabilities ``{"left", "right"}`` [N,8] when the model has per-eye heads."""
     model.eval()
@@ -347,7 +357,8 @@ def predict(model: nn.Module, data: dict[str, torch.Tensor], *, batch_size: int,
         left, right = eval_batch(data["left"][s:s + batch_size], data["right"][s:s + batch_size], pre)
         left, right = left.to(device), right.to(device)
         if channels_last:
-            left, right = left.contiguous(memory_format=torch.channels_last), right.contiguous(memory_format=torch.channels_last)
+            left, right = (left.contiguous(memory_format=torch.channels_last),
+                           right.contiguous(memory_format=torch.channels_last))
         with _autocast(device, amp_dtype):
             outputs = model(left, right)
         out.append(torch.sigmoid(outputs[0].float()).cpu())
@@ -418,12 +429,15 @@ def load_data(args: argparse.Namespace, pre_cfg: PreprocessConfig, *, cache_pool
     }
     for name, recs in sides.items():
         summary[name] = {"num_patients": len(recs),
-                         "class_counts": {c: int(v) for c, v in zip(CLASS_CODES, np.stack([r.labels for r in recs]).sum(0))}}
+                         "class_counts": {c: int(v)
+                                          for c, v in zip(CLASS_CODES, np.stack([r.labels for r in recs]).sum(0))}}
     return cache, idx, summary
 
 
-def load_bank_data(args: argparse.Namespace, model_cfg: DMSNetConfig, pre_cfg: PreprocessConfig, aug_cfg: AugmentConfig,
-                   *, progress: bool = False) -> tuple[Any, dict[str, dict[str, np.ndarray]], np.ndarray, dict[str, Any]]:
+def load_bank_data(
+    args: argparse.Namespace, model_cfg: DMSNetConfig, pre_cfg: PreprocessConfig, aug_cfg: AugmentConfig,
+    *, progress: bool = False
+) -> tuple[Any, dict[str, dict[str, np.ndarray]], np.ndarray, dict[str, Any]]:
     """The feature bank of every labelled eye (one bank serves all splits, seeds and folds), the
     split sides as bank rows + labels, and the one-eye patients' eye rows (training only)."""
     from training.feature_bank import open_or_build_bank
@@ -444,15 +458,18 @@ def load_bank_data(args: argparse.Namespace, model_cfg: DMSNetConfig, pre_cfg: P
         raise ValueError(f"{len(one_eye_sided)} split patients have one eye (e.g. {one_eye_sided[:3]}): "
                          "splits list two-eye patients; one-eye patients join training by --one-eye-patients")
     placed = {r.patient_id for recs in sides.values() for r in recs}
-    singles = [r for r in loaded.records if not r.has_both and r.patient_id not in placed] if args.one_eye_patients else []
+    singles = ([r for r in loaded.records if not r.has_both and r.patient_id not in placed]
+               if args.one_eye_patients else [])
     bank = open_or_build_bank(args.feature_bank, loaded.records, model_cfg, pre_cfg, aug_cfg, stage=bank_stage(args),
-                              views=args.bank_views, seed=args.bank_seed, workers=args.decode_workers, progress=progress)
+                              views=args.bank_views, seed=args.bank_seed, workers=args.decode_workers,
+                              progress=progress)
     data = {name: {"rows": bank.rows([r.patient_id for r in recs]), "labels": np.stack([r.labels for r in recs])}
             for name, recs in sides.items()}
     single_rows = bank.rows([r.patient_id for r in singles]).max(axis=1) if singles else np.zeros(0, np.int64)
     summary = {"source": loaded.source, "num_patients": len(loaded.records),
                "split_file": str(args.split_file) if args.split_file else None,
-               "feature_bank": {"path": str(bank.path), **{k: v for k, v in bank.spec.to_dict().items() if k != "augment"}},
+               "feature_bank": {"path": str(bank.path),
+                                **{k: v for k, v in bank.spec.to_dict().items() if k != "augment"}},
                "one_eye_patients_trained": len(singles)}
     for name, recs in sides.items():
         summary[name] = {"num_patients": len(recs),
@@ -463,7 +480,8 @@ def load_bank_data(args: argparse.Namespace, model_cfg: DMSNetConfig, pre_cfg: P
 def bank_stage(args: argparse.Namespace) -> int:
     stage = args.frozen_stages if args.bank_stage is None else args.bank_stage
     if stage > args.frozen_stages:
-        raise ValueError(f"--bank-stage {stage} > --frozen-stages {args.frozen_stages}: the banked stages must be frozen")
+        raise ValueError(f"--bank-stage {stage} > --frozen-stages {args.frozen_stages}: "
+                         "the banked stages must be frozen")
     return stage
 
 
@@ -505,7 +523,8 @@ def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(json.dumps(vars(args), default=str))
 
 
-def save_eye_arrays(out_dir: Path, side: str, eye_probs: dict[str, np.ndarray], eye_labels: dict[str, np.ndarray]) -> None:
+def save_eye_arrays(out_dir: Path, side: str, eye_probs: dict[str, np.ndarray],
+                    eye_labels: dict[str, np.ndarray]) -> None:
     """Per-eye probabilities and labels beside ``<side>_probs.npy`` (ensembles are scored from files)."""
     np.savez(out_dir / f"{side}_eye.npz", **{f"probs_{k}": v for k, v in eye_probs.items()},
              **{f"labels_{k}": v for k, v in eye_labels.items()})
@@ -562,7 +581,8 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     if args.feature_bank:
         if world > 1 or device.type != "cpu":
             raise ValueError("--feature-bank is the CPU trainer (one process): drop torchrun / use --device cpu")
-        bank, bank_data, single_rows, data_summary = load_bank_data(args, model_cfg, pre_cfg, aug_cfg, progress=progress)
+        bank, bank_data, single_rows, data_summary = load_bank_data(args, model_cfg, pre_cfg, aug_cfg,
+                                                                    progress=progress)
         side_sizes = {name: len(d["rows"]) for name, d in bank_data.items()}
         train_labels = bank_data["train"]["labels"]
     else:
@@ -576,7 +596,8 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     cache_s = time.time() - t0
     n_train = side_sizes["train"]
     if n_train < args.batch_size * world:
-        raise ValueError(f"{n_train} training pairs < one batch of {args.batch_size} x {world} processes: lower --batch-size")
+        raise ValueError(f"{n_train} training pairs < one batch of {args.batch_size} x {world} processes: "
+                         "lower --batch-size")
 
     model = build_model(model_cfg).to(device)
     if args.channels_last:
@@ -585,7 +606,8 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
     eye_loss_weight = args.eye_loss_weight if model_cfg.per_eye_heads else 0.0
     optimizer = torch.optim.AdamW(param_groups(model, args.lr, args.weight_decay, args.backbone_lr_mult), lr=args.lr)
     steps_per_epoch = n_train // (args.batch_size * world)
-    schedule = WarmupCosine(round(args.warmup_epochs * steps_per_epoch), args.epochs * steps_per_epoch, args.min_lr_ratio)
+    schedule = WarmupCosine(round(args.warmup_epochs * steps_per_epoch), args.epochs * steps_per_epoch,
+                            args.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == "fp16" else None
     criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight_from_prevalence(
@@ -638,7 +660,8 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
         except ImportError:  # tensorboard is optional at run time
             writer = None
     log_path = out_dir / "log.csv"
-    eval_kw = dict(batch_size=args.eval_batch_size, pre=pre_cfg, device=device, amp_dtype=amp_dtype, channels_last=args.channels_last)
+    eval_kw = dict(batch_size=args.eval_batch_size, pre=pre_cfg, device=device, amp_dtype=amp_dtype,
+                   channels_last=args.channels_last)
 
     def side_labels(name: str) -> np.ndarray:
         return bank_data[name]["labels"] if bank is not None else side_data[name]["labels"].cpu().numpy()
@@ -657,7 +680,8 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
 
     from torch.utils.data import DistributedSampler
 
-    sampler = DistributedSampler(range(n_train), num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
+    sampler = DistributedSampler(range(n_train), num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
+                                 drop_last=True)
     budget_s = args.time_budget_minutes * 60 if args.time_budget_minutes else None
     stop_reason = "epochs"
     epoch_times: list[float] = []
@@ -695,8 +719,9 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
             best_final, best_epoch = val_scores["final"], epoch
         if is_main:
             eye_text = f" eye-auc {val_scores['eye_auc']:.4f}" if "eye_auc" in val_scores else ""
-            print(f"epoch {epoch}/{epochs_total - 1} step {step} loss {train_stats['loss']:.4f} val final {val_scores['final']:.4f} "
-                  f"kappa {val_scores['kappa']:.4f} f1 {val_scores['f1']:.4f} auc {val_scores['auc']:.4f}{eye_text} ({epoch_s:.1f}s)",
+            print(f"epoch {epoch}/{epochs_total - 1} step {step} loss {train_stats['loss']:.4f} "
+                  f"val final {val_scores['final']:.4f} kappa {val_scores['kappa']:.4f} f1 {val_scores['f1']:.4f} "
+                  f"auc {val_scores['auc']:.4f}{eye_text} ({epoch_s:.1f}s)",
                   flush=True)
             new = not log_path.exists()
             with open(log_path, "a", newline="") as f:
@@ -721,8 +746,10 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                                            rng=_rng_state(device), best_final=best_final, best_epoch=best_epoch,
                                            epochs_total=epochs_total, history=history,
                                            ema=ema.state_dict() if ema is not None else None), out_dir / "last.pt")
-        if args.max_epochs_this_run and epoch + 1 - start_epoch >= args.max_epochs_this_run and epoch + 1 < epochs_total:
-            stop_reason = f"paused after {args.max_epochs_this_run} epochs (--max-epochs-this-run); continue with --resume"
+        if (args.max_epochs_this_run and epoch + 1 - start_epoch >= args.max_epochs_this_run
+                and epoch + 1 < epochs_total):
+            stop_reason = (f"paused after {args.max_epochs_this_run} epochs (--max-epochs-this-run); "
+                           "continue with --resume")
             break
         if args.early_stop_patience and epoch - best_epoch >= args.early_stop_patience:
             stop_reason = f"early stop: no val final gain for {args.early_stop_patience} epochs"
@@ -736,7 +763,8 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
             if epoch + 1 + fit < epochs_total:
                 # shrink the cosine so it still ends at its floor instead of being cut mid-way
                 epochs_total = epoch + 1 + fit
-                schedule.total_steps = max(step + 1, epochs_total * steps_per_epoch)  # scheduler.lr_lambdas[0] is schedule
+                # scheduler.lr_lambdas[0] is schedule
+                schedule.total_steps = max(step + 1, epochs_total * steps_per_epoch)
                 if is_main:
                     print(f"time budget: schedule shortened to {epochs_total} epochs", flush=True)
     if writer is not None:
@@ -767,18 +795,21 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
             np.save(out_dir / "test_labels.npy", side_labels("test"))
             (out_dir / "test_metrics.json").write_text(json.dumps(test_report, indent=1, default=float) + "\n")
             result["test"] = test_report["official"]
-        torch.save(with_results(best, thresholds=threshold_list, metrics=best_metrics, history=history), out_dir / "best.pt")
+        torch.save(with_results(best, thresholds=threshold_list, metrics=best_metrics, history=history),
+                   out_dir / "best.pt")
         np.save(out_dir / "val_probs.npy", probs)
         np.save(out_dir / "val_labels.npy", labels)  # with the probs: seed ensembles are scored from files
         (out_dir / "val_metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
         result |= {"val": report["official"], "thresholds": threshold_list, "train_s": time.time() - t_start}
         (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         print(f"best epoch {best_epoch}: val ODIR final {report['official']['final']:.4f} "
-              f"(kappa {report['official']['kappa']:.4f}, F1 {report['official']['f1']:.4f}, AUC {report['official']['auc']:.4f}); "
+              f"(kappa {report['official']['kappa']:.4f}, F1 {report['official']['f1']:.4f}, "
+              f"AUC {report['official']['auc']:.4f}); "
               f"{stop_reason}; {result['train_s']:.0f}s total", flush=True)
         if "test" in result:
             t = result["test"]
-            print(f"held-out test ({side_sizes['test']} patients, never used for selection): ODIR final {t['final']:.4f} "
+            print(f"held-out test ({side_sizes['test']} patients, never used for selection): "
+                  f"ODIR final {t['final']:.4f} "
                   f"(kappa {t['kappa']:.4f}, F1 {t['f1']:.4f}, AUC {t['auc']:.4f})", flush=True)
     if world > 1:
         dist.barrier()

@@ -123,7 +123,8 @@ def disc_measures(view: np.ndarray, fov_threshold: int) -> dict[str, float]:
     # Measured at this common scale, not at the camera's: Immerkaer's mask reads the vessels of
     # a small disc (150 px) as noise. Upsampling a small disc smooths its noise;
     # `detail_spread` catches noise of any amplitude anyway.
-    noise_sigma = _NOISE_SCALE * cv2.mean(np.abs(cv2.filter2D(grey_u8.astype(np.float32), -1, _NOISE_MASK)), mask=mask)[0]
+    noise_sigma = _NOISE_SCALE * cv2.mean(np.abs(cv2.filter2D(grey_u8.astype(np.float32), -1, _NOISE_MASK)),
+                                          mask=mask)[0]
 
     # The band-pass must not see the disc's rim (an edge every photograph has): outside the
     # disc the grey is set to the disc's mean, and the texture is judged on the disc's
@@ -138,8 +139,9 @@ def disc_measures(view: np.ndarray, fov_threshold: int) -> dict[str, float]:
     # local band-pass energy over 17 x 17 px (a box filter: a Gaussian of that reach cost 1 ms)
     energy_mean, energy_std = cv2.meanStdDev(cv2.blur(band * band, (17, 17)), mask=inner)
     detail_spread = float(energy_std[0, 0] / energy_mean[0, 0]) if energy_mean[0, 0] > 1e-6 else 0.0
-    return {"noise_sigma": noise_sigma, "top2_share": top2_share, "grey_entropy": grey_entropy, "blue_share": blue_share,
-            "blue_chromaticity": blue_chromaticity, "detail": detail, "detail_spread": detail_spread}
+    return {"noise_sigma": noise_sigma, "top2_share": top2_share, "grey_entropy": grey_entropy,
+            "blue_share": blue_share, "blue_chromaticity": blue_chromaticity, "detail": detail,
+            "detail_spread": detail_spread}
 
 
 def implausibility_reasons(m: dict[str, float], limits: PlausibilityLimits = PlausibilityLimits()) -> list[str]:
@@ -166,8 +168,8 @@ def implausibility_reasons(m: dict[str, float], limits: PlausibilityLimits = Pla
         out.append(f"blurred or featureless: no vessel-scale detail ({m['detail']:.2f} < {lim.min_detail}); "
                    "refocus, or check the camera topic")
     elif m["detail"] > lim.max_detail:
-        out.append(f"not a fundus photograph: far more fine detail than a retina ({m['detail']:.1f} > {lim.max_detail}; "
-                   f"a scene, face, object or text); {fix}")
+        out.append("not a fundus photograph: far more fine detail than a retina "
+                   f"({m['detail']:.1f} > {lim.max_detail}; a scene, face, object or text); {fix}")
     if m["detail"] >= lim.min_detail and m["detail_spread"] < lim.min_detail_spread:
         out.append(f"not a fundus photograph: an even texture fills the disc (detail spread {m['detail_spread']:.2f} "
                    f"< {lim.min_detail_spread}; noise, gravel, a pattern); {fix}")

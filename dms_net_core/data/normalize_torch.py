@@ -20,7 +20,8 @@ def to_float_nchw(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 3, 1, 2).to(torch.float32)
 
 
-def normalisation_constants(cfg: PreprocessConfig, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def normalisation_constants(cfg: PreprocessConfig,
+                            device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(scale 1/255 as a 0-dim tensor, mean [1,3,1,1], std [1,3,1,1]), float32 on ``device``."""
     scale = torch.tensor(np.float32(1.0 / 255.0), device=device)
     mean = torch.tensor(cfg.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)

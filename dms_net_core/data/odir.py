@@ -113,7 +113,8 @@ def _read_table(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         try:
             import openpyxl
         except ImportError as exc:  # pragma: no cover - openpyxl is in requirements/train.txt
-            raise OdirFormatError(f"{path}: reading .xlsx needs openpyxl; pip install openpyxl or export the sheet as csv") from exc
+            raise OdirFormatError(f"{path}: reading .xlsx needs openpyxl; "
+                                  "pip install openpyxl or export the sheet as csv") from exc
         wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
         try:
             rows = list(wb.worksheets[0].iter_rows(values_only=True))
@@ -153,7 +154,8 @@ def _resolve(path_text: str, base: Path, source: str, row: int, check_files: boo
     if not p.is_absolute():
         p = base / p
     if check_files and not p.is_file():
-        raise OdirFormatError(f"{source} row {row}: image file {p} does not exist - fix the path or pass the right images folder")
+        raise OdirFormatError(f"{source} row {row}: image file {p} does not exist - "
+                              "fix the path or pass the right images folder")
     return str(p)
 
 
@@ -174,7 +176,8 @@ def load_odir(
     """
     path = Path(labels_path)
     if not path.is_file():
-        raise OdirFormatError(f"label file {path} does not exist - pass the path to labels.csv or the ODIR-5K annotation sheet")
+        raise OdirFormatError(f"label file {path} does not exist - "
+                              "pass the path to labels.csv or the ODIR-5K annotation sheet")
     header, rows = _read_table(path)
     layout = detect_layout(header)
     if layout == "shared":
@@ -217,13 +220,15 @@ def load_odir(
     return OdirLoadResult(records=records, source=str(path), layout=layout, skipped_missing_eye=skipped)
 
 
-def select_patients(records: list[PatientRecord], patient_ids: Iterable[str], *, source: str = "split file") -> list[PatientRecord]:
+def select_patients(records: list[PatientRecord], patient_ids: Iterable[str], *,
+                    source: str = "split file") -> list[PatientRecord]:
     """Records for ``patient_ids`` in that order; unknown ids raise naming the first few."""
     by_id = {r.patient_id: r for r in records}
     ids = [str(p) for p in patient_ids]
     missing = [p for p in ids if p not in by_id]
     if missing:
         raise OdirFormatError(
-            f"{source}: {len(missing)} patient ids not in the label file (e.g. {missing[:5]}) - the split belongs to another dataset"
+            f"{source}: {len(missing)} patient ids not in the label file (e.g. {missing[:5]}) - "
+            "the split belongs to another dataset"
         )
     return [by_id[p] for p in ids]

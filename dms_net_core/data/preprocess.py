@@ -57,7 +57,8 @@ class PreprocessConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown preprocessing keys {unknown}: the bundle is newer than this code; upgrade dms_net_core")
+            raise ValueError(f"unknown preprocessing keys {unknown}: "
+                             "the bundle is newer than this code; upgrade dms_net_core")
         data = dict(data)
         for key in ("mean", "std"):
             if key in data:
@@ -180,7 +181,8 @@ class EyeFrame:
     def __init__(self, rgb: np.ndarray, fov_threshold: int = 15) -> None:
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             shape = getattr(rgb, "shape", None)
-            raise ValueError(f"expected an RGB uint8 HxWx3 array, got {getattr(rgb, 'dtype', type(rgb))} {shape}: decode the image first")
+            raise ValueError(f"expected an RGB uint8 HxWx3 array, got {getattr(rgb, 'dtype', type(rgb))} {shape}: "
+                             "decode the image first")
         self.rgb = rgb
         self.fov_threshold = int(fov_threshold)
         self._fov: FieldOfView | None = None
@@ -219,7 +221,8 @@ class EyeFrame:
         size, (nh, nw) = cfg.image_size, img.shape[:2]
         if nh != nw:
             top, left = (size - nh) // 2, (size - nw) // 2
-            img = cv2.copyMakeBorder(img, top, size - nh - top, left, size - nw - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            img = cv2.copyMakeBorder(img, top, size - nh - top, left, size - nw - left, cv2.BORDER_CONSTANT,
+                                     value=(0, 0, 0))
         return np.ascontiguousarray(img)
 
 
@@ -229,7 +232,8 @@ def crop_pad_resize(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     Resizing before padding: padding a camera frame to a square at full resolution and
     resizing that costs ~10x more for the same result."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"preprocess expects an RGB uint8 HxWx3 array, got {rgb.dtype} {rgb.shape}: convert the image first")
+        raise ValueError(f"preprocess expects an RGB uint8 HxWx3 array, got {rgb.dtype} {rgb.shape}: "
+                         "convert the image first")
     return EyeFrame(rgb, cfg.fov_threshold).network_eye(cfg)
 
 
@@ -277,7 +281,8 @@ def normalize_batch(images: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """`normalize` over a batch: uint8 [B,S,S,3] -> float32 [B,3,S,S] (the host side of the
     backends' prepared-uint8 input, bit-identical to `preprocess_eye` per image)."""
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"normalize_batch expects uint8 [B,H,W,3], got {images.dtype} {images.shape}: stack prepare_eye_uint8 outputs")
+        raise ValueError(f"normalize_batch expects uint8 [B,H,W,3], got {images.dtype} {images.shape}: "
+                         "stack prepare_eye_uint8 outputs")
     out = np.empty((images.shape[0], 3, images.shape[1], images.shape[2]), dtype=np.float32)
     for i, img in enumerate(images):
         normalize(img, cfg, out=out[i])
@@ -303,7 +308,8 @@ def preprocess_eye(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return normalize(prepare_eye_uint8(rgb, cfg), cfg)
 
 
-def preprocess_pair(left_rgb: np.ndarray, right_rgb: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+def preprocess_pair(left_rgb: np.ndarray, right_rgb: np.ndarray,
+                    cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     """Both eyes -> ``(left[1,3,S,S], right[1,3,S,S])`` float32 batches of one."""
     return preprocess_eye(left_rgb, cfg)[None], preprocess_eye(right_rgb, cfg)[None]
 

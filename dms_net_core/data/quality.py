@@ -125,7 +125,8 @@ def measure_eye(frame: EyeFrame, thresholds: QualityThresholds = QualityThreshol
     h, w = frame.rgb.shape[:2]
     m: dict[str, float] = {"min_side": float(min(h, w))}
     if h == 0 or w == 0:
-        return m | {"fov_found": 0.0, "fov_fraction": 0.0, "mean_luma": 0.0, "dark_fraction": 1.0, "bright_fraction": 0.0, "sharpness": 0.0, "laplacian_var": 0.0}
+        return m | {"fov_found": 0.0, "fov_fraction": 0.0, "mean_luma": 0.0, "dark_fraction": 1.0,
+                    "bright_fraction": 0.0, "sharpness": 0.0, "laplacian_var": 0.0}
     fov = frame.fov
     m["fov_found"] = 0.0 if fov.bbox is None else 1.0
     m["fov_fraction"] = float(fov.fraction)
@@ -190,18 +191,23 @@ def assess_eye(frame: EyeFrame, thresholds: QualityThresholds = QualityThreshold
     m = measure_eye(frame, t)
     reasons: list[str] = []
     if m["min_side"] < t.min_side:
-        reasons.append(f"image too small: short side {m['min_side']:.0f} px < {t.min_side} px (send the full-resolution frame)")
+        reasons.append(f"image too small: short side {m['min_side']:.0f} px < {t.min_side} px "
+                       "(send the full-resolution frame)")
     if m["fov_found"] < 1.0:
         reasons.append("no fundus found: the image is black/empty (check camera exposure and alignment)")
     else:
         if m["fov_fraction"] < t.min_fov_fraction:
-            reasons.append(f"fundus covers {m['fov_fraction']:.0%} of the frame < {t.min_fov_fraction:.0%} (re-centre the eye)")
+            reasons.append(f"fundus covers {m['fov_fraction']:.0%} of the frame < {t.min_fov_fraction:.0%} "
+                           "(re-centre the eye)")
         if m["mean_luma"] < t.min_mean_luma or m["dark_fraction"] > t.max_dark_fraction:
-            reasons.append(f"under-exposed: mean brightness {m['mean_luma']:.0f}, {m['dark_fraction']:.0%} of the fundus black (increase flash)")
+            reasons.append(f"under-exposed: mean brightness {m['mean_luma']:.0f}, "
+                           f"{m['dark_fraction']:.0%} of the fundus black (increase flash)")
         if m["mean_luma"] > t.max_mean_luma or m["bright_fraction"] > t.max_bright_fraction:
-            reasons.append(f"over-exposed: mean brightness {m['mean_luma']:.0f}, {m['bright_fraction']:.0%} of the fundus saturated (reduce flash)")
+            reasons.append(f"over-exposed: mean brightness {m['mean_luma']:.0f}, "
+                           f"{m['bright_fraction']:.0%} of the fundus saturated (reduce flash)")
         if m["sharpness"] < t.min_sharpness:
-            reasons.append(f"blurred or featureless: sharpness {m['sharpness']:.2f} < {t.min_sharpness} (refocus, ask the patient not to move)")
+            reasons.append(f"blurred or featureless: sharpness {m['sharpness']:.2f} < {t.min_sharpness} "
+                           "(refocus, ask the patient not to move)")
         if "surround_plain" in m:
             reasons.extend(implausibility_reasons(m, t.plausibility))
     gradable = not reasons

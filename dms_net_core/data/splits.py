@@ -49,7 +49,8 @@ def stratified_split(records: list[PatientRecord], val_fraction: float = 0.15, s
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1) and val + test < 1, got val {val_fraction}, test {test_fraction}")
+        raise ValueError("test_fraction must be in [0, 1) and val + test < 1, "
+                         f"got val {val_fraction}, test {test_fraction}")
     if len(records) < 2 + (test_fraction > 0):
         raise ValueError(f"need at least {2 + (test_fraction > 0)} patients to split, got {len(records)}")
     ids = np.array([r.patient_id for r in records], dtype=object)
@@ -79,7 +80,8 @@ def cross_validation_folds(records: list[PatientRecord], folds: int = 5, seed: i
 
 
 def write_split(path: str | Path, split: dict[str, list[str]], records: list[PatientRecord], *, seed: int,
-                val_fraction: float, source: str, test_fraction: float = 0.0, fold: tuple[int, int] | None = None) -> None:
+                val_fraction: float, source: str, test_fraction: float = 0.0,
+                fold: tuple[int, int] | None = None) -> None:
     """Write the split with enough provenance to recognise it later (``fold``: (k, of K))."""
     by_id = {r.patient_id: r for r in records}
     doc: dict[str, Any] = {
@@ -104,11 +106,13 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
     """``{"train": [...], "val": [...]}`` (and ``"test"`` when present) from a split JSON; one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"split file {path} does not exist - create it with `python -m training.make_split` or drop --split-file")
+        raise FileNotFoundError(f"split file {path} does not exist - "
+                                "create it with `python -m training.make_split` or drop --split-file")
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"split file {path} is not valid JSON ({exc.msg} at line {exc.lineno}) - regenerate it") from None
+        raise ValueError(f"split file {path} is not valid JSON ({exc.msg} at line {exc.lineno}) - "
+                         "regenerate it") from None
     if not isinstance(doc, dict) or "train" not in doc or "val" not in doc:
         raise ValueError(f"split file {path} lacks 'train'/'val' id lists - regenerate it")
     sides = {name: [str(i) for i in doc[name]] for name in SIDES if name in doc}

@@ -66,11 +66,13 @@ def write_synthetic_dataset(out_dir: str | Path, n: int = 16, size: int = 128, s
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     y = synthetic_labels(n, seed)
-    lines = ["patient_id,left_file,right_file,has_both,age,sex," + ",".join(CLASS_CODES) + ",left_keywords,right_keywords"]
+    lines = ["patient_id,left_file,right_file,has_both,age,sex," + ",".join(CLASS_CODES)
+             + ",left_keywords,right_keywords"]
     for i in range(n):
         for eye in ("left", "right"):
             img = synthetic_fundus(y[i], size, seed * 1000 + i * 2 + (eye == "right"), eye)
             cv2.imwrite(str(out / "images" / f"{i}_{eye}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        lines.append(f"{i},images/{i}_left.jpg,images/{i}_right.jpg,1,60,Female," + ",".join(map(str, y[i])) + ",synthetic,synthetic")
+        lines.append(f"{i},images/{i}_left.jpg,images/{i}_right.jpg,1,60,Female," + ",".join(map(str, y[i]))
+                     + ",synthetic,synthetic")
     (out / "labels.csv").write_text("\n".join(lines) + "\n")
     return out / "labels.csv"

@@ -29,7 +29,8 @@ class PlainBinocularNet(nn.Module):
         super().__init__()
         if cfg.architecture != "plain_binocular":
             raise ValueError(
-                f"PlainBinocularNet needs architecture='plain_binocular', got {cfg.architecture!r}: use build_model(cfg)"
+                "PlainBinocularNet needs architecture='plain_binocular', "
+                f"got {cfg.architecture!r}: use build_model(cfg)"
             )
         self.config = cfg
         self.backbone, channels = create_backbone(cfg)
@@ -53,4 +54,5 @@ class PlainBinocularNet(nn.Module):
         outputs = (*outputs, *per_eye_logits(self.eye_classifier, self.dropout, f_left, f_right))
         if not with_cams:
             return outputs
-        return (*outputs, class_activation_maps(self.eye_classifier, map_left), class_activation_maps(self.eye_classifier, map_right))
+        return (*outputs, class_activation_maps(self.eye_classifier, map_left),
+                class_activation_maps(self.eye_classifier, map_right))

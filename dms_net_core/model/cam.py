@@ -40,7 +40,8 @@ def mean_maps(maps: list[torch.Tensor]) -> torch.Tensor:
     """The mean of several [B,K,h,w] maps; maps of another resolution (a member with another
     backbone stride) are resampled bilinearly to the first one's before averaging."""
     size = maps[0].shape[-2:]
-    same = [m if m.shape[-2:] == size else F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False) for m in maps]
+    same = [m if m.shape[-2:] == size else F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
+            for m in maps]
     return torch.stack([m.float() for m in same], dim=0).mean(dim=0)
 
 
@@ -51,7 +52,8 @@ class CamOutputs(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         if not provides_cams(model):
-            raise ValueError(f"{type(model).__name__} has no class activation maps: only plain binocular models with per-eye heads "
+            raise ValueError(f"{type(model).__name__} has no class activation maps: "
+                             "only plain binocular models with per-eye heads "
                              "(or ensembles with such a member) provide them")
         self.model = model
 

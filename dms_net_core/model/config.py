@@ -85,7 +85,8 @@ class DMSNetConfig:
         if self.logit_offsets is not None:
             self.logit_offsets = [float(v) for v in self.logit_offsets]
             if len(self.logit_offsets) != self.num_classes:
-                raise ValueError(f"logit_offsets has {len(self.logit_offsets)} values, num_classes is {self.num_classes}: one per class")
+                raise ValueError(f"logit_offsets has {len(self.logit_offsets)} values, "
+                                 f"num_classes is {self.num_classes}: one per class")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
 
@@ -94,7 +95,8 @@ class DMSNetConfig:
         """True when the model's attention outputs are OSIM maps worth drawing; the plain
         binocular control and DMS-Net without OSIM return all-ones maps (the output layout
         is the same for every architecture, so consumers must ask)."""
-        return self.architecture == "dms_net" and self.multiscale == "osim" and (self.use_osim_left or self.use_osim_right)
+        return (self.architecture == "dms_net" and self.multiscale == "osim"
+                and (self.use_osim_left or self.use_osim_right))
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "DMSNetConfig":

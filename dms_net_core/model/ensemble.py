@@ -55,7 +55,8 @@ class EnsembleNet(nn.Module):
                  prefix_stage: int | None = None) -> None:
         super().__init__()
         if len(members) < 2:
-            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}: export a single model with dms-net-export")
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}: "
+                             "export a single model with dms-net-export")
         if not 0 <= attention_from < len(members):
             raise ValueError(f"attention_from {attention_from} is not a member index (0..{len(members) - 1})")
         self.prefix: nn.Module | None = None
@@ -63,8 +64,8 @@ class EnsembleNet(nn.Module):
         if prefix_stage is not None:
             shared = shared_frozen_prefix(members)
             if prefix_stage < 0 or prefix_stage > shared:
-                raise ValueError(f"prefix_stage={prefix_stage} but the members share their stem and first {shared} stages "
-                                 "only (-1: not even the stem): build with prefix_stage=None or at most that")
+                raise ValueError(f"prefix_stage={prefix_stage} but the members share their stem and first {shared} "
+                                 "stages only (-1: not even the stem): build with prefix_stage=None or at most that")
             self.prefix = BackbonePrefix(members[0].backbone, prefix_stage)
             members = [FromStage(m, prefix_stage) for m in members]
         self.members = nn.ModuleList(members)
@@ -78,7 +79,8 @@ class EnsembleNet(nn.Module):
 
     def forward(self, left: torch.Tensor, right: torch.Tensor, with_cams: bool = False) -> tuple[torch.Tensor, ...]:
         if with_cams and not self.provides_cams:
-            raise ValueError("with_cams=True but no member provides class activation maps (plain binocular with per-eye heads)")
+            raise ValueError("with_cams=True but no member provides class activation maps "
+                             "(plain binocular with per-eye heads)")
         outputs = self._mean(left, right, with_cams)
         if self.mirror:
             outputs = merge_mirrored(outputs, self._mean(left.flip(-1), right.flip(-1), with_cams), with_cams)

@@ -157,7 +157,8 @@ class MultiScaleProjection(nn.Conv2d):
             up = up + F.interpolate(cells, size=(height, width), mode="bilinear", align_corners=False)
             start += grid * grid
         if x.stride(1) == 1 and channels > 1:  # channels_last: W_x * x on the token view, NHWC out
-            local = F.linear(x.flatten(2).transpose(1, 2), weight[:, :channels], self.bias).transpose(1, 2).unflatten(2, (height, width))
+            local = (F.linear(x.flatten(2).transpose(1, 2), weight[:, :channels], self.bias)
+                     .transpose(1, 2).unflatten(2, (height, width)))
         else:
             local = (weight[:, :channels] @ x.flatten(2)).unflatten(2, (height, width))
             if self.bias is not None:

@@ -40,7 +40,8 @@ def adaptive_avg_pool2d(x: torch.Tensor, output_size: int | tuple[int, int]) -> 
     return pooled
 
 
-def adaptive_avg_pool_matrix(height: int, width: int, grid: int, device: torch.device | str | None = None) -> torch.Tensor:
+def adaptive_avg_pool_matrix(height: int, width: int, grid: int,
+                             device: torch.device | str | None = None) -> torch.Tensor:
     """[H*W, grid*grid]: ``x.flatten(2) @ P`` == ``adaptive_avg_pool2d(x, grid).flatten(2)``.
 
     Adaptive average pooling is linear in the pixels, so for a fixed map size it is one matrix
@@ -51,7 +52,8 @@ def adaptive_avg_pool_matrix(height: int, width: int, grid: int, device: torch.d
     return adaptive_avg_pool2d(basis, grid).reshape(height * width, grid * grid)
 
 
-def bilinear_upsample_matrix(grid: int, height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
+def bilinear_upsample_matrix(grid: int, height: int, width: int,
+                             device: torch.device | str | None = None) -> torch.Tensor:
     """[grid*grid, H*W]: ``p.flatten(2) @ U`` == ``F.interpolate(p, (H, W), mode="bilinear",
     align_corners=False).flatten(2)`` for a ``grid`` x ``grid`` map ``p`` (interpolating the
     identity basis gives exactly the weights PyTorch's kernel uses)."""

@@ -74,7 +74,8 @@ class FromStage(nn.Module):
 def can_cut(model: nn.Module) -> bool:
     """True when ``model.backbone`` has the prefix/rest split `FromStage` needs."""
     backbone = getattr(model, "backbone", None)
-    return hasattr(backbone, "forward_prefix") and hasattr(backbone, "forward_from_stage") and hasattr(backbone, "model")
+    return (hasattr(backbone, "forward_prefix") and hasattr(backbone, "forward_from_stage")
+            and hasattr(backbone, "model"))
 
 
 def _prefix_tensors(model: nn.Module, stage: int) -> list[torch.Tensor]:
@@ -95,7 +96,8 @@ def shared_frozen_prefix(members: Sequence[nn.Module]) -> int:
     if len(members) < 2 or not all(can_cut(m) for m in members):
         return -1
     first = members[0].backbone.model
-    if any(type(m.backbone.model) is not type(first) or len(m.backbone.model.blocks) != len(first.blocks) for m in members):
+    if any(type(m.backbone.model) is not type(first) or len(m.backbone.model.blocks) != len(first.blocks)
+           for m in members):
         return -1
 
     def same(stage: int) -> bool:

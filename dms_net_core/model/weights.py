@@ -92,10 +92,12 @@ def _stage_and_index(flat_index: int, depths: tuple[int, ...]) -> tuple[int, int
         if flat_index < depth:
             return stage, flat_index
         flat_index -= depth
-    raise KeyError(f"weight file has a block beyond the timm model's {sum(depths)} blocks: it belongs to a larger variant")
+    raise KeyError(f"weight file has a block beyond the timm model's {sum(depths)} blocks: "
+                   "it belongs to a larger variant")
 
 
-def efficientnet_pytorch_to_timm(state_dict: dict[str, torch.Tensor], depths: tuple[int, ...]) -> "OrderedDict[str, torch.Tensor]":
+def efficientnet_pytorch_to_timm(state_dict: dict[str, torch.Tensor],
+                                 depths: tuple[int, ...]) -> "OrderedDict[str, torch.Tensor]":
     """Rename ``efficientnet_pytorch``-layout EfficientNet-Lite keys to timm ``tf_efficientnet_liteN`` keys.
 
     ``depths`` are the timm model's blocks per stage (`stage_depths`): the file numbers its
@@ -105,7 +107,8 @@ def efficientnet_pytorch_to_timm(state_dict: dict[str, torch.Tensor], depths: tu
     blocks = {int(m.group(1)) for k in state_dict if (m := _BLOCK_KEY.match(k))}
     if len(blocks) != sum(depths):
         raise KeyError(
-            f"weight file has {len(blocks)} blocks, the timm model {sum(depths)}: the file belongs to another EfficientNet-Lite variant"
+            f"weight file has {len(blocks)} blocks, the timm model {sum(depths)}: "
+            "the file belongs to another EfficientNet-Lite variant"
         )
     expanding = {int(m.group(1)) for k in state_dict if (m := _BLOCK_KEY.match(k)) and m.group(2) == "_expand_conv"}
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -149,14 +152,16 @@ def _unwrap_state_dict(obj: object, path: str) -> dict[str, torch.Tensor]:
                 break
         if all(isinstance(v, torch.Tensor) for v in obj.values()):
             return obj  # type: ignore[return-value]
-    raise ValueError(f"{path} is not a state dict of tensors: save the backbone with torch.save(model.state_dict(), path)")
+    raise ValueError(f"{path} is not a state dict of tensors: "
+                     "save the backbone with torch.save(model.state_dict(), path)")
 
 
 def torchvision_state_dict(name: str, weights_path: str | None) -> dict[str, torch.Tensor]:
     """ImageNet state dict for torchvision backbone ``name`` from a local file or torchvision's cache."""
     if weights_path:
         if not os.path.isfile(weights_path):
-            raise FileNotFoundError(f"backbone_weights_path {weights_path!r} does not exist: fix the path or set pretrained=None")
+            raise FileNotFoundError(f"backbone_weights_path {weights_path!r} does not exist: "
+                                    "fix the path or set pretrained=None")
         return _unwrap_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), weights_path)
     from torchvision.models import get_model_weights
 

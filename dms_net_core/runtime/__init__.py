@@ -91,11 +91,12 @@ def create_backend(
 
     ``backend="auto"`` tries TensorRT -> ONNX Runtime -> PyTorch and returns the first that
     loads; when ONNX Runtime has no CUDA provider but torch sees a GPU, torch comes before
-    ONNX Runtime (a CPU session is ~10x slower than the GPU it would leave idle). In ``auto`` mode an engine that cannot run fp16 (ONNX Runtime; torch on CPU) is
-    used in fp32 with a log line rather than skipped, so a node configured for fp16 on a
-    GPU still comes up on a CPU-only machine. Backend-specific ``options`` (e.g.
-    ``workspace_mib`` for TensorRT, ``cuda_graph`` for torch) go to the backends that accept
-    them. Raises RuntimeError listing every backend's reason when none loads.
+    ONNX Runtime (a CPU session is ~10x slower than the GPU it would leave idle). In ``auto``
+    mode an engine that cannot run fp16 (ONNX Runtime; torch on CPU) is used in fp32 with a
+    log line rather than skipped, so a node configured for fp16 on a GPU still comes up on a
+    CPU-only machine. Backend-specific ``options`` (e.g. ``workspace_mib`` for TensorRT,
+    ``cuda_graph`` for torch) go to the backends that accept them. Raises RuntimeError
+    listing every backend's reason when none loads.
     """
     if not isinstance(bundle, ModelBundle):
         bundle = ModelBundle.load(Path(bundle))
@@ -134,7 +135,8 @@ def create_backend(
             prec = precision
             if precision == "fp16" and name == "onnxruntime":
                 prec = "fp32"
-                LOGGER.info("onnxruntime runs the fp32 ONNX graph (fp16 requested; fp16 needs tensorrt or torch on CUDA)")
+                LOGGER.info("onnxruntime runs the fp32 ONNX graph "
+                            "(fp16 requested; fp16 needs tensorrt or torch on CUDA)")
             if precision == "fp16" and name == "torch" and not _torch_cuda_available():
                 prec = "fp32"
                 LOGGER.info("torch has no CUDA device: running fp32 instead of the requested fp16")
@@ -171,4 +173,5 @@ def _torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-__all__ = ["BACKENDS", "TORCH_ACCELERATIONS", "InferenceBackend", "InferenceResult", "create_backend", "torch_acceleration_options"]
+__all__ = ["BACKENDS", "TORCH_ACCELERATIONS", "InferenceBackend", "InferenceResult", "create_backend",
+           "torch_acceleration_options"]

@@ -66,7 +66,8 @@ def _bn_replacement(bn: nn.BatchNorm2d) -> nn.Module | None:
     return None
 
 
-def _find_pairs(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], Any]:
+def _find_pairs(model: nn.Module,
+                example_inputs: Sequence[torch.Tensor]) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], Any]:
     """Run ``model`` once; return the (conv, bn) pairs where a BN consumed a conv output, and the outputs."""
     # id(tensor) -> (weak reference, conv): weak, so the trace does not hold every activation
     # of the network (about a gigabyte for ResNet-152 at 448 px); a dead reference never matches.

@@ -27,22 +27,26 @@ from dms_net_core.runtime.tensorrt_build import EngineBuildError
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Build (or load from cache) the TensorRT engine of a model bundle", add_help=add_help)
+    parser = argparse.ArgumentParser(description="Build (or load from cache) the TensorRT engine of a model bundle",
+                                     add_help=add_help)
     parser.add_argument("bundle", type=Path, help="model bundle directory (dms-net-export output)")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
     parser.add_argument("--min-batch", type=int, default=1)
     parser.add_argument("--opt-batch", type=int, default=1)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--workspace-mib", type=int, default=1024, help="TensorRT WORKSPACE memory-pool limit")
-    parser.add_argument("--engine-dir", type=Path, default=None, help="where to cache engines (default: BUNDLE/engines)")
+    parser.add_argument("--engine-dir", type=Path, default=None,
+                        help="where to cache engines (default: BUNDLE/engines)")
     parser.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
     parser.add_argument("--input-form", choices=INPUT_FORMS, default="uint8",
-                        help="uint8: the node's prepared eyes, normalised on the GPU (default, what the node loads); float32: normalised input")
+                        help="uint8: the node's prepared eyes, normalised on the GPU (default, what the node loads); "
+                             "float32: normalised input")
     parser.add_argument("--verify", action="store_true", help="compare the engine with ONNX Runtime on the same inputs")
     parser.add_argument("--left", type=Path, default=None, help="left-eye image for --verify (default: random input)")
     parser.add_argument("--right", type=Path, default=None, help="right-eye image for --verify")
     parser.add_argument("--batch", type=int, default=2, help="batch size for --verify (random inputs)")
-    parser.add_argument("--tolerance", type=float, default=None, help="max probability difference for --verify (default 1e-3 fp32, 2e-2 fp16)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="max probability difference for --verify (default 1e-3 fp32, 2e-2 fp16)")
     return parser
 
 
@@ -59,13 +63,15 @@ def verify_inputs(bundle: Any, left: Path | None, right: Path | None, batch: int
     return random_pair(batch, bundle.image_size, input_form, seed)
 
 
-def compare_with_onnxruntime(engine_backend: Any, reference: Any, left: np.ndarray, right: np.ndarray) -> dict[str, float]:
+def compare_with_onnxruntime(engine_backend: Any, reference: Any, left: np.ndarray,
+                             right: np.ndarray) -> dict[str, float]:
     left, right = check_pair(left, right, reference.image_size)
     a, b = engine_backend.infer(left, right), reference.infer(left, right)
     return {
         "probabilities": float(np.max(np.abs(a.probabilities - b.probabilities))),
         "logits": float(np.max(np.abs(a.logits - b.logits))),
-        "attention": float(max(np.max(np.abs(a.attention_left - b.attention_left)), np.max(np.abs(a.attention_right - b.attention_right)))),
+        "attention": float(max(np.max(np.abs(a.attention_left - b.attention_left)),
+                               np.max(np.abs(a.attention_right - b.attention_right)))),
     }
 
 
@@ -93,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             input_form=args.input_form,
         )
     except ImportError as exc:
-        print(f"dms-net-build-engine: error: {exc.name or exc} is not installed: install TensorRT (JetPack) and cuda-python", file=sys.stderr)
+        print(f"dms-net-build-engine: error: {exc.name or exc} is not installed: "
+              "install TensorRT (JetPack) and cuda-python", file=sys.stderr)
         return 2
     except (EngineBuildError, RuntimeError, ValueError) as exc:
         print(f"dms-net-build-engine: error: {exc}", file=sys.stderr)
@@ -105,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         from dms_net_core.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
         try:
-            left, right = verify_inputs(bundle, args.left, args.right, min(args.batch, args.max_batch), input_form=args.input_form)
+            left, right = verify_inputs(bundle, args.left, args.right, min(args.batch, args.max_batch),
+                                        input_form=args.input_form)
         except (ValueError, FileNotFoundError) as exc:
             print(f"dms-net-build-engine: error: {exc}", file=sys.stderr)
             return 2

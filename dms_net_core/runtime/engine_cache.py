@@ -114,7 +114,8 @@ class EngineCache:
         sidecar next to a truncated engine."""
         self.directory.mkdir(parents=True, exist_ok=True)
         engine_path, sidecar_path = self.paths(fp)
-        for path, payload in ((engine_path, bytes(data)), (sidecar_path, (json.dumps(fp.to_dict(), indent=2) + "\n").encode())):
+        for path, payload in ((engine_path, bytes(data)),
+                              (sidecar_path, (json.dumps(fp.to_dict(), indent=2) + "\n").encode())):
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_bytes(payload)
             os.replace(tmp, path)
@@ -147,6 +148,7 @@ class EngineCache:
         try:
             path = self.store(fp, data)
         except OSError as exc:
-            LOGGER.warning("tensorrt engine cache: cannot write %s (%s); the engine will be rebuilt next start", engine_path, exc)
+            LOGGER.warning("tensorrt engine cache: cannot write %s (%s); the engine will be rebuilt next start",
+                           engine_path, exc)
             path = engine_path
         return CachedEngine(path, data, built=True)

@@ -41,13 +41,15 @@ def is_prepared_uint8(arr: np.ndarray) -> bool:
 
 def _check_one(side: str, arr: object, image_size: int) -> None:
     if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{side} input must be a numpy array, got {type(arr).__name__}: pass prepare_eye_uint8(...) or preprocess_eye(...) output with a batch axis")
+        raise ValueError(f"{side} input must be a numpy array, got {type(arr).__name__}: "
+                         "pass prepare_eye_uint8(...) or preprocess_eye(...) output with a batch axis")
     s = image_size
     if arr.dtype == np.uint8:
         if arr.ndim != 4 or arr.shape[1:] != input_shape("uint8", s) or arr.shape[0] < 1:
             raise ValueError(
                 f"{side} uint8 input has shape {tuple(arr.shape)}, expected prepared RGB images [B,{s},{s},3]: "
-                f"prepare with dms_net_core.data.preprocess.prepare_eye_uint8 and the bundle's PreprocessConfig, and add a batch axis"
+                "prepare with dms_net_core.data.preprocess.prepare_eye_uint8 and the bundle's PreprocessConfig, "
+                "and add a batch axis"
             )
     elif arr.dtype == np.float32:
         if arr.ndim != 4 or arr.shape[1:] != input_shape("float32", s) or arr.shape[0] < 1:
@@ -62,7 +64,8 @@ def _check_one(side: str, arr: object, image_size: int) -> None:
         )
 
 
-def check_pair(left: np.ndarray, right: np.ndarray, image_size: int, max_batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def check_pair(left: np.ndarray, right: np.ndarray, image_size: int,
+               max_batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Validate a pair of batches in either form (module docstring); returns C-contiguous arrays.
 
     Raises ValueError when either array is neither uint8 [B,S,S,3] nor float32 [B,3,S,S], when
@@ -72,11 +75,14 @@ def check_pair(left: np.ndarray, right: np.ndarray, image_size: int, max_batch: 
     _check_one("left", left, image_size)
     _check_one("right", right, image_size)
     if left.dtype != right.dtype:
-        raise ValueError(f"left is {left.dtype} but right is {right.dtype}: pass both eyes in the same form (both prepared uint8 or both float32)")
+        raise ValueError(f"left is {left.dtype} but right is {right.dtype}: "
+                         "pass both eyes in the same form (both prepared uint8 or both float32)")
     if left.shape[0] != right.shape[0]:
-        raise ValueError(f"left batch {left.shape[0]} != right batch {right.shape[0]}: pass the same number of left and right eyes")
+        raise ValueError(f"left batch {left.shape[0]} != right batch {right.shape[0]}: "
+                         "pass the same number of left and right eyes")
     if max_batch is not None and left.shape[0] > max_batch:
-        raise ValueError(f"batch {left.shape[0]} exceeds the engine's max batch {max_batch}: split the batch or rebuild with a larger --max-batch")
+        raise ValueError(f"batch {left.shape[0]} exceeds the engine's max batch {max_batch}: "
+                         "split the batch or rebuild with a larger --max-batch")
     return np.ascontiguousarray(left), np.ascontiguousarray(right)
 
 

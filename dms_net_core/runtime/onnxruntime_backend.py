@@ -40,16 +40,19 @@ class OnnxRuntimeBackend(InferenceBackend):
 
     name = "onnxruntime"
 
-    def __init__(self, bundle: ModelBundle, device: str = "auto", precision: str = "fp32", intra_op_threads: int | None = None) -> None:
+    def __init__(self, bundle: ModelBundle, device: str = "auto", precision: str = "fp32",
+                 intra_op_threads: int | None = None) -> None:
         import onnxruntime as ort
 
         if precision != "fp32":
-            raise ValueError(f"onnxruntime backend runs the fp32 ONNX graph, precision {precision!r} requested: use precision='fp32' or the tensorrt/torch backend for fp16")
+            raise ValueError(f"onnxruntime backend runs the fp32 ONNX graph, precision {precision!r} requested: "
+                             "use precision='fp32' or the tensorrt/torch backend for fp16")
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"unknown device {device!r}: choose auto, cpu or cuda")
         available = ort.get_available_providers()
         if device == "cuda" and "CUDAExecutionProvider" not in available:
-            raise RuntimeError("this onnxruntime has no CUDAExecutionProvider: install onnxruntime-gpu or use device='cpu'")
+            raise RuntimeError("this onnxruntime has no CUDAExecutionProvider: "
+                               "install onnxruntime-gpu or use device='cpu'")
         use_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
 
@@ -68,7 +71,8 @@ class OnnxRuntimeBackend(InferenceBackend):
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self.output_names = [o.name for o in self.session.get_outputs()]
         if "logits" not in self.output_names:
-            raise RuntimeError(f"{bundle.onnx_path} has outputs {self.output_names}, not 'logits': re-export the bundle")
+            raise RuntimeError(f"{bundle.onnx_path} has outputs {self.output_names}, not 'logits': "
+                               "re-export the bundle")
         self.intra_op_threads = opts.intra_op_num_threads
 
     def infer(self, left: np.ndarray, right: np.ndarray) -> InferenceResult:
@@ -96,7 +100,8 @@ class OnnxRuntimeBackend(InferenceBackend):
             self.infer(*pair)
 
     def describe(self) -> str:
-        return f"onnxruntime {self.device} fp32 providers={','.join(self.providers)} threads={self.intra_op_threads} model={self.bundle.model_id}"
+        return (f"onnxruntime {self.device} fp32 providers={','.join(self.providers)} "
+                f"threads={self.intra_op_threads} model={self.bundle.model_id}")
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

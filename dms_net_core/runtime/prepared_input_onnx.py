@@ -35,7 +35,8 @@ def prepared_input_model(onnx_model: str | Path | bytes, preprocess: PreprocessC
     by_name = {i.name: i for i in graph.input}
     missing = [n for n in INPUT_NAMES if n not in by_name]
     if missing:
-        raise ValueError(f"ONNX graph has no input {missing[0]!r} (inputs: {[i.name for i in graph.input]}): re-export the bundle")
+        raise ValueError(f"ONNX graph has no input {missing[0]!r} (inputs: {[i.name for i in graph.input]}): "
+                         "re-export the bundle")
     size = preprocess.image_size
     prefix = "prepared_input"
     graph.initializer.extend(

@@ -66,7 +66,8 @@ def _writable_engine_dir(bundle: ModelBundle, engine_dir: str | os.PathLike | No
             return preferred
     except OSError:
         pass
-    fallback = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dms_net" / "engines" / bundle.model_id.replace("@", "_")
+    fallback = (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dms_net" / "engines"
+                / bundle.model_id.replace("@", "_"))
     LOGGER.warning("bundle engines dir %s is not writable; caching TensorRT engines in %s", preferred, fallback)
     return fallback
 
@@ -90,9 +91,11 @@ class TensorRTBackend(InferenceBackend):
         input_form: str = "uint8",
     ) -> None:
         if input_form not in INPUT_FORMS:
-            raise ValueError(f"unknown input_form {input_form!r}: choose uint8 (prepared eyes, normalised on the GPU) or float32")
+            raise ValueError(f"unknown input_form {input_form!r}: "
+                             "choose uint8 (prepared eyes, normalised on the GPU) or float32")
         if device == "cpu":
-            raise ValueError("tensorrt runs on a CUDA GPU only: use device='auto' or 'cuda', or the onnxruntime backend on CPU")
+            raise ValueError("tensorrt runs on a CUDA GPU only: "
+                             "use device='auto' or 'cuda', or the onnxruntime backend on CPU")
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"unknown precision {precision!r}: choose fp32 or fp16")
         import tensorrt as trt
@@ -145,7 +148,8 @@ class TensorRTBackend(InferenceBackend):
                 opt_batch=int(opt_batch),
                 max_batch=int(max_batch),
                 workspace_mib=workspace_mib,
-                timing_cache=timing_cache_path(cache_dir, self.fingerprint.tensorrt_version, info.name, info.compute_capability),
+                timing_cache=timing_cache_path(cache_dir, self.fingerprint.tensorrt_version, info.name,
+                                               info.compute_capability),
                 logger=self._logger,
                 input_form=input_form,
                 preprocess=bundle.preprocess,
@@ -166,7 +170,8 @@ class TensorRTBackend(InferenceBackend):
         if engine is None:
             engine = runtime.deserialize_cuda_engine(cached.data)
         if engine is None:
-            raise EngineBuildError(f"TensorRT could not deserialize the engine it just built ({cached.path}): check the TensorRT log")
+            raise EngineBuildError(f"TensorRT could not deserialize the engine it just built ({cached.path}): "
+                                   "check the TensorRT log")
         self.runtime = runtime
         self.engine = engine
         self._bind_io()
@@ -183,11 +188,14 @@ class TensorRTBackend(InferenceBackend):
         inputs = sorted(n for n, m in modes.items() if m == trt.TensorIOMode.INPUT)
         outputs = sorted(n for n, m in modes.items() if m == trt.TensorIOMode.OUTPUT)
         if inputs != sorted(INPUT_NAMES) or not set(OUTPUT_NAMES) <= set(outputs):
-            raise EngineBuildError(f"engine tensors {inputs} -> {outputs} are not left/right -> {list(OUTPUT_NAMES)}: re-export the bundle")
+            raise EngineBuildError(f"engine tensors {inputs} -> {outputs} are not left/right -> {list(OUTPUT_NAMES)}: "
+                                   "re-export the bundle")
         # per-eye logits when the bundle's model has them (and the engine was built from that graph)
         self.outputs = [n for n in self.bundle.output_names if n in outputs]
         if self.outputs != list(self.bundle.output_names):
-            raise EngineBuildError(f"engine outputs {outputs} lack {sorted(set(self.bundle.output_names) - set(outputs))} of this bundle: rebuild it (--rebuild)")
+            raise EngineBuildError(f"engine outputs {outputs} lack "
+                                   f"{sorted(set(self.bundle.output_names) - set(outputs))} of this bundle: "
+                                   "rebuild it (--rebuild)")
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EngineBuildError("TensorRT could not create an execution context (out of GPU memory?)")
@@ -210,10 +218,12 @@ class TensorRTBackend(InferenceBackend):
     def infer(self, left: np.ndarray, right: np.ndarray) -> InferenceResult:
         left, right = check_pair(left, right, self.image_size, max_batch=self.max_batch)
         if left.shape[0] < self.min_batch:
-            raise ValueError(f"batch {left.shape[0]} is below the engine's min batch {self.min_batch}: rebuild with --min-batch 1")
+            raise ValueError(f"batch {left.shape[0]} is below the engine's min batch {self.min_batch}: "
+                             "rebuild with --min-batch 1")
         if self.input_form == "uint8" and left.dtype != np.uint8:
             raise ValueError(
-                "this engine takes prepared uint8 eyes [B,S,S,3] and normalises them on the GPU: pass prepare_eye_uint8 output, "
+                "this engine takes prepared uint8 eyes [B,S,S,3] and normalises them on the GPU: "
+                "pass prepare_eye_uint8 output, "
                 "or load the backend with input_form='float32' for normalised float32 input"
             )
         t0 = time.perf_counter()
@@ -223,12 +233,14 @@ class TensorRTBackend(InferenceBackend):
         for name, arr in (("left", left), ("right", right)):
             arr = arr.astype(self.dtypes[name], copy=False)
             if not self.context.set_input_shape(name, arr.shape):
-                raise ValueError(f"engine rejects {name} shape {arr.shape}: outside its optimization profile; rebuild with a matching --max-batch")
+                raise ValueError(f"engine rejects {name} shape {arr.shape}: outside its optimization profile; "
+                                 "rebuild with a matching --max-batch")
             self.cuda.memcpy_htod_async(self._buffers[name], arr.ctypes.data, arr.nbytes, self._stream)
             staged.append(arr)
         t1 = time.perf_counter()
         if not self.context.execute_async_v3(self.cuda.stream_handle(self._stream)):
-            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log): rebuild the engine with --rebuild")
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log): "
+                               "rebuild the engine with --rebuild")
         host: dict[str, np.ndarray] = {}
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))

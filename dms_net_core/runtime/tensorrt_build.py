@@ -70,7 +70,8 @@ def build_serialized_engine(
     normalised on the GPU with ``preprocess``'s mean/std) instead of the float32 graph.
     """
     if not 1 <= min_batch <= opt_batch <= max_batch:
-        raise EngineBuildError(f"batch range min {min_batch} <= opt {opt_batch} <= max {max_batch} violated: fix --min/--opt/--max-batch")
+        raise EngineBuildError(f"batch range min {min_batch} <= opt {opt_batch} <= max {max_batch} violated: "
+                               "fix --min/--opt/--max-batch")
     logger = logger or make_trt_logger(trt)
     builder = trt.Builder(logger)
     # TensorRT 10 networks are always explicit-batch (the flag is deprecated); 8.x needs it.
@@ -79,19 +80,22 @@ def build_serialized_engine(
     parser = trt.OnnxParser(network, logger)
     if input_form == "uint8":
         if preprocess is None:
-            raise EngineBuildError("a uint8-input engine needs the bundle's PreprocessConfig (mean/std): pass preprocess=bundle.preprocess")
+            raise EngineBuildError("a uint8-input engine needs the bundle's PreprocessConfig (mean/std): "
+                                   "pass preprocess=bundle.preprocess")
         from dms_net_core.runtime.prepared_input_onnx import prepared_input_model
 
         model_bytes = prepared_input_model(onnx_path, preprocess)
     elif input_form == "float32":
         model_bytes = Path(onnx_path).read_bytes()
     else:
-        raise EngineBuildError(f"unknown input form {input_form!r}: choose uint8 (prepared eyes) or float32 (normalised)")
+        raise EngineBuildError(f"unknown input form {input_form!r}: "
+                               "choose uint8 (prepared eyes) or float32 (normalised)")
     if not parser.parse(model_bytes):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         fix = "re-export with another --opset"
         if input_form == "uint8" and any("UINT8" in e for e in errors):
-            fix = "this TensorRT takes no uint8 network inputs (needs 8.6+): build with --input-form float32 (input_form='float32')"
+            fix = ("this TensorRT takes no uint8 network inputs (needs 8.6+): "
+                   "build with --input-form float32 (input_form='float32')")
         raise EngineBuildError(f"TensorRT cannot parse {onnx_path}: {' | '.join(errors) or 'no error reported'}; {fix}")
 
     config = builder.create_builder_config()
@@ -125,7 +129,8 @@ def build_serialized_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(
-            f"TensorRT failed to build an engine from {onnx_path} ({precision}, batch {min_batch}-{max_batch}; see the TensorRT log): "
+            f"TensorRT failed to build an engine from {onnx_path} ({precision}, batch {min_batch}-{max_batch}; "
+            "see the TensorRT log): "
             "try --precision fp32, a smaller --max-batch or a larger --workspace-mib"
         )
     if cache is not None and timing_cache is not None:

@@ -75,11 +75,13 @@ def check_torch_options(
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile_mode {compile_mode!r}: choose one of {', '.join(map(str, COMPILE_MODES))}")
     if compile_mode is not None and not compile:
-        raise ValueError(f"compile_mode={compile_mode!r} without compile=True does nothing: set compile=True or drop it")
+        raise ValueError(f"compile_mode={compile_mode!r} without compile=True does nothing: "
+                         "set compile=True or drop it")
     if compile_options is not None and not compile:
         raise ValueError("compile_options without compile=True do nothing: set compile=True or drop them")
     if compile_options is not None and compile_mode is not None:
-        raise ValueError("torch.compile takes a mode or Inductor options, not both: drop compile_mode (options such as triton.cudagraphs cover it)")
+        raise ValueError("torch.compile takes a mode or Inductor options, not both: "
+                         "drop compile_mode (options such as triton.cudagraphs cover it)")
     if cuda_graph and compile:
         source = (
             f"compile_mode={compile_mode!r}" if compile_mode in SELF_GRAPHING_COMPILE_MODES
@@ -152,7 +154,8 @@ class TorchBackend(InferenceBackend):
         if missing or unexpected:
             raise RuntimeError(
                 f"{bundle.weights_path} does not fit the model built from model.json "
-                f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}): re-export the bundle with this code version"
+                f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}): "
+                "re-export the bundle with this code version"
             )
         model = model.eval().to(dev)
         self.folded_batchnorms = 0
@@ -217,7 +220,8 @@ class TorchBackend(InferenceBackend):
         if prepared_uint8:
             static_l = torch.zeros(shape, device=self.device, dtype=torch.uint8)
         else:
-            static_l = torch.zeros(shape, device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+            static_l = torch.zeros(shape, device=self.device,
+                                   dtype=self.dtype).contiguous(memory_format=torch.channels_last)
         static_r = torch.zeros_like(static_l)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -232,7 +236,8 @@ class TorchBackend(InferenceBackend):
         with torch.inference_mode(), torch.cuda.graph(graph):
             static_out = self._forward(static_l, static_r)
         self._graphs[key] = (graph, static_l, static_r, static_out)
-        LOGGER.info("torch backend: captured a CUDA graph for batch %d (%s input)", batch, "uint8" if prepared_uint8 else "float")
+        LOGGER.info("torch backend: captured a CUDA graph for batch %d (%s input)", batch,
+                    "uint8" if prepared_uint8 else "float")
         return self._graphs[key]
 
     # -- InferenceBackend ----------------------------------------------------------------
@@ -242,7 +247,8 @@ class TorchBackend(InferenceBackend):
         from dms_net_core.runtime.torch_serving import unpack_outputs
 
         left, right = check_pair(left, right, self.image_size)
-        events = [torch.cuda.Event(enable_timing=True) for _ in range(4)] if self.stage_timing and self.device.type == "cuda" else None
+        events = ([torch.cuda.Event(enable_timing=True) for _ in range(4)]
+                  if self.stage_timing and self.device.type == "cuda" else None)
         t0 = time.perf_counter()
         with torch.inference_mode():
             if events:
@@ -273,13 +279,15 @@ class TorchBackend(InferenceBackend):
             else:
                 packed = packed_t.numpy()
         t1 = time.perf_counter()
-        out = unpack_outputs(packed, self.num_classes, per_eye=self.per_eye, attention=self.attention_outputs, cams=self.cams)
+        out = unpack_outputs(packed, self.num_classes, per_eye=self.per_eye, attention=self.attention_outputs,
+                             cams=self.cams)
         logits = out["logits"]
         timings = {"inference": (t1 - t0) * 1e3}
         if events:
             # GPU-timeline split of one call: where a batch-1 millisecond goes (dms-net-bench prints it)
             timings.update(
-                upload=events[0].elapsed_time(events[1]), network=events[1].elapsed_time(events[2]), download=events[2].elapsed_time(events[3])
+                upload=events[0].elapsed_time(events[1]), network=events[1].elapsed_time(events[2]),
+                download=events[2].elapsed_time(events[3]),
             )
         return InferenceResult(
             probabilities=sigmoid(logits),
@@ -298,7 +306,8 @@ class TorchBackend(InferenceBackend):
             self.infer(*pair)
 
     def describe(self) -> str:
-        mode = "compile+cuda_graph" if self.cuda_graph and self.compiled else "cuda_graph" if self.cuda_graph else "compile" if self.compiled else "eager"
+        mode = ("compile+cuda_graph" if self.cuda_graph and self.compiled else "cuda_graph" if self.cuda_graph
+                else "compile" if self.compiled else "eager")
         extras = f" bn-folded={self.folded_batchnorms}" if self.folded_batchnorms else ""
         extras += " cudnn-benchmark" if self.cudnn_benchmark else ""
         extras += "" if self.attention_outputs else " no-attention-outputs"

@@ -59,7 +59,9 @@ class ServingModel(nn.Module):
         if left.dtype == torch.uint8:
             left, right = self.normalise(left), self.normalise(right)
         if self.cams:
-            logits, attention_left, attention_right, *eye_logits, cam_left, cam_right = self.model(left, right, with_cams=True)
+            logits, attention_left, attention_right, *eye_logits, cam_left, cam_right = self.model(
+                left, right, with_cams=True
+            )
         else:
             logits, attention_left, attention_right, *eye_logits = self.model(left, right)
         maps = (attention_left.flatten(1), attention_right.flatten(1)) if self.attention_outputs else ()
@@ -82,8 +84,10 @@ def unpack_outputs(packed: np.ndarray, num_classes: int, per_eye: bool = False,
     heads = num_classes * (3 if per_eye else 1)
     if not attention:
         if packed.shape[1] != heads:
-            raise RuntimeError(f"packed output width {packed.shape[1]} is not the {heads} logits of a model without attention outputs: the model does not fit its bundle")
-        out: dict[str, np.ndarray | None] = {"logits": packed[:, :num_classes], "attention_left": None, "attention_right": None}
+            raise RuntimeError(f"packed output width {packed.shape[1]} is not the {heads} logits of a model "
+                               "without attention outputs: the model does not fit its bundle")
+        out: dict[str, np.ndarray | None] = {"logits": packed[:, :num_classes], "attention_left": None,
+                                             "attention_right": None}
         if per_eye:
             out["left_logits"] = packed[:, num_classes : 2 * num_classes]
             out["right_logits"] = packed[:, 2 * num_classes : heads]
@@ -93,7 +97,8 @@ def unpack_outputs(packed: np.ndarray, num_classes: int, per_eye: bool = False,
     side = math.isqrt(area)
     if area <= 0 or side * side != area or packed.shape[1] != heads + per_area * area:
         what = "two square attention maps" + (f" and two {num_classes}-class activation maps" if cams else "")
-        raise RuntimeError(f"packed output width {packed.shape[1]} does not hold {heads} logits and {what}: the model does not fit its bundle")
+        raise RuntimeError(f"packed output width {packed.shape[1]} does not hold {heads} logits and {what}: "
+                           "the model does not fit its bundle")
     batch = packed.shape[0]
     out = {"logits": packed[:, :num_classes]}
     if per_eye:

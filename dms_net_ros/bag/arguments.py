@@ -26,21 +26,28 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--left-topic", default="left/image_raw", help="left eye topic in the bag (raw or <topic>/compressed found automatically)")
+    parser.add_argument("--left-topic", default="left/image_raw",
+                        help="left eye topic in the bag (raw or <topic>/compressed found automatically)")
     parser.add_argument("--right-topic", default="right/image_raw")
     parser.add_argument("--exam-topic", default="exam_id", help="std_msgs/String exam id topic ('' for none)")
-    parser.add_argument("--labels", type=Path, default=None, help="labels sidecar (default: <bag>/labels.csv or <bag>.labels.csv)")
+    parser.add_argument("--labels", type=Path, default=None,
+                        help="labels sidecar (default: <bag>/labels.csv or <bag>.labels.csv)")
     parser.add_argument("--no-labels", action="store_true", help="no ground truth: probabilities and counts only")
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     pairing, decode, exam = PairingSettings(), DecodeSettings(), ExamSettings()
-    parser.add_argument("--slop", type=float, default=pairing.slop_s, help=f"pairing slop, seconds (node default {pairing.slop_s})")
-    parser.add_argument("--queue-size", type=int, default=pairing.pairing_queue_size, help="pairing queue per eye (node default)")
-    parser.add_argument("--pair-timeout", type=float, default=pairing.pair_timeout_s, help="seconds an eye waits for its partner")
+    parser.add_argument("--slop", type=float, default=pairing.slop_s,
+                        help=f"pairing slop, seconds (node default {pairing.slop_s})")
+    parser.add_argument("--queue-size", type=int, default=pairing.pairing_queue_size,
+                        help="pairing queue per eye (node default)")
+    parser.add_argument("--pair-timeout", type=float, default=pairing.pair_timeout_s,
+                        help="seconds an eye waits for its partner")
     parser.add_argument("--no-quality-gate", action="store_true", help="the node's quality_gate parameter set to false")
-    parser.add_argument("--quality-min-score", type=float, default=exam.quality_min_score, help="the node's quality_min_score parameter")
-    parser.add_argument("--max-pixels", type=int, default=decode.max_pixels, help=f"the node's max_pixels parameter (default {decode.max_pixels})")
+    parser.add_argument("--quality-min-score", type=float, default=exam.quality_min_score,
+                        help="the node's quality_min_score parameter")
+    parser.add_argument("--max-pixels", type=int, default=decode.max_pixels,
+                        help=f"the node's max_pixels parameter (default {decode.max_pixels})")
 
 
 def settings_from_args(args: argparse.Namespace) -> PipelineSettings:

@@ -49,7 +49,8 @@ class BagPairs:
 
     def _drop(self, items: list[Any]) -> None:
         for item in items:
-            self.unpaired.append({"eye": item.eye, "stamp_ns": item.stamp_ns, "reason": item.reason, "message": item.describe()})
+            self.unpaired.append({"eye": item.eye, "stamp_ns": item.stamp_ns, "reason": item.reason,
+                                  "message": item.describe()})
 
     def __iter__(self) -> Iterator[tuple[Any, str]]:
         left_ids = {c.id for c in self.left.connections}
@@ -68,7 +69,8 @@ class BagPairs:
             except Exception as err:  # noqa: BLE001 - a message that does not deserialize is an input error
                 self.stats.received[eye] += 1
                 self.unpaired.append({"eye": eye, "stamp_ns": log_ns, "reason": "undecodable",
-                                      "message": f"{eye} message at log time {now:.3f} does not deserialize as {conn.msgtype}: {err}"})
+                                      "message": f"{eye} message at log time {now:.3f} "
+                                                 f"does not deserialize as {conn.msgtype}: {err}"})
                 continue
             self._drop(self.pairer.expire(now))
             out = self.pairer.add(eye, stamp_ns, BagEye(conn.msgtype, bytes(raw), log_ns), received=now)

@@ -14,8 +14,10 @@ import sys
 
 SUBCOMMANDS = {
     "make": ("dms_net_ros.bag.make", "ODIR folder -> rosbag2 of left/right eye images + labels sidecar"),
-    "evaluate": ("dms_net_ros.bag.evaluate", "bag + model bundle -> the node's pipeline offline -> ODIR report + per-pair CSV"),
-    "replay": ("dms_net_ros.bag.replay", "bag -> a running node over rclpy -> recorded results, report and live-vs-offline comparison"),
+    "evaluate": ("dms_net_ros.bag.evaluate",
+                 "bag + model bundle -> the node's pipeline offline -> ODIR report + per-pair CSV"),
+    "replay": ("dms_net_ros.bag.replay",
+               "bag -> a running node over rclpy -> recorded results, report and live-vs-offline comparison"),
 }
 
 

@@ -34,7 +34,8 @@ def result_to_pair(msg: Any) -> PairResult:
     return PairResult(exam_id=str(msg.exam_id), left_stamp_ns=stamp_to_ns(msg.left_stamp),
                       right_stamp_ns=stamp_to_ns(msg.right_stamp), status=status, message=str(msg.status_message),
                       probabilities=array(msg.probabilities), left_quality=float(msg.left_quality),
-                      right_quality=float(msg.right_quality), left_probabilities=array(getattr(msg, "left_probabilities", [])),
+                      right_quality=float(msg.right_quality),
+                      left_probabilities=array(getattr(msg, "left_probabilities", [])),
                       right_probabilities=array(getattr(msg, "right_probabilities", [])))
 
 
@@ -89,7 +90,8 @@ class Comparison:
 
     def format(self) -> str:
         diff = "n/a" if np.isnan(self.max_abs_prob_diff) else f"{self.max_abs_prob_diff:.3g}"
-        return (f"live vs offline: offline pairs {self.offline_pairs}, live results {self.live_results} {self.live_by_status}; "
+        return (f"live vs offline: offline pairs {self.offline_pairs}, "
+                f"live results {self.live_results} {self.live_by_status}; "
                 f"matched {self.matched}, max |prob diff| {diff}; missing {self.missing} "
                 f"(ERROR results {self.explained_by_error_results}, node drops {self.node_extra_drops} beyond offline "
                 f"{self.node_drops}, unexplained {self.unexplained}); live only {self.live_only}; "
@@ -160,6 +162,7 @@ def compare(offline: list[PairResult], live: LiveRecording, offline_unpaired: in
     live_only = sum(1 for k in answered if k not in offline_keys)
     return Comparison(offline_pairs=len(offline), live_results=len(live.results), live_by_status=by_status,
                       matched=matched, max_abs_prob_diff=max(diffs) if diffs else float("nan"),
-                      status_mismatches=status_mismatches, missing=len(missing), explained_by_error_results=explained_err,
+                      status_mismatches=status_mismatches, missing=len(missing),
+                      explained_by_error_results=explained_err,
                       node_drops=drops, node_extra_drops=extra, unexplained=unexplained, live_only=live_only,
                       exam_id_mismatches=exam_mismatches, missing_examples=missing_examples)

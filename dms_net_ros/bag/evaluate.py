@@ -75,7 +75,8 @@ class BagEvaluation:
     backend: str = ""
 
     def counts(self) -> dict[str, Any]:
-        by_status = {s: sum(1 for p in self.pairs if p.status == s) for s in (STATUS_OK, STATUS_UNGRADABLE, STATUS_ERROR)}
+        by_status = {s: sum(1 for p in self.pairs if p.status == s)
+                     for s in (STATUS_OK, STATUS_UNGRADABLE, STATUS_ERROR)}
         return {"received": self.received, "pairs": len(self.pairs), "pairs_by_status": by_status,
                 "unpaired": len(self.unpaired), "pairing_drops": self.drops, "pairs_without_labels": self.unlabeled,
                 "labels_without_pair": len(self.unused_labels)}
@@ -143,7 +144,8 @@ def evaluate_bag(bag: Path, bundle: Any, backend: Any, *, left_topic: str = "lef
         left = reader.find_image_topic(left_topic, "--left-topic")
         right = reader.find_image_topic(right_topic, "--right-topic")
         if left.topic == right.topic:
-            raise io.BagError(f"--left-topic and --right-topic both resolve to {left.topic} in {bag}: give each eye its own topic")
+            raise io.BagError(f"--left-topic and --right-topic both resolve to {left.topic} in {bag}: "
+                              "give each eye its own topic")
         exam = reader.find_topic(exam_topic, (io.STRING_TYPE,), required=False) if exam_topic else None
         pairs = BagPairs(reader, left, right, exam, settings.pairing, progress=progress)
         results = run_pipeline(iter(pairs), pipeline, settings, batch_size)
@@ -156,7 +158,8 @@ def evaluate_bag(bag: Path, bundle: Any, backend: Any, *, left_topic: str = "lef
         pairs=results, unpaired=unpaired, received=dict(stats.received), drops=dict(stats.drops),
         backend=backend.describe())
     if use_labels:
-        evaluation.unlabeled, evaluation.unused_labels = join_labels(results, label_rows, int(round(settings.pairing.slop_s * 1e9)))
+        evaluation.unlabeled, evaluation.unused_labels = join_labels(results, label_rows,
+                                                                     int(round(settings.pairing.slop_s * 1e9)))
     return evaluation
 
 
@@ -179,7 +182,8 @@ def write_outputs(evaluation: BagEvaluation, out_dir: Path, thresholds: np.ndarr
     return summary
 
 
-def write_metrics_report(out_dir: Path, scored: list[PairResult], thresholds: np.ndarray, *, name: str) -> dict[str, Any]:
+def write_metrics_report(out_dir: Path, scored: list[PairResult], thresholds: np.ndarray, *,
+                         name: str) -> dict[str, Any]:
     """`dms_net_core.report.write_report` over the scored pairs, so bag and folder evaluations
     read the same on every install (a robot without ``training/`` or matplotlib included):
     per-eye AUC when every pair has per-eye probabilities and the sidecar has keywords."""
@@ -190,7 +194,8 @@ def write_metrics_report(out_dir: Path, scored: list[PairResult], thresholds: np
     probs = np.stack([p.probabilities for p in scored]).astype(np.float32)
     eye_probs = eye_labels = None
     if all(p.left_probabilities is not None and p.right_probabilities is not None for p in scored):
-        eye_probs = {"left": np.stack([p.left_probabilities for p in scored]), "right": np.stack([p.right_probabilities for p in scored])}
+        eye_probs = {"left": np.stack([p.left_probabilities for p in scored]),
+                     "right": np.stack([p.right_probabilities for p in scored])}
     if any(p.keywords and any(p.keywords) for p in scored):
         eye_labels = eye_label_matrices(p.keywords or ("", "") for p in scored)
     return write_report(labels, probs, thresholds, out_dir, name=name, eye_labels=eye_labels, eye_probs=eye_probs,
@@ -200,10 +205,12 @@ def write_metrics_report(out_dir: Path, scored: list[PairResult], thresholds: np
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A few lines for the terminal: counts, drops, official score."""
-    lines = [f"bag {summary['bag']} ({summary['storage']}): left {summary['topics']['left']}, right {summary['topics']['right']}",
+    lines = [f"bag {summary['bag']} ({summary['storage']}): left {summary['topics']['left']}, "
+             f"right {summary['topics']['right']}",
              f"  received {summary['received']}; pairs {summary['pairs']} {summary['pairs_by_status']}; "
              f"unpaired messages {summary['unpaired']} {summary['pairing_drops']}",
-             f"  pairs without labels {summary['pairs_without_labels']}; labels without pair {summary['labels_without_pair']}; "
+             f"  pairs without labels {summary['pairs_without_labels']}; "
+             f"labels without pair {summary['labels_without_pair']}; "
              f"scored {summary['scored_pairs']}; backend {summary['backend']}"]
     official = (summary.get("report") or {}).get("official")
     if official:
@@ -229,7 +236,8 @@ def run(args) -> int:
     try:
         evaluation = evaluate_bag(args.bag, bundle, backend, left_topic=args.left_topic, right_topic=args.right_topic,
                                   exam_topic=args.exam_topic, labels=args.labels, use_labels=not args.no_labels,
-                                  settings=settings_from_args(args), batch_size=args.batch_size, progress=not args.quiet)
+                                  settings=settings_from_args(args), batch_size=args.batch_size,
+                                  progress=not args.quiet)
     finally:
         backend.close()
     out_dir = args.output or args.bag.with_name(args.bag.name + "_eval")

@@ -84,7 +84,8 @@ def diagnosis_msg_path() -> Path:
             candidate = Path(prefix) / "share" / "dms_net_ros" / "msg" / "DiagnosisResult.msg"
             if candidate.is_file():
                 return candidate
-    raise BagError("cannot find msg/DiagnosisResult.msg: run from the repository checkout or source the colcon install (scripts/env.sh)")
+    raise BagError("cannot find msg/DiagnosisResult.msg: "
+                   "run from the repository checkout or source the colcon install (scripts/env.sh)")
 
 
 @functools.lru_cache(maxsize=1)
@@ -127,7 +128,8 @@ def make_compressed_image(payload: bytes, stamp_ns: int, frame_id: str, fmt: str
     """Encoded bytes -> sensor_msgs/CompressedImage; ``fmt`` follows image_transport's
     ``<raw encoding>; <codec> compressed <encoded encoding>`` convention."""
     compressed_cls = typestore().types[COMPRESSED_IMAGE_TYPE]
-    return compressed_cls(header=make_header(stamp_ns, frame_id), format=fmt, data=np.frombuffer(payload, dtype=np.uint8))
+    return compressed_cls(header=make_header(stamp_ns, frame_id), format=fmt,
+                          data=np.frombuffer(payload, dtype=np.uint8))
 
 
 def make_string(text: str) -> Any:
@@ -207,7 +209,8 @@ class BagReader:
             suffix = [c for c in conns if normalize_topic(c.topic).endswith("/" + wanted)]
             names = sorted({c.topic for c in suffix})
             if len(names) > 1:
-                raise BagError(f"topic {topic!r} is ambiguous in {self.path} ({', '.join(names)}): pass the full name with {flag or 'the topic flag'}")
+                raise BagError(f"topic {topic!r} is ambiguous in {self.path} ({', '.join(names)}): "
+                               f"pass the full name with {flag or 'the topic flag'}")
             chosen = suffix
         if not chosen:
             if not required:
@@ -217,7 +220,8 @@ class BagReader:
             raise BagError(f"no topic {topic!r}{kinds} in {self.path}: {self.describe_topics()}{hint}")
         types = sorted({c.msgtype for c in chosen})
         if len(types) > 1:
-            raise BagError(f"topic {chosen[0].topic!r} carries several types {types} in {self.path}: re-record it with one type")
+            raise BagError(f"topic {chosen[0].topic!r} carries several types {types} in {self.path}: "
+                           "re-record it with one type")
         return TopicMatch(topic=chosen[0].topic, msgtype=types[0], connections=tuple(chosen),
                           count=sum(c.msgcount for c in chosen))
 
@@ -226,7 +230,8 @@ class BagReader:
         image_transport ``topic/compressed``; raw wins when both were recorded."""
         match = self.find_topic(topic, IMAGE_TYPES, required=False, flag=flag)
         if match is None and not normalize_topic(topic).endswith("/compressed"):
-            match = self.find_topic(topic.rstrip("/") + "/compressed", (COMPRESSED_IMAGE_TYPE,), required=False, flag=flag)
+            match = self.find_topic(topic.rstrip("/") + "/compressed", (COMPRESSED_IMAGE_TYPE,), required=False,
+                                    flag=flag)
         if match is None:
             raise BagError(f"no image topic {topic!r} (sensor_msgs/Image or {topic}/compressed) in {self.path}: "
                            f"{self.describe_topics()}; choose the eye's topic with {flag}")
@@ -245,7 +250,8 @@ class BagReader:
                 if bar is not None:
                     bar.update(1)
         except _STORAGE_ERRORS as err:
-            raise BagError(f"bag {self.path} is truncated or corrupt ({one_line(err, limit=199)}): re-copy or re-record it "
+            raise BagError(f"bag {self.path} is truncated or corrupt ({one_line(err, limit=199)}): "
+                           "re-copy or re-record it "
                            f"(an mcap cut off by a crash can be salvaged with `mcap recover`)") from err
         finally:
             if bar is not None:
@@ -302,7 +308,8 @@ class BagWriter:
         try:
             self._writer.open()
         except (WriterError, OSError) as err:
-            raise BagError(f"cannot create bag {self.path}: {one_line(err, limit=199)}; check the directory is writable") from err
+            raise BagError(f"cannot create bag {self.path}: {one_line(err, limit=199)}; "
+                           "check the directory is writable") from err
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
@@ -314,7 +321,8 @@ class BagWriter:
     def set_custom_data(self, key: str, value: str) -> None:
         self._writer.set_custom_data(key, value)
 
-    def write_raw(self, topic: str, msgtype: str, log_ns: int, raw: bytes | memoryview, qos: Sequence[Qos] = ()) -> None:
+    def write_raw(self, topic: str, msgtype: str, log_ns: int, raw: bytes | memoryview,
+                  qos: Sequence[Qos] = ()) -> None:
         """Write one message; ``qos`` (the publisher's offered profiles) is recorded with the
         topic's first message, as ``ros2 bag record`` does."""
         key = (topic, msgtype)
@@ -349,7 +357,8 @@ def find_labels_sidecar(bag: Path, explicit: Path | None = None) -> Path:
             return candidate
     tried = " or ".join(str(p) for p in labels_sidecar_candidates(bag))
     raise BagError(f"no labels sidecar for bag {bag} (looked for {tried}): pass --labels FILE "
-                   f"(columns {', '.join(LABEL_FIELDS[:4])}, {' '.join(CLASS_CODES)}) or --no-labels for probabilities only")
+                   f"(columns {', '.join(LABEL_FIELDS[:4])}, {' '.join(CLASS_CODES)}) "
+                   "or --no-labels for probabilities only")
 
 
 @dataclass(frozen=True)
@@ -402,5 +411,6 @@ def read_labels_sidecar(path: Path) -> list[LabelRow]:
                     right_keywords=str(rec.get("right_keywords") or ""),
                 ))
             except (TypeError, ValueError) as err:
-                raise BagError(f"labels file {path} line {i} is malformed ({one_line(err, limit=199)}): fix or regenerate it with `dms-net-bag make`") from err
+                raise BagError(f"labels file {path} line {i} is malformed ({one_line(err, limit=199)}): "
+                               "fix or regenerate it with `dms-net-bag make`") from err
     return rows

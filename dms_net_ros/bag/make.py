@@ -59,7 +59,8 @@ class AcquisitionModel:
             raise io.BagError("--period must be > 0 and --eye-delay/--jitter >= 0: fix the acquisition flags")
         span = (self.eye_delay_s if self.mode == "sequential" else 0.0) + self.jitter_s
         if span >= self.period_s / 2:
-            raise io.BagError(f"eyes of one patient span up to {span:g} s but patients are only {self.period_s:g} s apart: "
+            raise io.BagError(f"eyes of one patient span up to {span:g} s "
+                              f"but patients are only {self.period_s:g} s apart: "
                               f"raise --period above {2 * span:g} s so exams cannot be paired across patients")
 
     def stamps(self, count: int) -> list[tuple[int, int]]:
@@ -98,14 +99,16 @@ def resolve_labels_file(dataset: Path) -> Path:
     if dataset.is_file():
         return dataset
     if not dataset.is_dir():
-        raise io.BagError(f"dataset {dataset} does not exist: pass an ODIR folder (labels.csv + images/) or its label file")
+        raise io.BagError(f"dataset {dataset} does not exist: "
+                          "pass an ODIR folder (labels.csv + images/) or its label file")
     if (dataset / "labels.csv").is_file():
         return dataset / "labels.csv"
     sheets = sorted(p for p in dataset.iterdir() if p.suffix.lower() in (".xlsx", ".csv"))
     if len(sheets) == 1:
         return sheets[0]
     found = ", ".join(p.name for p in sheets) or "none"
-    raise io.BagError(f"cannot tell the label file in {dataset} (candidates: {found}): pass the label file itself as DATASET")
+    raise io.BagError(f"cannot tell the label file in {dataset} (candidates: {found}): "
+                      "pass the label file itself as DATASET")
 
 
 def parse_patient_ids(spec: str) -> list[str]:
@@ -122,7 +125,8 @@ def parse_patient_ids(spec: str) -> list[str]:
     return [p.strip() for p in spec.split(",") if p.strip()]
 
 
-def load_records(dataset: Path, images_dir: Path | None, patients: str | None, limit: int | None) -> tuple[list[PatientRecord], int]:
+def load_records(dataset: Path, images_dir: Path | None, patients: str | None,
+                 limit: int | None) -> tuple[list[PatientRecord], int]:
     try:
         loaded = load_odir(resolve_labels_file(dataset), images_dir)
         records = loaded.records
@@ -199,11 +203,14 @@ def make_bag(
         }, sort_keys=True))
         for record, (left_ns, right_ns) in zip(records, stamps):
             exam_id = f"{exam_prefix}{record.patient_id}"
-            writer.write(exam_topic, io.STRING_TYPE, min(left_ns, right_ns) - exam_lead_ns, io.make_string(exam_id), io.LATCHED_QOS)
-            eyes = [(left_topic, record.left_path, left_ns, left_frame_id), (right_topic, record.right_path, right_ns, right_frame_id)]
+            writer.write(exam_topic, io.STRING_TYPE, min(left_ns, right_ns) - exam_lead_ns, io.make_string(exam_id),
+                         io.LATCHED_QOS)
+            eyes = [(left_topic, record.left_path, left_ns, left_frame_id),
+                    (right_topic, record.right_path, right_ns, right_frame_id)]
             for topic, path, stamp_ns, frame_id in sorted(eyes, key=lambda e: e[2]):
                 if compressed:
-                    msg = io.make_compressed_image(compressed_payload(path), stamp_ns, frame_id, compressed_format(path))
+                    msg = io.make_compressed_image(compressed_payload(path), stamp_ns, frame_id,
+                                                   compressed_format(path))
                 else:
                     try:
                         rgb = load_rgb(path)
@@ -214,7 +221,8 @@ def make_bag(
             rows.append(io.LabelRow(patient_id=record.patient_id, exam_id=exam_id, left_stamp_ns=left_ns,
                                     right_stamp_ns=right_ns, labels=np.asarray(record.labels, np.float32),
                                     left_file=str(record.left_path), right_file=str(record.right_path),
-                                    left_keywords=record.keywords.get("left", ""), right_keywords=record.keywords.get("right", "")))
+                                    left_keywords=record.keywords.get("left", ""),
+                                    right_keywords=record.keywords.get("right", "")))
             if bar is not None:
                 bar.update(1)
         counts = dict(writer.counts)
@@ -236,21 +244,29 @@ def _compressed_topic(topic: str) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("dataset", type=Path, help="ODIR folder (labels.csv + images/, or the official sheet) or its label file")
+    parser.add_argument("dataset", type=Path,
+                        help="ODIR folder (labels.csv + images/, or the official sheet) or its label file")
     parser.add_argument("output", type=Path, help="bag directory to create (must not exist)")
-    parser.add_argument("--images-dir", type=Path, default=None, help="images folder (official layout; default: the label file's folder)")
-    parser.add_argument("--storage", choices=sorted(io.STORAGES), default="mcap", help="rosbag2 storage plugin (default: mcap)")
-    parser.add_argument("--compressed", action="store_true", help="sensor_msgs/CompressedImage on <topic>/compressed (source JPEG bytes)")
+    parser.add_argument("--images-dir", type=Path, default=None,
+                        help="images folder (official layout; default: the label file's folder)")
+    parser.add_argument("--storage", choices=sorted(io.STORAGES), default="mcap",
+                        help="rosbag2 storage plugin (default: mcap)")
+    parser.add_argument("--compressed", action="store_true",
+                        help="sensor_msgs/CompressedImage on <topic>/compressed (source JPEG bytes)")
     parser.add_argument("--left-topic", default=DEFAULT_LEFT_TOPIC)
     parser.add_argument("--right-topic", default=DEFAULT_RIGHT_TOPIC)
     parser.add_argument("--exam-topic", default=DEFAULT_EXAM_TOPIC, help="std_msgs/String published before each pair")
     parser.add_argument("--left-frame-id", default="left_fundus_camera")
     parser.add_argument("--right-frame-id", default="right_fundus_camera")
     parser.add_argument("--acquisition", choices=("simultaneous", "sequential"), default="simultaneous")
-    parser.add_argument("--eye-delay", type=float, default=0.3, help="sequential: seconds from left to right eye (default 0.3; keep delay + jitter under the node's pairing slop)")
-    parser.add_argument("--jitter", type=float, default=0.0, help="uniform +- seconds on the right eye's offset (default 0)")
+    parser.add_argument("--eye-delay", type=float, default=0.3,
+                        help="sequential: seconds from left to right eye "
+                             "(default 0.3; keep delay + jitter under the node's pairing slop)")
+    parser.add_argument("--jitter", type=float, default=0.0,
+                        help="uniform +- seconds on the right eye's offset (default 0)")
     parser.add_argument("--period", type=float, default=2.0, help="seconds between patients (default 2)")
-    parser.add_argument("--start-time", type=float, default=DEFAULT_START_TIME_S, help="stamp of the first patient, epoch seconds")
+    parser.add_argument("--start-time", type=float, default=DEFAULT_START_TIME_S,
+                        help="stamp of the first patient, epoch seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the jitter")
     parser.add_argument("--limit", type=int, default=None, help="only the first N patients (after --patients)")
     parser.add_argument("--patients", default=None, help="comma-separated patient ids, or a file with one id per line")

@@ -50,10 +50,10 @@ class PairResult:
         def score(report) -> float:
             return float(report.score) if report is not None else float("nan")
 
-        return cls(exam_id=exam_id, left_stamp_ns=left_stamp_ns, right_stamp_ns=right_stamp_ns, status=result.status.value,
-                   message=result.message, probabilities=result.probabilities, left_quality=score(result.left_quality),
-                   right_quality=score(result.right_quality), left_probabilities=result.left_probabilities,
-                   right_probabilities=result.right_probabilities)
+        return cls(exam_id=exam_id, left_stamp_ns=left_stamp_ns, right_stamp_ns=right_stamp_ns,
+                   status=result.status.value, message=result.message, probabilities=result.probabilities,
+                   left_quality=score(result.left_quality), right_quality=score(result.right_quality),
+                   left_probabilities=result.left_probabilities, right_probabilities=result.right_probabilities)
 
 
 def scored_pairs(pairs: list[PairResult], include_ungradable: bool = True) -> list[PairResult]:
@@ -88,7 +88,8 @@ def read_pairs_csv(path: Path) -> list[PairResult]:
     with open(path, newline="") as fh:
         for rec in csv.DictReader(fh):
             out.append(PairResult(
-                exam_id=rec["exam_id"], left_stamp_ns=int(rec["left_stamp_ns"]), right_stamp_ns=int(rec["right_stamp_ns"]),
+                exam_id=rec["exam_id"], left_stamp_ns=int(rec["left_stamp_ns"]),
+                right_stamp_ns=int(rec["right_stamp_ns"]),
                 status=rec["status"], message=rec["message"], patient_id=rec["patient_id"],
                 left_quality=float(rec["left_quality"]), right_quality=float(rec["right_quality"]),
                 probabilities=_prob_column(rec, "p_"), labels=_prob_column(rec, "y_"),

@@ -66,7 +66,8 @@ def ros_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     profile = package_file(FASTDDS_PROFILE)
     if not env.get("FASTDDS_DEFAULT_PROFILES_FILE") and profile is not None:
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
-    return {k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE") if k in env}
+    return {k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE")
+            if k in env}
 
 
 def import_msg_class(msgtype: str) -> type:
@@ -76,9 +77,10 @@ def import_msg_class(msgtype: str) -> type:
         return getattr(importlib.import_module(f"{pkg}.msg"), name)
     except (ImportError, AttributeError) as err:
         if pkg == "dms_net_ros":
-            raise io.BagError("the DiagnosisResult message package is not built or not on the path: run `bash scripts/setup.sh` "
-                              "then `source scripts/env.sh`") from err
-        raise io.BagError(f"message type {msgtype} is not importable in this ROS environment ({err}): install its package") from err
+            raise io.BagError("the DiagnosisResult message package is not built or not on the path: "
+                              "run `bash scripts/setup.sh` then `source scripts/env.sh`") from err
+        raise io.BagError(f"message type {msgtype} is not importable in this ROS environment ({err}): "
+                          "install its package") from err
 
 
 # --------------------------------------------------------------------------- the node subprocess
@@ -199,21 +201,25 @@ def replay_bag(args: Any, out_dir: Path, expected_results: int | None, node_proc
             right = reader.find_image_topic(args.right_topic, "--right-topic")
             exam = reader.find_topic(args.exam_topic, (io.STRING_TYPE,), required=False) if args.exam_topic else None
             reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
             pubs: dict[int, Any] = {}
             eye_of: dict[int, str] = {}
             for match, qos, eye in ((left, reliable, "left"), (right, reliable, "right"), (exam, latched, "")):
                 if match is None:
                     continue
-                publisher = node.create_publisher(import_msg_class(match.msgtype), remaps.get(match.topic, match.topic), qos)
+                publisher = node.create_publisher(import_msg_class(match.msgtype),
+                                                  remaps.get(match.topic, match.topic), qos)
                 for conn in match.connections:
                     pubs[conn.id] = publisher
                     eye_of[conn.id] = eye
             image_pubs = {eye: pubs[m.connections[0].id] for eye, m in (("left", left), ("right", right))}
-            result_sub = node.create_subscription(result_cls, args.result_topic, lambda raw: recorder.on_result(result_sub.topic_name, raw),
-                                                  QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
-            node.create_subscription(diag_cls, DIAGNOSTICS_TOPIC, lambda raw: recorder.on_diagnostics(DIAGNOSTICS_TOPIC, raw),
-                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
+            result_sub = node.create_subscription(
+                result_cls, args.result_topic, lambda raw: recorder.on_result(result_sub.topic_name, raw),
+                QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
+            node.create_subscription(
+                diag_cls, DIAGNOSTICS_TOPIC, lambda raw: recorder.on_diagnostics(DIAGNOSTICS_TOPIC, raw),
+                QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
             spin_thread = threading.Thread(target=executor.spin, name="dms-net-bag-replay-spin", daemon=True)
             spin_thread.start()
 
@@ -224,7 +230,8 @@ def replay_bag(args: Any, out_dir: Path, expected_results: int | None, node_proc
             if not args.quiet:
                 from tqdm import tqdm
 
-                bar = tqdm(total=sum(m.count for m in (left, right, exam) if m), desc=f"replay {Path(args.bag).name}", unit="msg", leave=False)
+                bar = tqdm(total=sum(m.count for m in (left, right, exam) if m), desc=f"replay {Path(args.bag).name}",
+                           unit="msg", leave=False)
             t_start = time.monotonic()
             first_log_ns = None
             for conn, log_ns, raw in reader.messages([left, right, exam]):
@@ -273,8 +280,8 @@ def replay_bag(args: Any, out_dir: Path, expected_results: int | None, node_proc
     return stats, results_bag
 
 
-def _wait_for_node(node: Any, image_pubs: dict[str, Any], result_sub: Any, args: Any, node_proc: subprocess.Popen | None,
-                   node_log: Path | None) -> None:
+def _wait_for_node(node: Any, image_pubs: dict[str, Any], result_sub: Any, args: Any,
+                   node_proc: subprocess.Popen | None, node_log: Path | None) -> None:
     """Block until the node subscribes to both eyes and publishes results, or fail in one line."""
     def ready() -> bool:
         if node_proc is not None and node_proc.poll() is not None:
@@ -283,7 +290,8 @@ def _wait_for_node(node: Any, image_pubs: dict[str, Any], result_sub: Any, args:
 
     ok = _wait(ready, args.wait_for_node, poll=0.05)
     if node_proc is not None and node_proc.poll() is not None:
-        raise io.BagError(f"the started node exited with code {node_proc.returncode} ({_tail(node_log) if node_log else ''}): "
+        raise io.BagError(f"the started node exited with code {node_proc.returncode} "
+                          f"({_tail(node_log) if node_log else ''}): "
                           f"see {node_log}")
     if not ok:
         missing = [p.topic_name for p in image_pubs.values() if p.get_subscription_count() == 0]
@@ -291,7 +299,8 @@ def _wait_for_node(node: Any, image_pubs: dict[str, Any], result_sub: Any, args:
             missing.append(f"publisher of {result_sub.topic_name}")
         raise io.BagError(
             f"no diagnosis node found after {args.wait_for_node:g} s (nothing on {', '.join(missing)}; ROS_DOMAIN_ID="
-            f"{os.environ.get('ROS_DOMAIN_ID')}): start it active in the same domain with image_transport matching the bag, "
+            f"{os.environ.get('ROS_DOMAIN_ID')}): start it active in the same domain "
+            "with image_transport matching the bag, "
             f"remap topics with --remap, or pass --start-node")
     time.sleep(args.settle)  # discovery done on our side; give the node's side a moment too
 
@@ -331,21 +340,30 @@ def add_arguments(parser) -> None:
     parser.add_argument("bag", type=Path, help="rosbag2 directory to publish")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="model bundle: runs `evaluate` for the comparison (and is what --start-node loads)")
-    parser.add_argument("--offline", type=Path, default=None, help="an earlier `dms-net-bag evaluate` output folder (pairs.csv) to compare with")
+    parser.add_argument("--offline", type=Path, default=None,
+                        help="an earlier `dms-net-bag evaluate` output folder (pairs.csv) to compare with")
     parser.add_argument("--output", "-o", type=Path, default=None, help="output folder (default: <bag>_replay)")
-    parser.add_argument("--start-node", action="store_true", help="launch the diagnosis node with --bundle as a child process")
-    parser.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE", help="extra node parameter (with --start-node)")
+    parser.add_argument("--start-node", action="store_true",
+                        help="launch the diagnosis node with --bundle as a child process")
+    parser.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="extra node parameter (with --start-node)")
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument("--rate", type=float, default=1.0, help="publish at X times the recorded rate (default 1)")
     speed.add_argument("--as-fast-as-possible", action="store_true", help="no timing; wait for results (backpressure)")
-    parser.add_argument("--max-in-flight", type=int, default=1, help="pairs awaiting a result before publishing pauses (fast mode)")
-    parser.add_argument("--exam-lead", type=float, default=0.05, help="seconds between an exam id and its images (fast mode)")
+    parser.add_argument("--max-in-flight", type=int, default=1,
+                        help="pairs awaiting a result before publishing pauses (fast mode)")
+    parser.add_argument("--exam-lead", type=float, default=0.05,
+                        help="seconds between an exam id and its images (fast mode)")
     parser.add_argument("--result-topic", default="diagnosis", help="the node's output topic (default: diagnosis)")
-    parser.add_argument("--remap", action="append", default=[], metavar="BAG_TOPIC:=TOPIC", help="publish a bag topic under another name")
-    parser.add_argument("--wait-for-node", type=float, default=30.0, help="seconds to wait for the node's subscriptions")
+    parser.add_argument("--remap", action="append", default=[], metavar="BAG_TOPIC:=TOPIC",
+                        help="publish a bag topic under another name")
+    parser.add_argument("--wait-for-node", type=float, default=30.0,
+                        help="seconds to wait for the node's subscriptions")
     parser.add_argument("--settle", type=float, default=0.5, help="seconds after discovery before publishing")
-    parser.add_argument("--result-timeout", type=float, default=30.0, help="fast mode: max seconds to wait for one result")
-    parser.add_argument("--idle-timeout", type=float, default=None, help="stop waiting when no result came for this long (default: pair timeout + 2 s)")
+    parser.add_argument("--result-timeout", type=float, default=30.0,
+                        help="fast mode: max seconds to wait for one result")
+    parser.add_argument("--idle-timeout", type=float, default=None,
+                        help="stop waiting when no result came for this long (default: pair timeout + 2 s)")
     parser.add_argument("--drain-timeout", type=float, default=60.0, help="max seconds to wait for the last results")
     add_topic_arguments(parser)
     add_pipeline_arguments(parser)
@@ -380,7 +398,8 @@ def run(args) -> int:
                                    settings=settings, batch_size=args.batch_size, progress=not args.quiet)
         finally:
             backend.close()
-        write_outputs(offline, out_dir / "offline", bundle.thresholds, name=f"{args.bag.name} (offline)", extra={"model_id": bundle.model_id})
+        write_outputs(offline, out_dir / "offline", bundle.thresholds, name=f"{args.bag.name} (offline)",
+                      extra={"model_id": bundle.model_id})
         offline_pairs = offline.pairs
         offline_unpaired = sum(1 for u in offline.unpaired if u["reason"] != "duplicate")
     elif args.offline is not None:
@@ -395,7 +414,8 @@ def run(args) -> int:
     if args.start_node:
         node_log = out_dir / "node.log"
         # The node gets the settings the offline evaluation used; --node-param comes last and wins.
-        node_proc = start_node(args.bundle, compressed=compressed, log_path=node_log, params=settings.node_params() + args.node_param,
+        node_proc = start_node(args.bundle, compressed=compressed, log_path=node_log,
+                               params=settings.node_params() + args.node_param,
                                backend=args.backend, device=args.device)
     try:
         stats, results_bag = replay_bag(args, out_dir, expected, node_proc, node_log)
@@ -410,18 +430,21 @@ def run(args) -> int:
                               received={}, drops={}, backend="node")
     if not args.no_labels:
         label_rows = io.read_labels_sidecar(io.find_labels_sidecar(args.bag, args.labels))
-        live_eval.unlabeled, live_eval.unused_labels = join_labels(live_eval.pairs, label_rows, int(round(settings.pairing.slop_s * 1e9)))
+        live_eval.unlabeled, live_eval.unused_labels = join_labels(live_eval.pairs, label_rows,
+                                                                   int(round(settings.pairing.slop_s * 1e9)))
     if thresholds is None:
         import numpy as np
 
         from dms_net_core.checkpoint import default_thresholds
 
         thresholds = np.asarray(default_thresholds(), np.float32)
-    replay_info = {"ros": env, "published": stats.published, "pairs_sent": stats.pairs_sent, "wall_s": round(stats.wall_s, 3),
+    replay_info = {"ros": env, "published": stats.published, "pairs_sent": stats.pairs_sent,
+                   "wall_s": round(stats.wall_s, 3),
                    "mode": "as-fast-as-possible" if args.as_fast_as_possible else f"rate x{args.rate:g}",
                    "backpressure_waits": stats.backpressure_waits, "backpressure_timeouts": stats.backpressure_timeouts,
                    "node_diagnostics": live.diagnostics, "results_bag": str(results_bag)}
-    live_summary = write_outputs(live_eval, out_dir / "live", thresholds, name=f"{args.bag.name} (live)", extra={"replay": replay_info})
+    live_summary = write_outputs(live_eval, out_dir / "live", thresholds, name=f"{args.bag.name} (live)",
+                                 extra={"replay": replay_info})
     print(f"replayed {args.bag} ({replay_info['mode']}, {stats.wall_s:.1f} s, domain {env.get('ROS_DOMAIN_ID')}): "
           f"published {stats.published}; {len(live.results)} results recorded in {results_bag}")
     official = (live_summary.get("report") or {}).get("official")

@@ -51,10 +51,12 @@ def headless_chrome(width: int = 1400, height: int = 1000) -> Any:
 
 def full_page_screenshot(driver: Any, path: Path | str, width: int = 1400) -> Path:
     """The whole page (window stretched to the document's height) as a PNG at ``path``."""
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": False})
     height = int(driver.execute_script("return Math.ceil(document.documentElement.scrollHeight)"))
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",  # the viewport itself, not the window around it
-                           {"width": width, "height": max(600, min(height, 4000)), "deviceScaleFactor": 1, "mobile": False})
+                           {"width": width, "height": max(600, min(height, 4000)), "deviceScaleFactor": 1,
+                            "mobile": False})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(path))

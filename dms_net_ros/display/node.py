@@ -76,13 +76,15 @@ class DisplayNode(Node):
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         images = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4,
-                            reliability=ReliabilityPolicy.RELIABLE if p["image_qos"] == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+                            reliability=(ReliabilityPolicy.RELIABLE if p["image_qos"] == "reliable"
+                                         else ReliabilityPolicy.BEST_EFFORT))
         compressed = p["image_transport"] == "compressed"
         kind_type, suffix = (CompressedImage, "/image_raw/compressed") if compressed else (Image, "/image_raw")
         self.create_subscription(DiagnosisResult, "diagnosis", self._on_result, reliable)
         for eye in ("left", "right"):
             self.create_subscription(kind_type, eye + suffix, lambda m, k=eye: self._on_image(k, m), images)
-            self.create_subscription(Image, f"{eye}/attention", lambda m, k=f"{eye}_attention": self._on_image(k, m), reliable)
+            self.create_subscription(Image, f"{eye}/attention", lambda m, k=f"{eye}_attention": self._on_image(k, m),
+                                     reliable)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self._result_topic = self.resolve_topic_name("diagnosis")
         self._publishers_seen = 0
@@ -99,8 +101,9 @@ class DisplayNode(Node):
             self.get_logger().warning(f"no publisher on {self._result_topic} any more: the diagnosis node stopped?")
             self._silent_since = time.monotonic()
         elif not n and self._silent_since is not None and time.monotonic() - self._silent_since > 10.0:
-            self.get_logger().warning(f"no publisher on {self._result_topic} after 10 s: start the diagnosis node in "
-                                      "this namespace and ROS_DOMAIN_ID, or run the display with -r __ns:=<its namespace>")
+            self.get_logger().warning(f"no publisher on {self._result_topic} after 10 s: "
+                                      "start the diagnosis node in this namespace and ROS_DOMAIN_ID, "
+                                      "or run the display with -r __ns:=<its namespace>")
             self._silent_since = None
         self._publishers_seen = n
 
@@ -109,7 +112,8 @@ class DisplayNode(Node):
         host = str(self._p["host"])
         access = "loopback only" if is_loopback(host) else "reachable from the network"
         tokened = "token required (?token=...)" if self.server.token else "no token"
-        self.get_logger().info(f"display at {url} ({access}, {tokened}); showing {self.resolve_topic_name('diagnosis')}")
+        self.get_logger().info(f"display at {url} ({access}, {tokened}); "
+                               f"showing {self.resolve_topic_name('diagnosis')}")
         return url
 
     # -- callbacks (executor thread) ----------------------------------------------------
@@ -122,7 +126,8 @@ class DisplayNode(Node):
             return None
 
     def _on_result(self, msg: Any) -> None:
-        exam = self.store.add_result(result_dict(msg), stamp_to_ns(msg.left_stamp), stamp_to_ns(msg.right_stamp), self._encode)
+        exam = self.store.add_result(result_dict(msg), stamp_to_ns(msg.left_stamp), stamp_to_ns(msg.right_stamp),
+                                     self._encode)
         self._save(exam)
         self.server.publish({"type": "exam", "exam": exam.summary()})
 
@@ -165,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         node.start_server()
         rclpy.spin(node)
     except (DisplayConfigError, OSError) as exc:
-        (node.get_logger() if node is not None else rclpy.logging.get_logger(DISPLAY_NODE_NAME)).error(f"display not started: {exc}")
+        (node.get_logger() if node is not None
+         else rclpy.logging.get_logger(DISPLAY_NODE_NAME)).error(f"display not started: {exc}")
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

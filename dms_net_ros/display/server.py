@@ -65,7 +65,8 @@ class DisplayServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if self.token and not token_matches(request_token(request.query, request.headers, request.cookies), self.token):
-            raise web.HTTPUnauthorized(text="401: token missing or wrong: open the URL with ?token=<the display's token>")
+            raise web.HTTPUnauthorized(text="401: token missing or wrong: "
+                                            "open the URL with ?token=<the display's token>")
         return await handler(request)
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
@@ -87,7 +88,8 @@ class DisplayServer:
             raise web.HTTPBadRequest(text="400: exam index must be an integer, e.g. /api/exams/3") from None
         exam = self.store.get(index)
         if exam is None:
-            raise web.HTTPNotFound(text=f"404: no exam {index} in the display's history (it keeps the most recent ones)")
+            raise web.HTTPNotFound(text=f"404: no exam {index} in the display's history "
+                                        "(it keeps the most recent ones)")
         return exam
 
     async def _exam(self, request: web.Request) -> web.Response:
@@ -99,7 +101,8 @@ class DisplayServer:
             raise web.HTTPNotFound(text=f"404: no image kind {kind!r}: use one of {', '.join(KINDS)}")
         jpeg = exam.images.get(kind)
         if jpeg is None:
-            raise web.HTTPNotFound(text=f"404: exam {exam.index} has no {kind} image (never received, or not matched by stamp)")
+            raise web.HTTPNotFound(text=f"404: exam {exam.index} has no {kind} image "
+                                        "(never received, or not matched by stamp)")
         return web.Response(body=jpeg, content_type="image/jpeg")
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
@@ -146,7 +149,8 @@ class DisplayServer:
     def start(self, timeout: float = 10.0) -> str:
         """Bind, serve in a daemon thread and return the page URL (raises OSError, one line, on a bad bind)."""
         try:
-            sock = socket.create_server((self.host, self.port), family=socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+            sock = socket.create_server((self.host, self.port),
+                                        family=socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         except OSError as exc:
             raise OSError(f"cannot listen on {self.host}:{self.port} ({exc.strerror or exc}): "
                           "pick a free port (port:=0 picks one) or stop the other server") from None

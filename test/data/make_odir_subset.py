@@ -71,7 +71,8 @@ def choose_patients(rows: list[dict[str, str]], train_ids: set[str], excluded: s
     """Patient ids picked by the module docstring's rule, in pick order."""
     rng = np.random.default_rng(seed)
     by_id = {r["patient_id"]: r for r in rows}
-    two_eyed = [i for i in sorted(train_ids, key=int) if i in by_id and by_id[i]["has_both"] == "1" and i not in excluded]
+    two_eyed = [i for i in sorted(train_ids, key=int)
+                if i in by_id and by_id[i]["has_both"] == "1" and i not in excluded]
     one_eyed = [r["patient_id"] for r in sorted(rows, key=lambda r: int(r["patient_id"]))
                 if r["has_both"] != "1" and r["patient_id"] not in train_ids and r["patient_id"] not in excluded]
     two_eyed = [two_eyed[i] for i in rng.permutation(len(two_eyed))]
@@ -124,7 +125,8 @@ def write_subset_splits(out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", type=Path, default=os.environ.get("ODIR_256_DIR"),
-                   help="the full ODIR-5K 256 px set (labels.csv + images/); default: $ODIR_256_DIR (required if unset)")
+                   help="the full ODIR-5K 256 px set (labels.csv + images/); "
+                   "default: $ODIR_256_DIR (required if unset)")
     p.add_argument("--output", type=Path, default=OUT_DIR, help=f"default: {os.path.relpath(OUT_DIR, REPO)}")
     args = p.parse_args(argv)
     if args.source is None or not (args.source / "labels.csv").is_file():

@@ -65,7 +65,8 @@ class cudaDeviceProp:  # noqa: N801
 class FakeCudaRuntime:
     """State of one fake GPU; `module()` exposes it as a ``cudart`` module object."""
 
-    def __init__(self, gpu_name: str = "Orin (nvgpu)", compute_capability: tuple[int, int] = (8, 7), memory_bytes: int = 1 << 30) -> None:
+    def __init__(self, gpu_name: str = "Orin (nvgpu)", compute_capability: tuple[int, int] = (8, 7),
+                 memory_bytes: int = 1 << 30) -> None:
         self.gpu_name = gpu_name
         self.compute_capability = compute_capability
         self.memory_bytes = memory_bytes
@@ -123,7 +124,8 @@ class FakeCudaRuntime:
             return (cudaError_t.cudaErrorInvalidValue, None)
         major, minor = self.compute_capability
         # cuda-python returns the C char[256] array: NUL-padded bytes
-        return (cudaError_t.cudaSuccess, cudaDeviceProp(self.gpu_name.encode().ljust(256, b"\0"), major, minor, self.memory_bytes))
+        return (cudaError_t.cudaSuccess,
+                cudaDeviceProp(self.gpu_name.encode().ljust(256, b"\0"), major, minor, self.memory_bytes))
 
     def cudaGetErrorString(self, err):  # noqa: N802
         return (cudaError_t.cudaSuccess, cudaError_t(err).name.encode())

@@ -226,7 +226,8 @@ class FakeTensorRT:
         mod = types.ModuleType("tensorrt")
         mod.__version__ = self.version
         mod.fake_state = self
-        for obj in (Logger, Dims, DataType, TensorIOMode, NetworkDefinitionCreationFlag, BuilderFlag, MemoryPoolType, nptype):
+        for obj in (Logger, Dims, DataType, TensorIOMode, NetworkDefinitionCreationFlag, BuilderFlag, MemoryPoolType,
+                    nptype):
             setattr(mod, obj.__name__, obj)
 
         class Builder:
@@ -294,7 +295,8 @@ class FakeTensorRT:
 
                 fake.counters.parses += 1
                 if not self.network.explicit_batch:
-                    self.errors.append(_ParserError("Network must have explicit batch dimension (EXPLICIT_BATCH) for ONNX"))
+                    self.errors.append(
+                        _ParserError("Network must have explicit batch dimension (EXPLICIT_BATCH) for ONNX"))
                     return False
                 try:
                     proto = onnx.load_model_from_string(bytes(model))
@@ -314,7 +316,8 @@ class FakeTensorRT:
                     elem = i.type.tensor_type.elem_type
                     dtype = _ONNX_TO_TRT.get(elem)
                     if dtype is None or (dtype == DataType.UINT8 and fake.version_tuple < (8, 6)):
-                        self.errors.append(_ParserError(f"Unsupported ONNX data type: {onnx.TensorProto.DataType.Name(elem)} ({elem})"))
+                        self.errors.append(_ParserError(
+                            f"Unsupported ONNX data type: {onnx.TensorProto.DataType.Name(elem)} ({elem})"))
                         return False
                     inputs.append(_Tensor(i.name, dims(i), dtype))
                 self.network.inputs = inputs
@@ -425,7 +428,8 @@ class FakeTensorRT:
                         nbytes = int(np.prod(shape)) * dtype.itemsize
                         if cuda.find(self.addresses[name], nbytes) is None:
                             return False
-                        feeds[name] = np.frombuffer(cuda.read_device(self.addresses[name], nbytes), dtype).reshape(shape)
+                        feeds[name] = np.frombuffer(cuda.read_device(self.addresses[name], nbytes),
+                                                    dtype).reshape(shape)
                 outs = self.engine.session().run(None, feeds)
                 names = [o.name for o in self.engine.session().get_outputs()]
                 for name, value in zip(names, outs):
@@ -453,7 +457,8 @@ class FakeTensorRT:
                 except ValueError:
                     return None
                 if header.get("version") != fake.version:
-                    self.logger.log(Logger.ERROR, "The engine plan file is not compatible with this version of TensorRT")
+                    self.logger.log(Logger.ERROR,
+                                    "The engine plan file is not compatible with this version of TensorRT")
                     return None
                 onnx_bytes = data[len(MAGIC) + 4 + n :]
                 try:
@@ -478,7 +483,8 @@ class FakeGpuStack:
     cuda: FakeCudaRuntime
 
 
-def install(monkeypatch, *, version: str = "10.3.0", gpu_name: str = "Orin (nvgpu)", compute_capability=(8, 7), fast_fp16: bool = True, legacy_cuda_layout: bool = False) -> FakeGpuStack:
+def install(monkeypatch, *, version: str = "10.3.0", gpu_name: str = "Orin (nvgpu)", compute_capability=(8, 7),
+            fast_fp16: bool = True, legacy_cuda_layout: bool = False) -> FakeGpuStack:
     """Inject fake ``tensorrt`` and cuda-python modules into sys.modules for one test.
 
     ``legacy_cuda_layout`` exposes only ``from cuda import cudart`` (cuda-python < 12.6).

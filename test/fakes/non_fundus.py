@@ -30,8 +30,8 @@ import numpy as np
 LIBRARY_PHOTOGRAPHS: tuple[tuple[str, str], ...] = (
     *(("skimage", f"data/{name}") for name in (
         "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "chessboard_RGB.png", "clock_motion.png",
-        "coffee.png", "coins.png", "color.png", "grass.png", "gravel.png", "horse.png", "hubble_deep_field.jpg", "ihc.png",
-        "logo.png", "moon.png", "motorcycle_left.png", "page.png", "phantom.png", "rocket.jpg", "text.png",
+        "coffee.png", "coins.png", "color.png", "grass.png", "gravel.png", "horse.png", "hubble_deep_field.jpg",
+        "ihc.png", "logo.png", "moon.png", "motorcycle_left.png", "page.png", "phantom.png", "rocket.jpg", "text.png",
     )),
     ("sklearn", "datasets/images/china.jpg"),
     ("sklearn", "datasets/images/flower.jpg"),
@@ -109,7 +109,8 @@ def _outdoor_scene(size: int, rng: np.random.Generator) -> np.ndarray:
     scene[half:] = np.clip(grass[..., None] * 20 + np.array([70, 120, 40], np.float32), 0, 255)
     cv2.circle(scene, (int(size * 0.78), int(size * 0.16)), size // 17, (255, 240, 180), -1)
     for _ in range(8):
-        cv2.circle(scene, (int(rng.integers(0, size)), half), int(rng.integers(size // 25, size // 10)), (30, 80, 30), -1)
+        cv2.circle(scene, (int(rng.integers(0, size)), half), int(rng.integers(size // 25, size // 10)), (30, 80, 30),
+                   -1)
     return scene.astype(np.uint8)
 
 
@@ -142,7 +143,8 @@ def synthetic_non_fundus(size: int = 512, seed: int = 0) -> dict[str, np.ndarray
         "fundus-coloured gaussian noise": noise(np.array([40, 25, 10]), fundus_colour),
         "blue noise": noise(30, np.array([40, 60, 180])),
         "salt and pepper": salt_pepper,
-        "smooth colour noise": cv2.resize(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC),
+        "smooth colour noise": cv2.resize(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), (size, size),
+                                          interpolation=cv2.INTER_CUBIC),
         "flat orange": np.full(shape, (200, 90, 40), np.uint8),
         "flat grey": np.full(shape, 128, np.uint8),
         "gradient": np.dstack([xx * 255 // size, yy * 255 // size, np.full((size, size), 100)]).astype(np.uint8),
@@ -154,8 +156,11 @@ def synthetic_non_fundus(size: int = 512, seed: int = 0) -> dict[str, np.ndarray
         "fundus-coloured disc of gaussian noise": disc(noise(np.array([50, 30, 15]), fundus_colour)),
         "fundus-coloured disc of faint noise": disc(noise(np.array([6, 4, 2]), fundus_colour)),
         "disc of uniform noise": disc(rng.integers(0, 256, shape, dtype=np.uint8)),
-        "fundus-coloured disc of smooth blobs": disc(np.clip(blobs * np.array([30, 20, 8]) + fundus_colour, 0, 255).astype(np.uint8)),
-        "fundus-coloured checkerboard disc": disc(np.where(checker[..., None], np.uint8([220, 110, 50]), np.uint8([120, 50, 20]))),
+        "fundus-coloured disc of smooth blobs": disc(
+            np.clip(blobs * np.array([30, 20, 8]) + fundus_colour, 0, 255).astype(np.uint8)),
+        "fundus-coloured checkerboard disc": disc(
+            np.where(checker[..., None], np.uint8([220, 110, 50]), np.uint8([120, 50, 20]))),
         "flat fundus-coloured disc": disc(np.full(shape, (200, 90, 40), np.uint8)),
-        "fundus-coloured gradient disc": disc(np.dstack([xx * 200 // size + 50, yy * 100 // size + 30, np.full((size, size), 20)]).astype(np.uint8)),
+        "fundus-coloured gradient disc": disc(
+            np.dstack([xx * 200 // size + 50, yy * 100 // size + 30, np.full((size, size), 20)]).astype(np.uint8)),
     }

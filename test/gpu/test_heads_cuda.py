@@ -29,7 +29,8 @@ def test_rewritten_heads_agree_with_the_reference_heads_on_cuda(dtype):
     fast = build_model(cfg).eval()
     reference = build_model(cfg, reference_heads=True).eval()
     reference.load_state_dict(fast.state_dict())
-    left, right = (torch.from_numpy(a).cuda().contiguous(memory_format=torch.channels_last) for a in real_pair_batch(112))
+    left, right = (torch.from_numpy(a).cuda().contiguous(memory_format=torch.channels_last)
+                   for a in real_pair_batch(112))
     outputs = []
     for model in (fast, reference):
         model = model.cuda()
@@ -37,7 +38,8 @@ def test_rewritten_heads_agree_with_the_reference_heads_on_cuda(dtype):
         model = model.to(dtype=dtype, memory_format=torch.channels_last)
         with torch.inference_mode():
             outputs.append([t.float() for t in model(left.to(dtype), right.to(dtype))])
-    for name, got, want in zip(("logits", "attention_left", "attention_right", "left_logits", "right_logits"), *outputs):
+    for name, got, want in zip(("logits", "attention_left", "attention_right", "left_logits", "right_logits"),
+                               *outputs):
         if name.endswith("logits"):
             got, want = torch.sigmoid(got), torch.sigmoid(want)
         torch.testing.assert_close(got, want, atol=TOLERANCE[dtype], rtol=0, msg=name)

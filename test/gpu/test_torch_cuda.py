@@ -39,15 +39,18 @@ def reference(bundle):
 
 
 #: every node-selectable acceleration, plus compile captured in the backend's own graph (bench only)
-ACCELERATIONS = {name: torch_acceleration_options(name) for name in ("none", "cuda_graph", "compile", "compile_cudagraphs")}
+ACCELERATIONS = {name: torch_acceleration_options(name)
+                 for name in ("none", "cuda_graph", "compile", "compile_cudagraphs")}
 ACCELERATIONS["compile+owngraph"] = {"compile": True, "cuda_graph": True}
-ACCELERATIONS["compile-frozen-cudagraphs"] = {"compile": True, "compile_options": {"freezing": True, "triton.cudagraphs": True}}
+ACCELERATIONS["compile-frozen-cudagraphs"] = {"compile": True,
+                                              "compile_options": {"freezing": True, "triton.cudagraphs": True}}
 
 
 #: both input forms on the uncompiled paths and the node's best compiled one; the other compiled
 #: variants (tens of seconds of compiling each) with the node's uint8 form only
 CASES = [
-    *[(p, a, f) for p, a in (("fp32", "none"), ("fp16", "none"), ("fp16", "cuda_graph"), ("fp16", "compile_cudagraphs")) for f in ("uint8", "float32")],
+    *[(p, a, f) for p, a in (("fp32", "none"), ("fp16", "none"), ("fp16", "cuda_graph"), ("fp16", "compile_cudagraphs"))
+      for f in ("uint8", "float32")],
     *[("fp16", a, "uint8") for a in ("compile", "compile+owngraph", "compile-frozen-cudagraphs")],
 ]
 

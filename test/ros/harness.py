@@ -108,7 +108,8 @@ def isolate_module_domain(name: str, seed_offset: int, domains: range) -> str:
 
 
 @contextmanager
-def served_node(bundle: Path, namespace: str, params: dict[str, Any], log_path: Path) -> Iterator[tuple["Client", NodeProcess]]:
+def served_node(bundle: Path, namespace: str, params: dict[str, Any],
+                log_path: Path) -> Iterator[tuple["Client", NodeProcess]]:
     """(client, node): the node in its own process with ``params``, a client whose publishers it
     has matched; both torn down on exit, whatever the test did."""
     node = NodeProcess(node_command(bundle, namespace, params), log_path)
@@ -145,17 +146,21 @@ class Client:
         qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
         kind, suffix = (CompressedImage, "/image_raw/compressed") if compressed else (Image, "/image_raw")
         self.pubs = {eye: self.node.create_publisher(kind, eye + suffix, qos) for eye in ("left", "right")}
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.exam_pub = self.node.create_publisher(String, "exam_id", latched)
         self.results: list[Any] = []
         self.diagnostics: list[dict[str, str]] = []
-        self.node.create_subscription(DiagnosisResult, "diagnosis", self.results.append, QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(DiagnosisResult, "diagnosis", self.results.append,
+                                      QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
 
     def _on_diag(self, msg: Any) -> None:
         for status in msg.status:
             if status.name.startswith(self.namespace + "/"):
-                self.diagnostics.append({kv.key: kv.value for kv in status.values} | {"_level": int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else int(status.level)})
+                self.diagnostics.append({kv.key: kv.value for kv in status.values} | {
+                    "_level": (int.from_bytes(status.level, "little") if isinstance(status.level, bytes)
+                               else int(status.level))})
 
     def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         end = time.monotonic() + timeout
@@ -175,7 +180,8 @@ class Client:
         def ready() -> bool:
             if node is not None and node.proc.poll() is not None:
                 raise AssertionError(f"node exited with {node.proc.returncode}:\n{node.log_text()[-3000:]}")
-            return all(p.get_subscription_count() > 0 for p in self.pubs.values()) and self.node.count_publishers(self.namespace + "/diagnosis") > 0
+            return (all(p.get_subscription_count() > 0 for p in self.pubs.values())
+                    and self.node.count_publishers(self.namespace + "/diagnosis") > 0)
 
         if not self.spin_until(ready, timeout):
             raise AssertionError("node never subscribed" + (f":\n{node.log_text()[-3000:]}" if node else ""))

@@ -39,7 +39,8 @@ def _diagnose(tiny_bundle, namespace: str, log, publish_attention: bool, expect_
             client.node.create_subscription(Image, f"{eye}/attention", overlays.append,
                                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         client.wait_for_node(node)
-        client.publish_pair(rgb_to_image_msg(sample_rgb("556", "left")), rgb_to_image_msg(sample_rgb("556", "right")), 5 * SEC)
+        client.publish_pair(rgb_to_image_msg(sample_rgb("556", "left")), rgb_to_image_msg(sample_rgb("556", "right")),
+                            5 * SEC)
         (result,) = client.wait_results(1, 60)
         expect = publish_attention if expect_overlays is None else expect_overlays
         client.spin_until(lambda: len(overlays) >= 2 or not expect, 10)
@@ -96,7 +97,8 @@ def test_a_plain_per_eye_bundle_publishes_class_activation_overlays(backend, ros
     assert "no overlays are published" not in (tmp_path / "cam.log").read_text()
 
 
-def test_a_per_eye_bundle_exported_without_cams_still_diagnoses_and_says_why_no_overlays(ros_domain, ros_namespace, tmp_path):
+def test_a_per_eye_bundle_exported_without_cams_still_diagnoses_and_says_why_no_overlays(ros_domain, ros_namespace,
+                                                                                         tmp_path):
     import torch
 
     from dms_net_core.bundle_export import export_bundle
@@ -108,7 +110,8 @@ def test_a_per_eye_bundle_exported_without_cams_still_diagnoses_and_says_why_no_
     old = export_bundle(build_model(cfg).eval(), cfg, PreprocessConfig(image_size=cfg.image_size), tmp_path / "old",
                         name="tiny-pre-cam", cams=False)  # the graph a per-eye bundle had before CAMs (models/demo)
     assert not old.has_cams
-    result, overlays = _diagnose(old.path, ros_namespace, tmp_path / "old.log", True, expect_overlays=False, backend="onnxruntime")
+    result, overlays = _diagnose(old.path, ros_namespace, tmp_path / "old.log", True, expect_overlays=False,
+                                 backend="onnxruntime")
     assert result.status == 0 and not result.attention_published and overlays == []
     assert len(result.left_probabilities) == 8 and result.left_attention_code == result.right_attention_code == ""
     assert "has no OSIM attention maps and no class activation maps" in (tmp_path / "old.log").read_text()

@@ -27,7 +27,8 @@ def _require_ros() -> None:
         importlib.import_module("rclpy")
         importlib.import_module("dms_net_ros.msg")
     except ImportError as err:
-        pytest.skip(f"generated message package not importable ({err}): run `bash scripts/setup.sh` and `source scripts/env.sh`")
+        pytest.skip(f"generated message package not importable ({err}): "
+                    "run `bash scripts/setup.sh` and `source scripts/env.sh`")
 
 
 @pytest.fixture(autouse=True)
@@ -65,12 +66,14 @@ def test_live_equals_offline_for_every_pair(records, bundle_dir, tmp_path, capsy
     live = {(p.left_stamp_ns, p.right_stamp_ns): p for p in read_live_recording(out / "results").results}
     offline = read_pairs_csv(out / "offline" / "pairs.csv")
     for p in offline:
-        np.testing.assert_allclose(live[(p.left_stamp_ns, p.right_stamp_ns)].probabilities, p.probabilities, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(live[(p.left_stamp_ns, p.right_stamp_ns)].probabilities, p.probabilities,
+                                   atol=1e-5, rtol=0)
     live_summary = json.loads((out / "live" / "bag_summary.json").read_text())
     offline_summary = json.loads((out / "offline" / "bag_summary.json").read_text())
     assert live_summary["scored_pairs"] == offline_summary["scored_pairs"] == 12
     for key in ("kappa", "f1", "auc", "final"):
-        assert live_summary["report"]["official"][key] == pytest.approx(offline_summary["report"]["official"][key], abs=1e-4)
+        assert live_summary["report"]["official"][key] == pytest.approx(offline_summary["report"]["official"][key],
+                                                                        abs=1e-4)
     assert live_summary["replay"]["node_diagnostics"]["results_ok"] == "12"
 
 

@@ -31,12 +31,14 @@ def test_installed_node_finds_the_demo_model_from_any_directory(ros_domain, ros_
            "-p", "backend:=onnxruntime", "-p", "qos:=reliable", "-p", "warmup_iterations:=1"]
     log_path = tmp_path / "node.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
     client = None
     try:
         client = Client(ros_namespace)
         client.wait_for_node(timeout=60)
-        client.publish_pair(rgb_to_image_msg(sample_rgb("32", "left")), rgb_to_image_msg(sample_rgb("32", "right")), 5_000_000_000)
+        client.publish_pair(rgb_to_image_msg(sample_rgb("32", "left")), rgb_to_image_msg(sample_rgb("32", "right")),
+                            5_000_000_000)
         results = client.wait_results(1, 60)
         text = log_path.read_text(errors="replace")
         assert [r.status for r in results] == [DiagnosisResult.STATUS_OK], text[-2000:]

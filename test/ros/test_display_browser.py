@@ -81,7 +81,8 @@ class Stack:
         self._stamp = time.time_ns()
 
     def start_display(self, *params: str) -> None:
-        self.display, self.url = start_display(self.client.namespace, self.tmp / f"display{len(self.published)}.log", *params)
+        self.display, self.url = start_display(self.client.namespace, self.tmp / f"display{len(self.published)}.log",
+                                               *params)
         ns = self.client.namespace
         # both sides discovered: the display found the diagnosis node's publisher, and this
         # client sees the display's subscriptions on both eyes and on `diagnosis`
@@ -119,7 +120,8 @@ class Stack:
         self.wait_history([exam_id])
         self.driver.execute_script(
             "for (const li of document.querySelectorAll('#history li[data-index]'))"
-            "  if (li.querySelector('.hid').textContent === arguments[0]) { li.querySelector('button').click(); break; }", exam_id)
+            "  if (li.querySelector('.hid').textContent === arguments[0])"
+            " { li.querySelector('button').click(); break; }", exam_id)
         WebDriverWait(self.driver, WAIT).until(lambda d: d.find_element(By.ID, "exam-id").text == exam_id)
         WebDriverWait(self.driver, WAIT).until(lambda d: d.execute_script(images_loaded_js()))
 
@@ -142,7 +144,8 @@ def stack(tmp_path_factory):
             s.start_display("port:=0", "history:=20")
             driver = s.driver = headless_chrome()
             driver.get(s.url)
-            WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") == "live")
+            WebDriverWait(driver, WAIT).until(
+                lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") == "live")
             yield s
         finally:
             if driver is not None:
@@ -168,12 +171,14 @@ def test_demo_103_shows_refer_with_cataract_in_the_left_eye(stack, tmp_path):
     # chart order: OD (right eye) on the viewer's left, each eye with its own photograph
     right, left = d.find_element(By.ID, "eye-right"), d.find_element(By.ID, "eye-left")
     assert right.location["x"] < left.location["x"]
-    assert right.find_element(By.TAG_NAME, "h2").text == "OD (right eye)" and left.find_element(By.TAG_NAME, "h2").text == "OS (left eye)"
+    assert (right.find_element(By.TAG_NAME, "h2").text == "OD (right eye)"
+            and left.find_element(By.TAG_NAME, "h2").text == "OS (left eye)")
     for card, eye in ((right, "right"), (left, "left")):
         src = card.find_element(By.CSS_SELECTOR, "img.photo").get_attribute("src")
         assert src.endswith(f"/images/{eye}.jpg")
         assert "Quality 1.00 — gradable" in card.text or "gradable" in card.text
-    assert stack.text("exam-id") == "demo-103" and "odir" in stack.text("model-id") and stack.text("backend") == "onnxruntime"
+    assert (stack.text("exam-id") == "demo-103" and "odir" in stack.text("model-id")
+            and stack.text("backend") == "onnxruntime")
     if res.attention_published:  # the shipped bundle has class activation maps: OS shows the map of C
         assert res.left_attention_code == "C"
         toggle = "document.querySelector('#eye-left .overlay-toggle')"
@@ -232,7 +237,8 @@ def test_error_result_shows_error_with_its_message(stack, tmp_path):
     stack.show("left-only")
     assert stack.text("verdict-title") == "ERROR"
     assert stack.text("verdict-detail") == res.status_message
-    assert stack.driver.execute_script("return document.querySelector('#eye-left img.photo').src").endswith("/images/left.jpg")
+    assert stack.driver.execute_script(
+        "return document.querySelector('#eye-left img.photo').src").endswith("/images/left.jpg")
     assert "no image received" in stack.driver.find_element(By.ID, "eye-right").text
     assert "Quality not assessed" in stack.driver.find_element(By.ID, "eye-right").text
     full_page_screenshot(stack.driver, tmp_path / "error.png")
@@ -253,9 +259,11 @@ def test_page_recovers_after_the_display_restarts(stack, tmp_path):
     WebDriverWait(d, WAIT).until(lambda d: d.execute_script(state) == "down", "the page never noticed the display died")
     stack.start_display(f"port:={port}")
     WebDriverWait(d, WAIT).until(lambda d: d.execute_script(state) == "live", "the page never reconnected")
-    WebDriverWait(d, WAIT).until(lambda d: stack.page_history() == [], "the restarted display's (empty) state never replaced the old")
+    WebDriverWait(d, WAIT).until(lambda d: stack.page_history() == [],
+                                 "the restarted display's (empty) state never replaced the old")
     stack.exam("after-restart", _rgb("103", "left"), _rgb("103", "right"))
-    WebDriverWait(d, WAIT).until(lambda d: d.find_element(By.ID, "exam-id").text == "after-restart",  # follows the latest
+    # follows the latest
+    WebDriverWait(d, WAIT).until(lambda d: d.find_element(By.ID, "exam-id").text == "after-restart",
                                  f"the new exam never showed; history {stack.page_history()}")
     WebDriverWait(d, WAIT).until(lambda d: d.execute_script(images_loaded_js()), "images never loaded")
     assert stack.page_history() == ["after-restart"]  # the new display's history, no stale exams
@@ -316,7 +324,8 @@ def test_overlay_toggle_shows_the_attention_overlay(stack, tiny_bundle, tmp_path
             WebDriverWait(d, WAIT).until(lambda d: d.execute_script(
                 "return document.querySelector('#eye-left img.photo').src").endswith("/images/left_attention.jpg"))
             WebDriverWait(d, WAIT).until(lambda d: d.execute_script(images_loaded_js()))
-            assert d.execute_script("return document.querySelector('#eye-right img.photo').src").endswith("/images/right.jpg")
+            assert d.execute_script(
+                "return document.querySelector('#eye-right img.photo').src").endswith("/images/right.jpg")
             assert "attention map" in d.find_element(By.CSS_SELECTOR, "#eye-left figcaption").text
             full_page_screenshot(d, tmp_path / "overlay.png")
             d.execute_script(toggle_js + ".click()")  # and back to the photograph

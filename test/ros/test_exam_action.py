@@ -112,7 +112,8 @@ def inline_goal(exam_id: str, patient: str = "951", *, compressed: bool = False,
     goal = Goal(exam_id=exam_id, timeout_s=timeout_s)
     if compressed:
         goal.source = Goal.SOURCE_COMPRESSED
-        goal.left_compressed, goal.right_compressed = rgb_to_compressed_msg(left, "png"), rgb_to_compressed_msg(right, "png")
+        goal.left_compressed, goal.right_compressed = (rgb_to_compressed_msg(left, "png"),
+                                                       rgb_to_compressed_msg(right, "png"))
     else:
         goal.source = Goal.SOURCE_IMAGES
         goal.left_image, goal.right_image = rgb_to_image_msg(left, "rgb8"), rgb_to_image_msg(right, "bgr8")
@@ -144,7 +145,8 @@ def assert_idle_and_serving(client: Client, exams: ExamClient, node: NodeProcess
     """The node accepts the next goal at once and still diagnoses (and publishes it)."""
     start = len(client.results)
     status, result = exams.result(exams.send(inline_goal("EXAM-NEXT", "556")))
-    assert (status, result.outcome) == (GoalStatus.STATUS_SUCCEEDED, Result.OUTCOME_OK), (result.reason, node.log_text()[-2000:])
+    assert (status, result.outcome) == (GoalStatus.STATUS_SUCCEEDED, Result.OUTCOME_OK), (
+        result.reason, node.log_text()[-2000:])
     assert client.spin_until(lambda: any(r.exam_id == "EXAM-NEXT" for r in client.results[start:]), 5.0)
     assert node.proc.poll() is None
 
@@ -183,7 +185,9 @@ def test_camera_goal_takes_the_first_pair_and_gives_it_its_exam_id(served, tiny_
     status, result = exams.result(run)
     assert status == GoalStatus.STATUS_SUCCEEDED and result.outcome == Result.OUTCOME_OK, result.reason
     assert result.diagnosis.exam_id == "EXAM-CAM"
-    np.testing.assert_allclose(result.diagnosis.probabilities, offline_probabilities(tiny_bundle, sample_rgb("583", "left"), sample_rgb("583", "right")), atol=1e-5)
+    np.testing.assert_allclose(result.diagnosis.probabilities,
+                               offline_probabilities(tiny_bundle, sample_rgb("583", "left"),
+                                                     sample_rgb("583", "right")), atol=1e-5)
     assert client.spin_until(lambda: len(run.feedback) >= 5, 3.0)
     assert run.stages() == [Feedback.STAGE_WAITING_FOR_EYES, Feedback.STAGE_WAITING_FOR_RIGHT, Feedback.STAGE_QUEUED,
                             Feedback.STAGE_GRADING, Feedback.STAGE_INFERRING]
@@ -222,7 +226,8 @@ def test_cancel_mid_wait_publishes_nothing_and_frees_the_node(served):
     assert result.reason.startswith("canceled by the client after") and "(waiting for right eye)" in result.reason
     # the canceled exam's left eye expires from the pairer (pair_timeout_s 1 s): counted, never published
     drops_before = int(client.diagnostics[-1].get("drops_unpaired_timeout", 0)) if client.diagnostics else 0
-    assert client.spin_until(lambda: client.diagnostics and int(client.diagnostics[-1].get("drops_unpaired_timeout", 0)) > drops_before, 6.0)
+    assert client.spin_until(lambda: client.diagnostics
+                             and int(client.diagnostics[-1].get("drops_unpaired_timeout", 0)) > drops_before, 6.0)
     assert published_since(client, start) == []
     assert "'EXAM-CANCEL' (CANCELED): right eye never arrived" in node.log_text()
     assert_idle_and_serving(client, exams, node)
@@ -234,7 +239,8 @@ def test_second_goal_is_rejected_with_a_reason_and_the_first_goes_on(served):
     exams.wait_feedback(first, Feedback.STAGE_WAITING_FOR_EYES)
     status, second = exams.result(exams.send(inline_goal("EXAM-SECOND")))
     assert status == GoalStatus.STATUS_ABORTED and second.outcome == Result.OUTCOME_REJECTED
-    assert second.reason.startswith("busy with exam 'EXAM-FIRST'") and "wait for its result or cancel it" in second.reason
+    assert (second.reason.startswith("busy with exam 'EXAM-FIRST'")
+            and "wait for its result or cancel it" in second.reason)
     assert second.diagnosis.exam_id == "EXAM-SECOND" and second.diagnosis.summary.startswith("REJECTED: busy")
     client.publish_pair(*camera_pair(), CLOCK.next())
     status, result = exams.result(first)
@@ -324,7 +330,8 @@ def test_goals_run_only_while_active(tiny_bundle, ros_domain, ros_namespace, tmp
 
         _change_state(client, ns, Transition.TRANSITION_CONFIGURE)
         status, result = exams.result(exams.send(inline_goal("EXAM-INACTIVE")))
-        assert result.outcome == Result.OUTCOME_REJECTED and result.reason.startswith("the node is inactive, not active")
+        assert (result.outcome == Result.OUTCOME_REJECTED
+                and result.reason.startswith("the node is inactive, not active"))
 
         _change_state(client, ns, Transition.TRANSITION_ACTIVATE)
         client.wait_for_node(node)
@@ -355,14 +362,17 @@ def test_ros2_action_send_goal(served):
     except ImportError:
         ros2 = None
     if ros2 is None:
-        pytest.skip("the ros2 CLI with ros2action is not installed: pip install --no-deps ../shared/ros2-launch/wheels/*.whl")
+        pytest.skip("the ros2 CLI with ros2action is not installed: "
+                    "pip install --no-deps ../shared/ros2-launch/wheels/*.whl")
     start = len(client.results)
-    cmd = [ros2, "action", "send_goal", "--feedback", f"{client.namespace}/diagnose_exam", "dms_net_ros/action/DiagnoseExam",
-           "{exam_id: EXAM-CLI, timeout_s: 30.0}"]
-    cli = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=dict(os.environ))
+    cmd = [ros2, "action", "send_goal", "--feedback", f"{client.namespace}/diagnose_exam",
+           "dms_net_ros/action/DiagnoseExam", "{exam_id: EXAM-CLI, timeout_s: 30.0}"]
+    cli = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                           env=dict(os.environ))
     try:
         # the goal waits on the camera topics: play the camera once the node has claimed it
-        assert client.spin_until(lambda: "'EXAM-CLI': goal accepted" in node.log_text() or cli.poll() is not None, 30.0), node.log_text()[-2000:]
+        assert client.spin_until(lambda: "'EXAM-CLI': goal accepted" in node.log_text() or cli.poll() is not None,
+                                 30.0), node.log_text()[-2000:]
         client.publish_pair(*camera_pair("556"), CLOCK.next())
         out, _ = cli.communicate(timeout=30)
     finally:

@@ -68,7 +68,7 @@ def test_the_two_partial_loss_counts_are_never_added():
     stats.record_sequence_gap("left", 37)
     stats.record_dds_message_lost("left", 24)
     stats.record_dds_message_lost("right", 8)  # nothing of the right camera arrived: no gaps to see
-    values = diagnostic_values(to_diagnostic_array(stats, node_name="/n", stamp=Time(), backend="onnxruntime", engine="e",
-                                                   model_id="m", queue_depth=0))
+    values = diagnostic_values(to_diagnostic_array(stats, node_name="/n", stamp=Time(), backend="onnxruntime",
+                                                   engine="e", model_id="m", queue_depth=0))
     assert (values["transport_lost_left"], values["transport_lost_right"]) == ("37", "8")
     assert (values["sequence_gaps_left"], values["dds_message_lost_left"]) == ("37", "24")

@@ -36,7 +36,8 @@ def test_claims_only_while_open_and_one_at_a_time(slot):
     assert "not active" in closed.claim("A", True, 5.0)
     first = slot.claim("A", True, 5.0, now=100.0)
     busy = slot.claim("B", False, 5.0, now=102.5)
-    assert isinstance(busy, str) and "busy with exam 'A'" in busy and "2.5 s ago" in busy and "waiting for both eyes" in busy
+    assert (isinstance(busy, str) and "busy with exam 'A'" in busy and "2.5 s ago" in busy
+            and "waiting for both eyes" in busy)
     assert slot.current is first
     assert slot.finish(first, Outcome.TIMEOUT, "late")
     assert slot.current is None  # freed at once: the next goal runs
@@ -135,8 +136,9 @@ def test_timeout_validation_and_reasons():
     slot = ExamSlot()
     slot.open()
     ticket = slot.claim("A", True, 2.0)
-    assert timeout_reason(ticket) == ("no result within 2 s (waiting for both eyes): no eye image arrived: check that the cameras "
-                                      "publish on left/image_raw and right/image_raw (QoS, remaps, image_transport)")
+    assert timeout_reason(ticket) == ("no result within 2 s (waiting for both eyes): no eye image arrived: "
+                                      "check that the cameras publish on left/image_raw and right/image_raw "
+                                      "(QoS, remaps, image_transport)")
     slot.note_image("right", 5)
     assert "(waiting for left eye): the left eye never arrived: check the left camera topic" in timeout_reason(ticket)
     slot.take_pair()
@@ -150,5 +152,7 @@ def test_outcome_of_status_matches_the_message_constants():
     assert outcome_of_status(DiagnosisResult.STATUS_ERROR) == Outcome.ERROR
     from dms_net_ros.action import DiagnoseExam
 
-    assert {o.name: int(o) for o in Outcome} == {n[len("OUTCOME_"):]: getattr(DiagnoseExam.Result, n) for n in dir(DiagnoseExam.Result) if n.startswith("OUTCOME_")}
-    assert {s.name: int(s) for s in Stage} == {n[len("STAGE_"):]: getattr(DiagnoseExam.Feedback, n) for n in dir(DiagnoseExam.Feedback) if n.startswith("STAGE_")}
+    assert {o.name: int(o) for o in Outcome} == {n[len("OUTCOME_"):]: getattr(DiagnoseExam.Result, n)
+                                                 for n in dir(DiagnoseExam.Result) if n.startswith("OUTCOME_")}
+    assert {s.name: int(s) for s in Stage} == {n[len("STAGE_"):]: getattr(DiagnoseExam.Feedback, n)
+                                               for n in dir(DiagnoseExam.Feedback) if n.startswith("STAGE_")}

@@ -30,7 +30,8 @@ GREY_RGB = cv2.cvtColor(cv2.cvtColor(RGB, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RG
 def test_every_raw_encoding_round_trips(encoding, padding, bigendian, copy):
     """``copy=False`` is what the node uses: padded rgb8 rows raised in NumPy 2 (issue 16)."""
     msg = rgb_to_image_msg(RGB, encoding, row_padding=padding, is_bigendian=bigendian)
-    assert msg.step == RGB.shape[1] * RAW_ENCODINGS[encoding].channels * RAW_ENCODINGS[encoding].bytes_per_channel + padding
+    assert msg.step == (RGB.shape[1] * RAW_ENCODINGS[encoding].channels * RAW_ENCODINGS[encoding].bytes_per_channel
+                        + padding)
     out = image_msg_to_rgb(msg, copy=copy)
     assert out.dtype == np.uint8 and out.shape == RGB.shape and out.flags.c_contiguous
     assert out.flags.writeable or not copy

@@ -37,7 +37,8 @@ def best_effort_node(tiny_bundle, ros_domain, ros_namespace, tmp_path):
         client = Client(ros_namespace)
         for eye in ("left", "right"):  # a camera's QoS: best effort, keep last 5
             client.node.destroy_publisher(client.pubs[eye])
-            client.pubs[eye] = client.node.create_publisher(Image, eye + "/image_raw", QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+            client.pubs[eye] = client.node.create_publisher(
+                Image, eye + "/image_raw", QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
         client.wait_for_node(node, timeout=90)
         yield client, node
     finally:

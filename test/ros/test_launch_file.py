@@ -20,7 +20,8 @@ def _readme_section(title: str) -> str:
 
 
 def test_launch_starts_the_installed_lifecycle_node():
-    calls = [n for n in ast.walk(ast.parse(LAUNCH.read_text())) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "LifecycleNode"]
+    calls = [n for n in ast.walk(ast.parse(LAUNCH.read_text()))
+             if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "LifecycleNode"]
     assert len(calls) == 1
     kw = {k.arg: k.value for k in calls[0].keywords}
     assert ast.literal_eval(kw["package"]) == "dms_net_ros" and ast.literal_eval(kw["executable"]) == "diagnose"
@@ -59,12 +60,14 @@ def test_readme_robot_section_shows_the_tested_commands_and_the_omit_rule():
 
 
 def test_launch_display_argument_starts_the_installed_display_in_the_same_namespace():
-    calls = [n for n in ast.walk(ast.parse(LAUNCH.read_text())) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"]
+    calls = [n for n in ast.walk(ast.parse(LAUNCH.read_text()))
+             if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"]
     assert len(calls) == 1
     kw = {k.arg: k.value for k in calls[0].keywords}
     assert ast.literal_eval(kw["package"]) == "dms_net_ros" and ast.literal_eval(kw["executable"]) == "display"
     assert isinstance(kw["namespace"], ast.Name) and kw["namespace"].id == "namespace"  # the diagnosis node's
-    assert "install(PROGRAMS ${CMAKE_CURRENT_BINARY_DIR}/display DESTINATION lib/${PROJECT_NAME})" in (REPO / "CMakeLists.txt").read_text()
+    assert ("install(PROGRAMS ${CMAKE_CURRENT_BINARY_DIR}/display DESTINATION lib/${PROJECT_NAME})"
+            in (REPO / "CMakeLists.txt").read_text())
     from dms_net_ros.launch_arguments import DISPLAY_ARGUMENTS
 
     assert DISPLAY_ARGUMENTS["display"][0] == "false" and DISPLAY_ARGUMENTS["display_host"][0] == "127.0.0.1"

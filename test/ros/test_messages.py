@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _ctx(**kw) -> ResultContext:
-    base = dict(exam_id="E1", left_stamp_ns=5_000_000_001, right_stamp_ns=5_100_000_000, frame_id="fundus", model_id="m@1", backend="onnxruntime")
+    base = dict(exam_id="E1", left_stamp_ns=5_000_000_001, right_stamp_ns=5_100_000_000, frame_id="fundus",
+                model_id="m@1", backend="onnxruntime")
     base.update(kw)
     return ResultContext(**base)
 
@@ -32,7 +33,8 @@ def test_ok_result_is_self_contained():
     probs = np.array([0.2, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.7], np.float32)
     d = decide(probs, np.full(8, 0.5, np.float32))
     good = QualityReport(score=0.8, gradable=True)
-    msg = ok_result(_ctx(left_quality=good, right_quality=good, timings_ms={"preprocess": 3, "inference": 7, "total": 12}), d, CLASS_CODES, CLASS_NAMES)
+    msg = ok_result(_ctx(left_quality=good, right_quality=good,
+                         timings_ms={"preprocess": 3, "inference": 7, "total": 12}), d, CLASS_CODES, CLASS_NAMES)
     assert msg.status == DiagnosisResult.STATUS_OK and msg.status_message == "ok"
     assert msg.header.stamp.sec == 5 and msg.header.stamp.nanosec == 100_000_000  # later eye
     assert msg.left_stamp.nanosec == 1 and msg.header.frame_id == "fundus"
@@ -69,7 +71,8 @@ def test_published_cam_overlays_name_their_class_per_eye():
     right = np.array([0.2, 0.8, 0.1, 0.95, 0.1, 0.1, 0.1, 0.1], np.float32)  # D and C, C stronger
     cams = np.random.default_rng(0).normal(size=(8, 4, 4)).astype(np.float32)
     result = ExamResult(ExamStatus.OK, "ok", PreparedEye(), PreparedEye(), probabilities=probs, left_probabilities=left,
-                        right_probabilities=right, decision=decide(probs, np.full(8, 0.5, np.float32)), cam_left=cams, cam_right=cams)
+                        right_probabilities=right, decision=decide(probs, np.full(8, 0.5, np.float32)), cam_left=cams,
+                        cam_right=cams)
     result.evidence_left, result.evidence_right = evidence_maps(cams, cams, left, right, result.decision)
     msg = exam_result_msg(_ctx(), result, CLASS_CODES, CLASS_NAMES, attention_published=True)
     assert msg.attention_published and (msg.left_attention_code, msg.right_attention_code) == ("D", "C")
@@ -102,14 +105,17 @@ def test_diagnostics_report_rates_latency_and_drops():
     for i in range(20):
         stats.record_result(0, total_ms=float(i), now=100.0 + i * 0.5)
     stats.record_drop("queue_overflow", 3)
-    arr = to_diagnostic_array(stats, node_name="/ns/dms", stamp=Time(), backend="onnxruntime", engine="ort cpu", model_id="m", queue_depth=1)
+    arr = to_diagnostic_array(stats, node_name="/ns/dms", stamp=Time(), backend="onnxruntime", engine="ort cpu",
+                              model_id="m", queue_depth=1)
     values = diagnostic_values(arr)
     assert arr.status[0].name == "/ns/dms: pipeline" and arr.status[0].level == DiagnosticStatus.WARN
     assert values["results_ok"] == "20" and values["drops_queue_overflow"] == "3" and values["drops_total"] == "3"
     assert float(values["latency_p50_ms"]) == 9.5 and float(values["latency_p95_ms"]) > 17
-    again = to_diagnostic_array(stats, node_name="/ns/dms", stamp=Time(), backend="onnxruntime", engine="e", model_id="m", queue_depth=0)
+    again = to_diagnostic_array(stats, node_name="/ns/dms", stamp=Time(), backend="onnxruntime", engine="e",
+                                model_id="m", queue_depth=0)
     assert again.status[0].level == DiagnosticStatus.OK  # no new problems since the last report
-    assert to_diagnostic_array(stats, node_name="n", stamp=Time(), backend="", engine="", model_id="", queue_depth=0).status[0].level == DiagnosticStatus.ERROR
+    assert to_diagnostic_array(stats, node_name="n", stamp=Time(), backend="", engine="", model_id="",
+                               queue_depth=0).status[0].level == DiagnosticStatus.ERROR
 
 
 def test_params_file_matches_declared_parameters():

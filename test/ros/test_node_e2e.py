@@ -182,7 +182,8 @@ def test_out_of_order_stamp_gives_error(served):
 
 
 def test_corrupt_jpeg_via_compressed_transport(tiny_bundle, ros_domain, ros_namespace, tmp_path):
-    node = NodeProcess(node_command(tiny_bundle, ros_namespace, {"image_transport": "compressed"}), tmp_path / "node.log")
+    node = NodeProcess(node_command(tiny_bundle, ros_namespace, {"image_transport": "compressed"}),
+                       tmp_path / "node.log")
     client = None
     try:
         client = Client(ros_namespace, compressed=True)
@@ -201,7 +202,8 @@ def test_corrupt_jpeg_via_compressed_transport(tiny_bundle, ros_domain, ros_name
         res = client.results[1]
         assert res.status == DiagnosisResult.STATUS_OK, res.status_message
         # png is lossless: same probabilities as the offline evaluation
-        np.testing.assert_allclose(res.probabilities, offline_probabilities(tiny_bundle, left_rgb, right_rgb), atol=1e-5)
+        np.testing.assert_allclose(res.probabilities, offline_probabilities(tiny_bundle, left_rgb, right_rgb),
+                                   atol=1e-5)
     finally:
         if client is not None:
             client.close()

@@ -33,7 +33,8 @@ def _transition(client: Client, ns: str, transition_id: int) -> bool:
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
 
-    return _call(client, ChangeState, f"{ns}/{NODE}/change_state", ChangeState.Request(transition=Transition(id=transition_id))).success
+    return _call(client, ChangeState, f"{ns}/{NODE}/change_state",
+                 ChangeState.Request(transition=Transition(id=transition_id))).success
 
 
 def _state(client: Client, ns: str) -> str:
@@ -59,7 +60,8 @@ def test_lifecycle_transitions_leak_nothing(tiny_bundle, ros_domain, ros_namespa
     left_topic, right_topic, diag_topic = f"{ns}/left/image_raw", f"{ns}/right/image_raw", f"{ns}/diagnosis"
     try:
         client = Client(ns)
-        assert client.spin_until(lambda: node.proc.poll() is not None or client.node.count_subscribers(left_topic) >= 0, 1)
+        assert client.spin_until(
+            lambda: node.proc.poll() is not None or client.node.count_subscribers(left_topic) >= 0, 1)
         assert _state(client, ns) == "unconfigured"
         subs, pubs = _node_endpoints(client, ns)
         assert left_topic not in subs and diag_topic not in pubs
@@ -76,7 +78,8 @@ def test_lifecycle_transitions_leak_nothing(tiny_bundle, ros_domain, ros_namespa
             assert client.node.count_subscribers(left_topic) == 1 and client.node.count_subscribers(right_topic) == 1
             assert client.node.count_publishers(diag_topic) == 1
             start = len(client.results)
-            client.publish_pair(rgb_to_image_msg(sample_rgb("951", "left")), rgb_to_image_msg(sample_rgb("951", "right")), (10 + cycle) * SEC)
+            client.publish_pair(rgb_to_image_msg(sample_rgb("951", "left")),
+                                rgb_to_image_msg(sample_rgb("951", "right")), (10 + cycle) * SEC)
             client.wait_results(start + 1)
             assert client.results[-1].status == DiagnosisResult.STATUS_OK
 
@@ -105,11 +108,14 @@ def test_missing_bundle_fails_configure_with_one_line(tmp_path, ros_domain, ros_
 @pytest.mark.parametrize(
     "params, expected",
     [
-        ({"torch_accel": "turbo"}, "unknown torch acceleration 'turbo': choose one of none, cuda_graph, compile, compile_cudagraphs"),
-        ({"backend": "onnxruntime", "torch_accel": "cuda_graph"}, "torch_accel=cuda_graph applies to the torch backend only"),
+        ({"torch_accel": "turbo"},
+         "unknown torch acceleration 'turbo': choose one of none, cuda_graph, compile, compile_cudagraphs"),
+        ({"backend": "onnxruntime", "torch_accel": "cuda_graph"},
+         "torch_accel=cuda_graph applies to the torch backend only"),
     ],
 )
-def test_bad_torch_accel_fails_configure_with_one_line(tiny_bundle, tmp_path, ros_domain, ros_namespace, params, expected):
+def test_bad_torch_accel_fails_configure_with_one_line(tiny_bundle, tmp_path, ros_domain, ros_namespace, params,
+                                                       expected):
     node = NodeProcess(node_command(tiny_bundle, ros_namespace, params), tmp_path / "node.log")
     assert node.exit_code() == 1
     errors = node.configure_errors()
@@ -130,7 +136,8 @@ def test_overload_loses_no_accounting(tiny_bundle, ros_domain, ros_namespace, tm
     try:
         client = Client(ns, compressed=True)
         client.wait_for_node(node)
-        big = [cv2.resize(sample_rgb("556", eye), (2048, 1536), interpolation=cv2.INTER_CUBIC) for eye in ("left", "right")]
+        big = [cv2.resize(sample_rgb("556", eye), (2048, 1536), interpolation=cv2.INTER_CUBIC)
+               for eye in ("left", "right")]
         left, right = rgb_to_compressed_msg(big[0]), rgb_to_compressed_msg(big[1])
         for i in range(n_pairs):
             client.publish_pair(left, right, (100 + i) * SEC)
@@ -139,7 +146,9 @@ def test_overload_loses_no_accounting(tiny_bundle, ros_domain, ros_namespace, tm
             if not client.diagnostics:
                 return False
             d = client.diagnostics[-1]
-            return int(d.get("received_left", 0)) == n_pairs and int(d.get("received_right", 0)) == n_pairs and d["queue_depth"] == "0" and int(d["worker_processed"]) + int(d.get("drops_queue_overflow", 0)) == n_pairs
+            return (int(d.get("received_left", 0)) == n_pairs and int(d.get("received_right", 0)) == n_pairs
+                    and d["queue_depth"] == "0"
+                    and int(d["worker_processed"]) + int(d.get("drops_queue_overflow", 0)) == n_pairs)
 
         assert client.spin_until(settled, 60.0), (client.diagnostics[-1:], node.log_text()[-2000:])
         client.spin_for(1.0)
@@ -171,12 +180,15 @@ def test_installed_executable_with_params_file_and_remaps(tiny_bundle, ros_domai
 
         client = Client(ns)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        client.pubs = {"left": client.node.create_publisher(Image, "camera_l/image", qos), "right": client.node.create_publisher(Image, "camera_r/image", qos)}
+        client.pubs = {"left": client.node.create_publisher(Image, "camera_l/image", qos),
+                       "right": client.node.create_publisher(Image, "camera_r/image", qos)}
         remapped: list = []
         client.node.create_subscription(DiagnosisResult, "dms/result", remapped.append, qos)
-        assert client.spin_until(lambda: all(p.get_subscription_count() > 0 for p in client.pubs.values()) and client.node.count_publishers(f"{ns}/dms/result") > 0, 20), node.log_text()[-2000:]
+        assert client.spin_until(lambda: all(p.get_subscription_count() > 0 for p in client.pubs.values())
+                                 and client.node.count_publishers(f"{ns}/dms/result") > 0, 20), node.log_text()[-2000:]
         client.spin_for(0.5)
-        client.publish_pair(rgb_to_image_msg(sample_rgb("32", "left")), rgb_to_image_msg(sample_rgb("32", "right")), 5 * SEC)
+        client.publish_pair(rgb_to_image_msg(sample_rgb("32", "left")), rgb_to_image_msg(sample_rgb("32", "right")),
+                            5 * SEC)
         assert client.spin_until(lambda: len(remapped) == 1, 15), node.log_text()[-2000:]
         assert remapped[0].status == DiagnosisResult.STATUS_OK
         log = node.log_text()

@@ -38,7 +38,8 @@ def local_dds(monkeypatch):
         importlib.import_module("rclpy")
         importlib.import_module("dms_net_ros.msg")
     except ImportError as err:
-        pytest.skip(f"generated message package not importable ({err}): run `bash scripts/setup.sh` and `source scripts/env.sh`")
+        pytest.skip(f"generated message package not importable ({err}): "
+                    "run `bash scripts/setup.sh` and `source scripts/env.sh`")
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 101)))
 
@@ -98,6 +99,7 @@ def test_node_bag_evaluate_and_dms_net_eval_give_identical_probabilities(per_eye
         ):
             assert node_p is not None and bag_p is not None, (pid, name)
             np.testing.assert_allclose(node_p, bag_p, atol=TOLERANCE, rtol=0, err_msg=f"{pid} {name}: node vs bag")
-            np.testing.assert_allclose(bag_p, eval_p, atol=TOLERANCE, rtol=0, err_msg=f"{pid} {name}: bag vs dms-net-eval")
+            np.testing.assert_allclose(bag_p, eval_p, atol=TOLERANCE, rtol=0,
+                                       err_msg=f"{pid} {name}: bag vs dms-net-eval")
     cmp = json.loads((out / "comparison.json").read_text())
     assert cmp["matched"] == N_PATIENTS and cmp["unexplained"] == 0

@@ -25,7 +25,8 @@ test_image_codec.py); both eyes stamped an hour ahead (two ERRORs, then pairing 
 a pair from the future, a clock reset and a looping bag without a node clock to catch them
 (test_pairing.py: one exam lost, then pairing resumes); a single late image that must not
 reset the clock; unstamped images (stamp 0: ERROR results naming the clock, and pairing
-goes on); a pair re-sent with its stamps (counted as duplicates); an exam id of exactly 256 characters (accepted) and 257 (refused); an exam id
+goes on); a pair re-sent with its stamps (counted as duplicates); an exam id of exactly 256
+characters (accepted) and 257 (refused); an exam id
 published latched and volatile at once (each message applied once, in order); an injected
 exception in the quality gate's successor step; Gaussian, salt-and-pepper, blue,
 fundus-coloured, smoothed and faint noise, noise inside a fundus-coloured disc at 12
@@ -88,7 +89,8 @@ def publish(client: Client, eye: str, msg, stamp: int) -> None:
     PUBLISHED["images"] += 1
 
 
-def send_pair(client: Client, left, right, stamp: int | None = None, n_expected: int = 1, timeout: float = 15.0) -> list:
+def send_pair(client: Client, left, right, stamp: int | None = None, n_expected: int = 1,
+              timeout: float = 15.0) -> list:
     start = len(client.results)
     stamp = now_ns() if stamp is None else stamp
     publish(client, "left", left, stamp)
@@ -109,7 +111,8 @@ def assert_serves(client: Client, node: NodeProcess) -> None:
 # -- 1: padded rows, unexpected exceptions ------------------------------------------------
 
 
-@pytest.mark.parametrize("encoding,step", [("rgb8", 769), ("rgb8", 772), ("bgr8", 772), ("rgba8", 1028), ("mono8", 260)])
+@pytest.mark.parametrize("encoding,step",
+                         [("rgb8", 769), ("rgb8", 772), ("bgr8", 772), ("rgba8", 1028), ("mono8", 260)])
 def test_padded_rows_give_the_unpadded_result(served, tiny_bundle, encoding, step):
     client, node = served
     left_rgb, right_rgb = sample_rgb("951", "left"), sample_rgb("951", "right")
@@ -121,24 +124,28 @@ def test_padded_rows_give_the_unpadded_result(served, tiny_bundle, encoding, ste
     got = send_pair(client, left, rgb_to_image_msg(right_rgb, "rgb8"))
     assert len(got) == 1 and got[0].status == OK, (got and got[0].status_message, node.log_text()[-1500:])
     if encoding != "mono8":
-        np.testing.assert_allclose(got[0].probabilities, offline_probabilities(tiny_bundle, left_rgb, right_rgb), atol=1e-5)
+        np.testing.assert_allclose(got[0].probabilities, offline_probabilities(tiny_bundle, left_rgb, right_rgb),
+                                   atol=1e-5)
 
 
 def test_unexpected_exception_ends_as_a_counted_error_result(tiny_bundle, ros_domain, ros_namespace, tmp_path):
     from test.ros.faulty_node import TRIGGER_WIDTH
 
-    cmd = node_command(tiny_bundle, ros_namespace, {"diagnostics_period_s": 0.2}, executable=[sys.executable, "-m", "test.ros.faulty_node"])
+    cmd = node_command(tiny_bundle, ros_namespace, {"diagnostics_period_s": 0.2},
+                       executable=[sys.executable, "-m", "test.ros.faulty_node"])
     node = NodeProcess(cmd, tmp_path / "node.log")
     client = None
     try:
         client = Client(ros_namespace)
         client.wait_for_node(node)
-        wide = [cv2.resize(sample_rgb("556", eye), (TRIGGER_WIDTH, 256), interpolation=cv2.INTER_AREA) for eye in ("left", "right")]
+        wide = [cv2.resize(sample_rgb("556", eye), (TRIGGER_WIDTH, 256), interpolation=cv2.INTER_AREA)
+                for eye in ("left", "right")]
         client.publish_pair(rgb_to_image_msg(wide[0]), rgb_to_image_msg(wide[1]), 10 * SEC)
         client.wait_results(1)
         assert client.results, f"no result for the failing pair:\n{node.log_text()[-2000:]}"
         res = client.results[0]
-        assert res.status == ERROR and res.status_message.startswith("internal error") and "injected failure" in res.status_message
+        assert (res.status == ERROR and res.status_message.startswith("internal error")
+                and "injected failure" in res.status_message)
         client.publish_pair(*good_pair(), 20 * SEC)
         client.wait_results(2)
         assert client.results[1].status == OK, node.log_text()[-2000:]
@@ -158,7 +165,8 @@ def _non_fundus_cases() -> list[tuple[str, np.ndarray]]:
     from test.fakes.non_fundus import in_round_vignette, library_photographs, synthetic_non_fundus
 
     generated = synthetic_non_fundus(size=512)
-    cases = [(name, generated[name]) for name in ("uniform noise", "gaussian noise", "fundus-coloured disc of gaussian noise",
+    cases = [(name, generated[name]) for name in ("uniform noise", "gaussian noise",
+                                                  "fundus-coloured disc of gaussian noise",
                                                   "fundus-coloured disc of smooth blobs", "text page", "outdoor scene")]
     photos = library_photographs()
     for name in ("photo:coffee.png", "photo:astronaut.png"):
@@ -176,7 +184,8 @@ def test_non_fundus_images_are_ungradable_not_diagnosed(served, name, image):
     res = got[0]
     assert res.status == UNGRADABLE, (name, res.status, res.status_message)
     assert not res.left_gradable and not res.right_gradable and len(res.probabilities) == 0
-    assert any("not a fundus photograph" in r or "featureless" in r for r in res.quality_reasons), list(res.quality_reasons)
+    assert any("not a fundus photograph" in r or "featureless" in r
+               for r in res.quality_reasons), list(res.quality_reasons)
 
 
 def test_noise_beside_a_real_eye_is_still_ungradable(served):
@@ -225,9 +234,11 @@ def test_exam_id_from_a_volatile_publisher_reaches_the_results(served):
     from std_msgs.msg import String
 
     client, node = served
-    volatile = client.node.create_publisher(String, "exam_id", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    volatile = client.node.create_publisher(String, "exam_id",
+                                            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
     try:
-        assert client.spin_until(lambda: volatile.get_subscription_count() > 0, 10.0), "the node has no subscription a volatile publisher matches"
+        assert client.spin_until(lambda: volatile.get_subscription_count() > 0, 10.0), (
+            "the node has no subscription a volatile publisher matches")
         client.spin_for(0.3)
         volatile.publish(String(data="EXAM-VOLATILE-1"))
         client.spin_for(0.5)
@@ -287,12 +298,15 @@ def test_a_bag_played_with_its_recorded_qos_carries_the_exam_ids(tiny_bundle, ro
             for conn in reader.reader.connections:
                 offered = conn.ext.offered_qos_profiles
                 if conn.topic == "/exam_id":
-                    assert [(q.reliability, q.durability) for q in offered] == [(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL)]
+                    assert [(q.reliability, q.durability) for q in offered] == [
+                        (QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL)]
                 latched = bool(offered) and all(q.durability == QosDurability.TRANSIENT_LOCAL for q in offered)
                 qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
-                publishers[conn.id] = client.node.create_publisher(import_msg_class(conn.msgtype), conn.topic.lstrip("/"), qos)
-            plan = list(reader.messages([reader.find_topic(t) for t in ("exam_id", "left/image_raw", "right/image_raw")]))
+                publishers[conn.id] = client.node.create_publisher(import_msg_class(conn.msgtype),
+                                                                   conn.topic.lstrip("/"), qos)
+            plan = list(reader.messages([reader.find_topic(t)
+                                         for t in ("exam_id", "left/image_raw", "right/image_raw")]))
         client.spin_for(1.5)  # discovery of the new publishers
         for conn, _, raw in plan:
             publishers[conn.id].publish(bytes(raw))
@@ -315,7 +329,8 @@ def test_images_lost_in_transport_are_counted(tiny_bundle, ros_domain, ros_names
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    params = {"qos": "sensor_data", "qos_depth": 1, "slop_s": 0.05, "pair_timeout_s": 1.0, "diagnostics_period_s": 0.2, "worker_queue_size": 1}
+    params = {"qos": "sensor_data", "qos_depth": 1, "slop_s": 0.05, "pair_timeout_s": 1.0, "diagnostics_period_s": 0.2,
+              "worker_queue_size": 1}
     node = NodeProcess(node_command(tiny_bundle, ros_namespace, params), tmp_path / "node.log")
     client = None
     n_pairs = 40
@@ -324,15 +339,18 @@ def test_images_lost_in_transport_are_counted(tiny_bundle, ros_domain, ros_names
         client.wait_for_node(node)
         # New publishers (born after the node subscribed): their sequence numbers start at 1.
         best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-        client.pubs = {eye: client.node.create_publisher(Image, f"{eye}/image_raw", best_effort) for eye in ("left", "right")}
+        client.pubs = {eye: client.node.create_publisher(Image, f"{eye}/image_raw", best_effort)
+                       for eye in ("left", "right")}
         assert client.spin_until(lambda: all(p.get_subscription_count() > 0 for p in client.pubs.values()), 10.0)
         client.spin_for(0.5)
-        big = {eye: rgb_to_image_msg(cv2.resize(sample_rgb("556", eye), (1024, 1024)), "rgb8") for eye in ("left", "right")}
+        big = {eye: rgb_to_image_msg(cv2.resize(sample_rgb("556", eye), (1024, 1024)), "rgb8")
+               for eye in ("left", "right")}
         base = time.time_ns()
         for i in range(n_pairs):
             client.publish_pair(big["left"], big["right"], base + i * SEC // 10)
         client.spin_for(2.0)
-        client.publish_pair(big["left"], big["right"], base + n_pairs * SEC // 10)  # reveals losses at the end of the burst
+        # reveals losses at the end of the burst
+        client.publish_pair(big["left"], big["right"], base + n_pairs * SEC // 10)
         published = 2 * (n_pairs + 1)
 
         def settled() -> bool:
@@ -345,7 +363,8 @@ def test_images_lost_in_transport_are_counted(tiny_bundle, ros_domain, ros_names
         d = client.diagnostics[-1]
         lost = int(d["transport_lost_left"]) + int(d["transport_lost_right"])
         received = int(d["received_left"]) + int(d["received_right"])
-        print("transport:", {k: d[k] for k in d if k.startswith(("received", "transport", "sequence", "dds", "images", "results", "drops"))})
+        print("transport:", {k: d[k] for k in d if k.startswith(("received", "transport", "sequence", "dds", "images",
+                                                                 "results", "drops"))})
         assert lost > 0, f"the burst lost nothing: the test did not exercise transport loss ({d})"
         assert received + lost == published, d
         assert int(d["images_in_results"]) + int(d["images_dropped"]) + lost == published, d
@@ -366,11 +385,13 @@ def test_tensorrt_without_tensorrt_fails_configure_naming_the_fix(tiny_bundle, t
         pytest.skip("TensorRT is installed here: the missing-module error cannot happen")
     except ImportError:
         pass
-    node = NodeProcess(node_command(tiny_bundle, ros_namespace, {"backend": "tensorrt", "device": "auto"}), tmp_path / "node.log")
+    node = NodeProcess(node_command(tiny_bundle, ros_namespace, {"backend": "tensorrt", "device": "auto"}),
+                       tmp_path / "node.log")
     assert node.exit_code() == 1
     errors = node.configure_errors()
     assert len(errors) == 1, node.log_text()[-2000:]
-    assert "module 'tensorrt' not installed" in errors[0] and "install TensorRT" in errors[0] and "backend auto" in errors[0]
+    assert ("module 'tensorrt' not installed" in errors[0] and "install TensorRT" in errors[0]
+            and "backend auto" in errors[0])
 
 
 # -- the accounting rule over this module's shared node -------------------------------------
@@ -404,7 +425,8 @@ def test_every_image_published_to_the_node_is_accounted_for(served):
     def balanced() -> bool:
         d = client.diagnostics[-1] if client.diagnostics else {}
         received = int(d.get("received_left", -1)) + int(d.get("received_right", -1))
-        return received == PUBLISHED["images"] and d["images_pending"] == "0" and received == int(d["images_in_results"]) + int(d["images_dropped"])
+        return (received == PUBLISHED["images"] and d["images_pending"] == "0"
+                and received == int(d["images_in_results"]) + int(d["images_dropped"]))
 
     assert client.spin_until(balanced, 10.0), (PUBLISHED, client.diagnostics[-1:])
     d = client.diagnostics[-1]

@@ -85,12 +85,15 @@ def test_namespace_remaps_and_reliable_qos(ros_domain, tmp_path):
         launch.wait_for_log(ACTIVE, 60)
         client = Client("/exam_room")
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        client.pubs = {eye: client.node.create_publisher(Image, f"/fundus/{eye}/image_raw", qos) for eye in ("left", "right")}
+        client.pubs = {eye: client.node.create_publisher(Image, f"/fundus/{eye}/image_raw", qos)
+                       for eye in ("left", "right")}
         client.wait_for_node()
         subs = client.node.get_subscriptions_info_by_topic("/fundus/left/image_raw")
-        assert [s.node_namespace for s in subs] == ["/exam_room"] and subs[0].qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert ([s.node_namespace for s in subs] == ["/exam_room"]
+                and subs[0].qos_profile.reliability == ReliabilityPolicy.RELIABLE)
         for i, patient in enumerate(("556", "32")):
-            client.publish_pair(rgb_to_image_msg(sample_rgb(patient, "left")), rgb_to_image_msg(sample_rgb(patient, "right")), (10 + i) * SEC)
+            client.publish_pair(rgb_to_image_msg(sample_rgb(patient, "left")),
+                                rgb_to_image_msg(sample_rgb(patient, "right")), (10 + i) * SEC)
         results = client.wait_results(2, 60)
         assert [r.status for r in results] == [DiagnosisResult.STATUS_OK] * 2, [r.status_message for r in results]
         assert "with QoS reliable (reliable, keep last 5); publishing /exam_room/diagnosis" in launch.log_text()
@@ -121,9 +124,11 @@ def test_autostart_false_then_ros2_lifecycle_set(tiny_bundle, ros_domain, ros_na
         assert client.spin_until(future.done, 10) and future.result().current_state.label == "unconfigured"
         for transition in ("configure", "activate"):
             done = ros2_lifecycle("set", node, transition)
-            assert done.returncode == 0 and "Transitioning successful" in done.stdout, done.stdout + done.stderr + launch.log_text()[-2000:]
+            assert done.returncode == 0 and "Transitioning successful" in done.stdout, (
+                done.stdout + done.stderr + launch.log_text()[-2000:])
         client.wait_for_node()
-        client.publish_pair(rgb_to_image_msg(sample_rgb("556", "left")), rgb_to_image_msg(sample_rgb("556", "right")), 7 * SEC)
+        client.publish_pair(rgb_to_image_msg(sample_rgb("556", "left")), rgb_to_image_msg(sample_rgb("556", "right")),
+                            7 * SEC)
         results = client.wait_results(1, 30)
         assert [r.status for r in results] == [DiagnosisResult.STATUS_OK], launch.log_text()[-2000:]
         _ctrl_c_leaves_nothing(launch)
@@ -136,9 +141,11 @@ def test_autostart_false_then_ros2_lifecycle_set(tiny_bundle, ros_domain, ros_na
 @pytest.mark.parametrize(
     "argument, expected",
     [
-        ("autostart:=yes", "autostart:=yes is not a boolean: use autostart:=true or autostart:=false (any letter case), or omit autostart"),
+        ("autostart:=yes", "autostart:=yes is not a boolean: use autostart:=true or autostart:=false "
+                           "(any letter case), or omit autostart"),
         ("autostart:=1", "autostart:=1 is not a boolean"),
-        ("qos:=''", "qos:='' is a quoted empty value, which ros2 launch passes literally: omit qos to keep the params file's value"),
+        ("qos:=''", "qos:='' is a quoted empty value, which ros2 launch passes literally: "
+                    "omit qos to keep the params file's value"),
         ("left_topic:=\"\"", 'left_topic:="" is a quoted empty value'),
     ],
 )
@@ -188,7 +195,8 @@ def test_display_argument_starts_the_display_beside_the_node(ros_domain, tmp_pat
         client = Client("/exam_room")
         client.wait_for_node()
         client.spin_until(lambda: all(p.get_subscription_count() >= 2 for p in client.pubs.values()), 30)
-        client.publish_pair(rgb_to_image_msg(sample_rgb("103", "left")), rgb_to_image_msg(sample_rgb("103", "right")), 20 * SEC)
+        client.publish_pair(rgb_to_image_msg(sample_rgb("103", "left")), rgb_to_image_msg(sample_rgb("103", "right")),
+                            20 * SEC)
         assert [r.status for r in client.wait_results(1, 60)] == [DiagnosisResult.STATUS_OK]
         end = time.monotonic() + 30
         while True:  # the display got the same result and both eye images

@@ -127,7 +127,8 @@ def test_undecodable_image_gives_error_pair(records, bundle, backend, tmp_path):
             left = Path(rec.left_path).read_bytes()
             if rec is records[1]:
                 left = left[:2] + bytes(600)  # a JPEG start marker followed by garbage
-            writer.write("/left/image_raw/compressed", io.COMPRESSED_IMAGE_TYPE, l_ns, io.make_compressed_image(left, l_ns, "l"))
+            writer.write("/left/image_raw/compressed", io.COMPRESSED_IMAGE_TYPE, l_ns,
+                         io.make_compressed_image(left, l_ns, "l"))
             writer.write("/right/image_raw/compressed", io.COMPRESSED_IMAGE_TYPE, r_ns,
                          io.make_compressed_image(Path(rec.right_path).read_bytes(), r_ns, "r"))
     ev = evaluate_bag(bag, bundle, backend, use_labels=False)
@@ -142,12 +143,14 @@ def test_cli_evaluate_on_robot_style_bag(records, bundle_dir, tmp_path, capsys):
                    exam_topic="/robot1/exam").bag
     (bag / io.LABELS_FILENAME).rename(tmp_path / "robot.labels.csv")
     out = tmp_path / "eval"
-    rc = cli.main(["evaluate", "-q", str(bag), str(bundle_dir), "-o", str(out), "--backend", "onnxruntime", "--device", "cpu",
+    rc = cli.main(["evaluate", "-q", str(bag), str(bundle_dir), "-o", str(out), "--backend", "onnxruntime",
+                   "--device", "cpu",
                    "--left-topic", "cam_l/image", "--right-topic", "/robot1/cam_r/image", "--exam-topic", "exam"])
     text = capsys.readouterr().out
     assert rc == 0, text
     summary = json.loads((out / "bag_summary.json").read_text())
-    assert summary["pairs"] == 4 and summary["scored_pairs"] == 4 and summary["topics"]["left"].startswith("/robot1/cam_l/image")
+    assert (summary["pairs"] == 4 and summary["scored_pairs"] == 4
+            and summary["topics"]["left"].startswith("/robot1/cam_l/image"))
     pairs = read_pairs_csv(out / "pairs.csv")
     assert [p.exam_id for p in pairs] == [f"exam-{r.patient_id}" for r in records[:4]]
     assert all(p.probabilities is not None and p.labels is not None for p in pairs)

@@ -173,5 +173,5 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
 
 def test_sidecar_columns_are_the_documented_contract(small_bags):
     header = (small_bags["mcap"] / io.LABELS_FILENAME).read_text().splitlines()[0].split(",")
-    assert header == ["patient_id", "exam_id", "left_stamp_ns", "right_stamp_ns", "left_file", "right_file", *CLASS_CODES,
-                      "left_keywords", "right_keywords"]
+    assert header == ["patient_id", "exam_id", "left_stamp_ns", "right_stamp_ns", "left_file", "right_file",
+                      *CLASS_CODES, "left_keywords", "right_keywords"]

@@ -153,9 +153,11 @@ def test_bundle_loads_without_torch(bundle_dir):
         f"b = ModelBundle.load({str(bundle_dir)!r}); print(b.model_id)\n"
         "loaded = [m for m in sys.modules if sys.modules[m] is not None]\n"
         "assert 'torch' not in loaded, 'torch'\n"
-        "assert not [m for m in loaded if m.startswith(('dms_net_core.runtime', 'dms_net_core.bundle_export'))], loaded\n"
+        "assert not [m for m in loaded if m.startswith(('dms_net_core.runtime', 'dms_net_core.bundle_export'))]"
+        ", loaded\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("tiny-test@")
 
@@ -183,7 +185,8 @@ def test_fp16_deployment_bundle_is_smaller_and_exact_on_real_images(bundle_dir, 
         exact = torch.sigmoid(_fp16_graph_model(build_tiny_model(), example)(*example)[0]).numpy()
         fp32 = torch.sigmoid(build_tiny_model()(*example)[0]).numpy()
     got = create_backend(half, backend="onnxruntime").infer(left, right).probabilities
-    np.testing.assert_allclose(got, exact, atol=1e-4)  # fp32 kernel order only (the backends agree to 1e-4 on real images)
+    # fp32 kernel order only (the backends agree to 1e-4 on real images)
+    np.testing.assert_allclose(got, exact, atol=1e-4)
     np.testing.assert_allclose(got, fp32, atol=5e-3)
     assert half.meta["export"]["onnx_check_max_abs_diff"] < 1e-5
     with pytest.raises(Exception, match="deployment-only bundle"):

@@ -51,7 +51,8 @@ def test_models_add_config_offsets_to_patient_logits_only(architecture: str) -> 
     torch.manual_seed(0)
     plain = build_model(DMSNetConfig.tiny(architecture=architecture, per_eye_heads=True)).eval()
     offsets = [0.5, -1.0, 0.0, 2.0, 0.0, 0.0, -0.5, 0.25]
-    shifted = build_model(DMSNetConfig.tiny(architecture=architecture, per_eye_heads=True, logit_offsets=offsets)).eval()
+    shifted = build_model(DMSNetConfig.tiny(architecture=architecture, per_eye_heads=True,
+                                            logit_offsets=offsets)).eval()
     shifted.load_state_dict(plain.state_dict())  # strict: the offsets are not a weight
     x = (torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64))
     with torch.no_grad():

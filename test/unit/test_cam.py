@@ -56,7 +56,8 @@ def real_pair(cam_bundle) -> tuple[np.ndarray, np.ndarray]:
     return real_prepared_pair_batch(cam_bundle.image_size)
 
 
-def _eager(model: torch.nn.Module, bundle: ModelBundle, left: np.ndarray, right: np.ndarray) -> tuple[torch.Tensor, ...]:
+def _eager(model: torch.nn.Module, bundle: ModelBundle, left: np.ndarray,
+           right: np.ndarray) -> tuple[torch.Tensor, ...]:
     fl, fr = float_pair(left, right, bundle.preprocess)
     with torch.inference_mode():
         return model(torch.from_numpy(fl), torch.from_numpy(fr), with_cams=True)
@@ -281,7 +282,8 @@ def test_ensemble_exported_from_checkpoints_has_the_members_mirror_averaged_cams
     want = [[], []]
     for model in models:
         plain = _eager(model, bundle, left, right)
-        mirrored = _eager(model, bundle, left[:, :, ::-1].copy(), right[:, :, ::-1].copy())  # [B,S,S,3]: width is axis 2
+        # [B,S,S,3]: width is axis 2
+        mirrored = _eager(model, bundle, left[:, :, ::-1].copy(), right[:, :, ::-1].copy())
         for i in (0, 1):
             want[i].append((plain[5 + i] + mirrored[5 + i].flip(-1)).numpy() / 2)
     got = create_backend(bundle, backend="onnxruntime", device="cpu").infer(left, right)
@@ -323,7 +325,8 @@ def test_exam_pipeline_carries_cams_and_each_eyes_evidence_on_real_photographs(c
     lf, rf = REAL_PAIRS[0]
     result = pipeline.examine(load_rgb(str(DATA_DIR / "images" / lf)), load_rgb(str(DATA_DIR / "images" / rf)))
     assert result.status is ExamStatus.OK and result.cam_left.shape == (8, 4, 4)
-    want = evidence_maps(result.cam_left, result.cam_right, result.left_probabilities, result.right_probabilities, result.decision)
+    want = evidence_maps(result.cam_left, result.cam_right, result.left_probabilities, result.right_probabilities,
+                         result.decision)
     for got, expected in zip((result.evidence_left, result.evidence_right), want):
         assert got.class_index == expected.class_index and np.array_equal(got.heatmap, expected.heatmap)
     assert 0.0 <= result.evidence_left.heatmap.min() and result.evidence_left.heatmap.max() <= 1.0

@@ -33,8 +33,8 @@ from dms_net_core.model import DMSNetConfig, build_model
 def _saved(tmp_path, cfg: DMSNetConfig, **kw):
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    ckpt = make_checkpoint(model.state_dict(), cfg, PreprocessConfig(image_size=cfg.image_size), metrics={}, data_summary={},
-                           epoch=1, step=2, args={"seed": 0}, **kw)
+    ckpt = make_checkpoint(model.state_dict(), cfg, PreprocessConfig(image_size=cfg.image_size), metrics={},
+                           data_summary={}, epoch=1, step=2, args={"seed": 0}, **kw)
     path = tmp_path / "best.pt"
     torch.save(ckpt, path)
     return model, path
@@ -147,7 +147,8 @@ def checkpoint_key_literals(source: str) -> list[str]:
         key = None
         if isinstance(node, ast.Subscript) and _root(node.value) in ckpt_names:
             key = _key(node.slice)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("get", "pop", "setdefault")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("get", "pop", "setdefault")
               and node.args and _root(node.func.value) in ckpt_names):
             key = _key(node.args[0])
         elif isinstance(node, (ast.Dict, ast.Tuple, ast.List, ast.Set)):
@@ -164,7 +165,8 @@ def test_no_checkpoint_key_is_spelled_outside_checkpoint_py():
     functions (`checkpoint_summary`, `with_training_state`, `resume_state`, `slim_checkpoint`, ...)."""
     bad = [f"{path.relative_to(REPO)}:{hit}" for package in PRODUCT for path in sorted((REPO / package).rglob("*.py"))
            if path != OWNER for hit in checkpoint_key_literals(path.read_text())]
-    assert not bad, "checkpoint keys spelled outside dms_net_core/checkpoint.py (add a function there):\n" + "\n".join(bad)
+    assert not bad, ("checkpoint keys spelled outside dms_net_core/checkpoint.py (add a function there):\n"
+                     + "\n".join(bad))
 
 
 def test_the_key_checker_finds_the_hand_written_forms():

@@ -21,7 +21,8 @@ def class_count_literals(path: Path, root: Path = REPO) -> list[str]:
         where = f"{path.relative_to(root)}:{getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.Constant) and node.value in ("NDGCAHMO", "N D G C A H M O"):
             found.append(f"{where}: the class codes as a string")
-        elif isinstance(node, (ast.Tuple, ast.List)) and [getattr(e, "value", None) for e in node.elts] == list("NDGCAHMO"):
+        elif (isinstance(node, (ast.Tuple, ast.List))
+              and [getattr(e, "value", None) for e in node.elts] == list("NDGCAHMO")):
             found.append(f"{where}: the class codes as a literal sequence")
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult) and isinstance(node.left, ast.List) \
                 and isinstance(node.right, ast.Constant) and node.right.value == 8:
@@ -49,6 +50,7 @@ def test_no_code_spells_the_class_count_or_codes():
 def test_the_scan_finds_each_form(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text('codes = "NDGCAHMO"\nt = [0.5] * 8\nimport numpy as np\np = np.full(8, 0.5)\n'
-                      'q = np.zeros((4, 8))\nr = np.linspace(0, 1, 8)\nok = np.zeros(3)\nc = ("N", "D", "G", "C", "A", "H", "M", "O")\n')
+                      'q = np.zeros((4, 8))\nr = np.linspace(0, 1, 8)\nok = np.zeros(3)\n'
+                      'c = ("N", "D", "G", "C", "A", "H", "M", "O")\n')
     found = class_count_literals(sample, tmp_path)
     assert sorted(int(f.split(":")[1]) for f in found) == [1, 2, 4, 5, 6, 8], found

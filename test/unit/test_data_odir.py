@@ -39,8 +39,8 @@ def _official_rows(shared: list[dict[str, str]]) -> list[list[str]]:
     out = []
     for r in shared:
         out.append([r["patient_id"], r["age"], r["sex"], os.path.basename(r["left_file"]) if r["left_file"] else "",
-                     os.path.basename(r["right_file"]) if r["right_file"] else "", r["left_keywords"], r["right_keywords"],
-                     *[r[c] for c in CLASS_CODES]])
+                     os.path.basename(r["right_file"]) if r["right_file"] else "", r["left_keywords"],
+                     r["right_keywords"], *[r[c] for c in CLASS_CODES]])
     return out
 
 
@@ -72,7 +72,8 @@ def test_shared_labels_parse_and_count_on_the_subset():
     assert min(expected.values()) >= 5  # every class, for the stratified splits and the CutMix groups
     one_eyed = [r for r in everyone.records if not r.has_both]
     assert len(one_eyed) == 4 and all(bool(r.left_path) != bool(r.right_path) for r in one_eyed)
-    assert [r.keywords for r in everyone.records] == [{"left": r["left_keywords"], "right": r["right_keywords"]} for r in rows]
+    assert [r.keywords for r in everyone.records] == [{"left": r["left_keywords"], "right": r["right_keywords"]}
+                                                      for r in rows]
     notes = " ".join(f"{r.keywords['left']},{r.keywords['right']}" for r in everyone.records)
     assert "lens dust" in notes and "low image quality" in notes
     assert all(Path(r.left_path).is_file() and Path(r.right_path).is_file() for r in res.records)

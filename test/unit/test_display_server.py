@@ -87,7 +87,8 @@ def test_pages_api_and_images_carry_security_headers(store):
         assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
         assert "connect-src 'self' ws: wss:" in csp and "img-src 'self' data: blob:" in csp
         assert headers["X-Content-Type-Options"] == "nosniff"
-        assert b"<script>" not in body.replace(b'<script src="/static/display.js" defer></script>', b"")  # no inline script
+        # no inline script
+        assert b"<script>" not in body.replace(b'<script src="/static/display.js" defer></script>', b"")
         status, headers, body = _get(server.url + "api/state")
         state = json.loads(body)
         assert status == 200 and headers["Cache-Control"] == "no-store"
@@ -180,7 +181,8 @@ def test_websocket_from_another_origin_is_refused_and_same_origin_gets_the_state
     async def connect(origin: str) -> object:
         async with aiohttp.ClientSession() as session:
             try:
-                async with session.ws_connect(server.url + "ws", headers={"Origin": origin}, timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
+                async with session.ws_connect(server.url + "ws", headers={"Origin": origin},
+                                              timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
                     return json.loads((await ws.receive(timeout=10)).data)
             except aiohttp.WSServerHandshakeError as err:
                 return err.status
@@ -203,6 +205,7 @@ def test_readme_lists_every_display_parameter_with_its_default():
     section = section[:section.index("\n### ", 10)]
     for spec in DISPLAY_PARAMETERS:
         default = str(spec.default).lower() if isinstance(spec.default, bool) else str(spec.default)
-        row = next((line for line in section.splitlines() if line.startswith("| ") and f"`{spec.name}`" in line.split("|")[1]), None)
+        row = next((line for line in section.splitlines()
+                    if line.startswith("| ") and f"`{spec.name}`" in line.split("|")[1]), None)
         assert row is not None, spec.name
         assert (f"`{default}`" if default else "empty") in row.split("|")[2], (spec.name, row)

@@ -34,7 +34,8 @@ def test_every_relative_link_and_anchor_resolves(page: Path):
         path = (page.parent / target).resolve() if target else page
         assert path.exists(), f"{page.name}: link {link} -> {path} does not exist"
         if anchor:
-            assert anchor in _anchors(path), f"{page.name}: link {link}: no heading with anchor #{anchor} in {path.name}"
+            assert anchor in _anchors(path), (f"{page.name}: link {link}: "
+                                              f"no heading with anchor #{anchor} in {path.name}")
 
 
 def test_readme_is_an_entry_point():

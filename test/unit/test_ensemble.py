@@ -46,7 +46,8 @@ def test_ensemble_bundle_is_the_mean_of_its_members_on_real_images(members, tmp_
     assert [m["seed"] for m in meta["ensemble"]["members"]] == [0, 1]
     assert meta["ensemble"]["threshold_source"] == str(SPLIT3)
     sides = read_split(SPLIT3)  # thresholds are tuned on the whole val side, and the whole test side is scored
-    assert meta["metrics"]["num_patients"] == len(sides["val"]) and meta["metrics"]["held_out_test"]["num_patients"] == len(sides["test"])
+    assert (meta["metrics"]["num_patients"] == len(sides["val"])
+            and meta["metrics"]["held_out_test"]["num_patients"] == len(sides["test"]))
     assert not bundle.weights_path.exists()  # deployment-only
 
     left, right = real_pair_batch(bundle.image_size)
@@ -105,7 +106,8 @@ def test_calibrated_ensemble_adds_its_validation_fitted_offsets(members, tmp_pat
     record = meta["calibration"]
     left, right = real_pair_batch(64)
     base = create_backend(ModelBundle.load(plain), backend="onnxruntime", device="cpu").infer(left, right).probabilities
-    got = create_backend(ModelBundle.load(calibrated), backend="onnxruntime", device="cpu").infer(left, right).probabilities
+    got = create_backend(ModelBundle.load(calibrated), backend="onnxruntime",
+                         device="cpu").infer(left, right).probabilities
     # applied or not is decided by cross-validation within val; either way the bundle says which and is consistent
     if record["applied"]:
         assert record["fitted_on"] == "val" and record["val_cross_validated_gain"] > 0

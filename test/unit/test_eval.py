@@ -58,7 +58,8 @@ def test_bundle_eval_through_onnxruntime_matches_checkpoint(trained, tmp_path):
     model.load_state_dict(ck["model"])
     bundle = export_bundle(model, cfg, pre, tmp_path / "bundle", thresholds=ck["thresholds"])
     recs = select_patients(load_odir(LABELS).records, read_split(SPLIT)["val"][:6])
-    y1, p_ort = evaluate_pairs(create_backend(bundle, backend="onnxruntime", device="cpu"), recs, bundle.preprocess, batch_size=4)
+    y1, p_ort = evaluate_pairs(create_backend(bundle, backend="onnxruntime", device="cpu"), recs, bundle.preprocess,
+                               batch_size=4)
     y2, p_pt = evaluate_pairs(CheckpointBackend(ck), recs, pre, batch_size=4)
     np.testing.assert_array_equal(y1, y2)
     np.testing.assert_allclose(p_ort, p_pt, atol=1e-4)
@@ -115,4 +116,5 @@ def test_every_console_script_returns_an_exit_status():
     assert len(entries) >= 7
     for name, module, func in entries:
         hints = typing.get_type_hints(getattr(importlib.import_module(module), func))
-        assert hints.get("return", type(None)) in (int, type(None)), f"{name} -> {module}:{func} returns {hints.get('return')}"
+        assert hints.get("return", type(None)) in (int, type(None)), (
+            f"{name} -> {module}:{func} returns {hints.get('return')}")

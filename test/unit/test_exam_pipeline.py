@@ -78,7 +78,8 @@ def test_batches_give_what_single_pairs_give_in_input_order(bundle, backend, eye
         else:
             np.testing.assert_allclose(result.probabilities, single.probabilities, atol=1e-6)
     by_tag = dict(got)
-    assert by_tag["bad"].status is ExamStatus.ERROR and by_tag["bad"].message == "left eye: empty image: check the driver"
+    assert (by_tag["bad"].status is ExamStatus.ERROR
+            and by_tag["bad"].message == "left eye: empty image: check the driver")
     assert by_tag["dark"].status is ExamStatus.UNGRADABLE and by_tag["dark"].probabilities is None
     assert by_tag["dark"].message.startswith("left eye image ungradable (left: ") and "retake" in by_tag["dark"].message
 
@@ -90,7 +91,8 @@ def test_offline_qa_infers_what_the_gate_withheld_and_keeps_the_status(bundle, b
     withheld, inferred = node.examine(black, eyes[0][2]), qa.examine(black, eyes[0][2])
     assert withheld.status is inferred.status is ExamStatus.UNGRADABLE and withheld.message == inferred.message
     assert withheld.probabilities is None and withheld.left.image is None
-    want = backend.infer(prepare_eye_uint8(black, bundle.preprocess)[None], prepare_eye_uint8(eyes[0][2], bundle.preprocess)[None])
+    want = backend.infer(prepare_eye_uint8(black, bundle.preprocess)[None],
+                         prepare_eye_uint8(eyes[0][2], bundle.preprocess)[None])
     np.testing.assert_array_equal(inferred.probabilities, want.probabilities[0])
 
 
@@ -126,8 +128,8 @@ def test_a_failing_backend_is_an_error_result_for_its_batch(bundle, backend, eye
     pipeline = ExamPipeline.for_bundle(bundle, Broken())
     got = list(pipeline.examine_all([(i, left, right) for i, (_, left, right) in enumerate(eyes[:3])], batch_size=2))
     assert [r.status for _, r in got] == [ExamStatus.ERROR] * 3
-    assert got[0][1].message == ("inference failed (RuntimeError: CUDA error: an illegal memory access was encountered): "
-                                 "check the bundle and backend")
+    assert got[0][1].message == ("inference failed (RuntimeError: CUDA error: an illegal memory access was "
+                                 "encountered): check the bundle and backend")
     assert got[0][1].left_quality.gradable  # graded before the failure
 
 

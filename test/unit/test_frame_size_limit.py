@@ -60,7 +60,8 @@ def test_a_profile_with_the_default_port_queue_warns(tmp_path):
     old = _profile(tmp_path, "<segment_size>67108864</segment_size><maxMessageSize>4194304</maxMessageSize>")
     line = transport_limit_warning("sensor_data", "raw", DEFAULT_MAX_PIXELS, _env(old))
     assert line is not None and "512 shared-memory port descriptors" in line and old in line
-    queue_only = _profile(tmp_path, "<segment_size>67108864</segment_size><port_queue_capacity>8192</port_queue_capacity>")
+    queue_only = _profile(tmp_path,
+                          "<segment_size>67108864</segment_size><port_queue_capacity>8192</port_queue_capacity>")
     line = transport_limit_warning("sensor_data", "raw", DEFAULT_MAX_PIXELS, _env(queue_only))
     assert line is not None and "~67 MB" in line and "64.0 MiB segment" in line  # a 134 MB frame needs a bigger segment
     both = _profile(tmp_path, "<segment_size>268435456</segment_size><port_queue_capacity>8192</port_queue_capacity>")
@@ -68,7 +69,8 @@ def test_a_profile_with_the_default_port_queue_warns(tmp_path):
 
 
 def test_no_warning_where_the_limit_does_not_apply(tmp_path):
-    assert transport_limit_warning("reliable", "raw", DEFAULT_MAX_PIXELS, _env(None)) is None  # lost fragments are resent
+    # lost fragments are resent
+    assert transport_limit_warning("reliable", "raw", DEFAULT_MAX_PIXELS, _env(None)) is None
     assert transport_limit_warning("sensor_data", "compressed", DEFAULT_MAX_PIXELS, _env(None)) is None
     other_rmw = {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}
     assert transport_limit_warning("sensor_data", "raw", DEFAULT_MAX_PIXELS, other_rmw) is None

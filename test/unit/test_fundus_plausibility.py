@@ -39,7 +39,8 @@ def _camera_frame(rgb: np.ndarray, width: int, height: int, disc: int) -> np.nda
     top = max(0, (disc - height) // 2)
     big = big[top: top + height]
     pad_y, pad_x = height - big.shape[0], width - big.shape[1]
-    return cv2.copyMakeBorder(big, pad_y // 2, pad_y - pad_y // 2, pad_x // 2, pad_x - pad_x // 2, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return cv2.copyMakeBorder(big, pad_y // 2, pad_y - pad_y // 2, pad_x // 2, pad_x - pad_x // 2, cv2.BORDER_CONSTANT,
+                              value=(0, 0, 0))
 
 
 @pytest.mark.parametrize("path", DEMO_IMAGES, ids=lambda p: p.stem)
@@ -107,8 +108,8 @@ def _photo_cases() -> list[tuple[str, np.ndarray]]:
 
 
 #: a known pass is a strict xfail: the day the gate rejects it, the test fails until it leaves KNOWN_TO_PASS
-_KNOWN_LIMIT = pytest.mark.xfail(strict=True, reason="known limit (README: quality gate): fundus-like colour and detail "
-                                                     "in a round vignette")
+_KNOWN_LIMIT = pytest.mark.xfail(strict=True, reason="known limit (README: quality gate): "
+                                                     "fundus-like colour and detail in a round vignette")
 
 
 def _photo_params() -> list:

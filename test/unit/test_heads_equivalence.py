@@ -38,7 +38,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _assert_same_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], logit_tolerance: float = TOLERANCE) -> None:
+def _assert_same_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray],
+                         logit_tolerance: float = TOLERANCE) -> None:
     for name, want in expected.items():
         have = got[name]
         assert have.shape == want.shape, name
@@ -52,7 +53,8 @@ def _assert_same_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndar
 @pytest.fixture(scope="module")
 def reference_checkpoint() -> tuple[DMSNetConfig, dict[str, torch.Tensor], dict[str, np.ndarray]]:
     cfg = DMSNetConfig.tiny(**REFERENCE_CONFIG)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(REFERENCE_DIR / "weights.safetensors")).items()}
+    state = {k: v.float() if v.is_floating_point() else v
+             for k, v in load_file(str(REFERENCE_DIR / "weights.safetensors")).items()}
     with np.load(REFERENCE_DIR / "outputs.npz") as saved:
         outputs = {name: saved[name] for name in OUTPUT_NAMES}
     return cfg, state, outputs
@@ -67,7 +69,8 @@ def real_batch_112() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(left), torch.from_numpy(right)
 
 
-def test_a_checkpoint_from_before_the_rewrite_loads_strictly_and_gives_its_outputs(reference_checkpoint, real_batch_112):
+def test_a_checkpoint_from_before_the_rewrite_loads_strictly_and_gives_its_outputs(reference_checkpoint,
+                                                                                   real_batch_112):
     cfg, state, expected = reference_checkpoint
     model = build_model(cfg).eval()
     model.load_state_dict(state, strict=True)  # same parameter names and shapes
@@ -78,7 +81,8 @@ def test_a_checkpoint_from_before_the_rewrite_loads_strictly_and_gives_its_outpu
     _assert_same_outputs(got, expected)
 
 
-def test_the_rewritten_heads_export_to_onnx_with_the_checkpoints_outputs(reference_checkpoint, real_batch_112, tmp_path):
+def test_the_rewritten_heads_export_to_onnx_with_the_checkpoints_outputs(reference_checkpoint, real_batch_112,
+                                                                         tmp_path):
     """The bundle's ONNX graph is a contract: same outputs, names and numbers, dynamic batch."""
     import onnxruntime as ort
 
@@ -106,14 +110,16 @@ HEAD_CONFIGS = {
     "no-casfm": dict(use_casfm=False),
     "no-osim-left": dict(use_osim_left=False),
     "ciam-product": dict(ciam_aggregation="product"),
-    **{f"multiscale-{name}": dict(multiscale=name) for name in MULTISCALE_MODULES if name not in ("osim", "spp", "simsppf")},
+    **{f"multiscale-{name}": dict(multiscale=name) for name in MULTISCALE_MODULES
+       if name not in ("osim", "spp", "simsppf")},
 }
 
 
 def _pair(cfg: DMSNetConfig, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     left, right = (torch.from_numpy(a) for a in real_pair_batch(cfg.image_size))
     if channels_last:
-        left, right = left.contiguous(memory_format=torch.channels_last), right.contiguous(memory_format=torch.channels_last)
+        left, right = (left.contiguous(memory_format=torch.channels_last),
+                       right.contiguous(memory_format=torch.channels_last))
     return left, right
 
 
@@ -179,7 +185,8 @@ def test_batchnorm_folding_folds_as_much_and_keeps_the_numbers() -> None:
     assert fast.multiscale_left.compress[0].bias is not None
     with torch.inference_mode():
         got = fast(*pair)
-    _assert_same_outputs({n: t.numpy() for n, t in zip(OUTPUT_NAMES, got)}, {n: t.numpy() for n, t in zip(OUTPUT_NAMES, want)})
+    _assert_same_outputs({n: t.numpy() for n, t in zip(OUTPUT_NAMES, got)},
+                         {n: t.numpy() for n, t in zip(OUTPUT_NAMES, want)})
 
 
 @pytest.mark.parametrize("size", [2, 4, 7, 8, 14])
@@ -211,7 +218,8 @@ def test_the_form_torch_compile_traces_matches_the_reference_heads(channels_last
         got, want = torch.compile(fast, backend="eager", dynamic=False)(*pair), reference(*pair)
     torch._dynamo.reset()
     assert not any("pool_" in name for name, _ in fast.named_buffers())
-    _assert_same_outputs({n: t.numpy() for n, t in zip(OUTPUT_NAMES, got)}, {n: t.numpy() for n, t in zip(OUTPUT_NAMES, want)})
+    _assert_same_outputs({n: t.numpy() for n, t in zip(OUTPUT_NAMES, got)},
+                         {n: t.numpy() for n, t in zip(OUTPUT_NAMES, want)})
 
 
 def test_cached_operators_stay_out_of_checkpoints_and_work_after_inference_mode() -> None:

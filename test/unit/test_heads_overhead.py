@@ -11,12 +11,15 @@ from dms_net_core.model import DMSNetConfig
 
 def test_heads_overhead_table_on_tiny_models(tmp_path):
     out = tmp_path / "heads.md"
-    rows = "dms:torch-fp32,control:torch-fp32,dms-reference:torch-fp32,backbone:torch-fp32,dms-no-attention:torch-fp32,dms:torch-fp16-cudagraph"
+    rows = ("dms:torch-fp32,control:torch-fp32,dms-reference:torch-fp32,backbone:torch-fp32,"
+            "dms-no-attention:torch-fp32,dms:torch-fp16-cudagraph")
     rc = main(["--device", "cpu", "--backbone", "tiny", "--image-size", "64", "--rows", rows, "--batch-sizes", "2",
-               "--iterations", "2", "--throughput-iterations", "1", "--save-bundles", str(tmp_path / "bundles"), "--output", str(out)])
+               "--iterations", "2", "--throughput-iterations", "1", "--save-bundles", str(tmp_path / "bundles"),
+               "--output", str(out)])
     assert rc == 0
     table = out.read_text()
-    lines = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ") and "torch-fp32" in line}
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()
+             if line.startswith("| ") and "torch-fp32" in line}
     assert set(lines) == {"DMS-Net", "plain control", "DMS-Net, pre-issue-15 heads", "bare backbone, both eyes",
                           "DMS-Net, attention maps not copied out"}
     assert lines["plain control"].split(" | ")[4] == "1.00x"  # ratios are to the control of the same backend
@@ -25,7 +28,8 @@ def test_heads_overhead_table_on_tiny_models(tmp_path):
     assert "- torch-fp32: DMS-Net / control at batch 1 = " in table and "target <= 1.20" in table
     assert "- torch-fp32: batch-2 throughput " in table
     assert "- DMS-Net / torch-fp16-cudagraph: needs a CUDA GPU" in table
-    assert (tmp_path / "bundles" / "dms_net" / "model.json").is_file() and (tmp_path / "bundles" / "plain_binocular" / "model.json").is_file()
+    assert ((tmp_path / "bundles" / "dms_net" / "model.json").is_file()
+            and (tmp_path / "bundles" / "plain_binocular" / "model.json").is_file())
 
 
 def test_unknown_row_is_a_usage_error(capsys):

@@ -141,7 +141,8 @@ def modules() -> dict[str, Path]:
 
 def test_no_import_circle(modules):
     cycles = import_cycles(project_edges(modules))
-    assert not cycles, "import circles (split the modules so one depends on the other): " + "; ".join(" <-> ".join(c) for c in cycles)
+    assert not cycles, ("import circles (split the modules so one depends on the other): "
+                        + "; ".join(" <-> ".join(c) for c in cycles))
 
 
 def test_deployable_code_imports_neither_training_nor_benchmarks(modules):

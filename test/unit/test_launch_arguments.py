@@ -24,10 +24,12 @@ def test_omitted_arguments_override_nothing():
 
 
 def test_given_arguments_override_their_parameter_only():
-    assert parameter_overrides({"qos": "reliable", "bundle": "/opt/m", "exam_id": "42"}) == {"qos": "reliable", "bundle": "/opt/m", "exam_id": "42"}
+    assert parameter_overrides({"qos": "reliable", "bundle": "/opt/m", "exam_id": "42"}) == {
+        "qos": "reliable", "bundle": "/opt/m", "exam_id": "42"}
 
 
-@pytest.mark.parametrize("spelling, value", [("true", True), ("True", True), ("TRUE", True), ("false", False), ("False", False), (" false ", False)])
+@pytest.mark.parametrize("spelling, value", [("true", True), ("True", True), ("TRUE", True), ("false", False),
+                                             ("False", False), (" false ", False)])
 def test_autostart_accepts_true_and_false_in_any_letter_case(spelling, value):
     assert parameter_overrides({"autostart": spelling}) == {"autostart": value}
 
@@ -76,6 +78,7 @@ def test_display_is_off_by_default_and_its_values_are_checked():
     assert display_parameters({"display": "true"}) == {"host": "127.0.0.1", "port": 8080}
     got = display_parameters({"display": "TRUE", "display_port": "0", "display_host": "0.0.0.0", "display_token": "t"})
     assert got == {"host": "0.0.0.0", "port": 0, "token": "t"}
-    for bad in ({"display": "yes"}, {"display": "true", "display_port": "http"}, {"display": "true", "display_port": "70000"}):
+    for bad in ({"display": "yes"}, {"display": "true", "display_port": "http"},
+                {"display": "true", "display_port": "70000"}):
         with pytest.raises(LaunchArgumentError):
             display_parameters(bad)

@@ -111,7 +111,8 @@ def test_lite_imagenet_weights_classify_real_photos(backbone: str) -> None:
     model = create_lite_classifier(backbone, pretrained=True).eval()
     size = NATIVE_SIZE[backbone]
     with torch.no_grad():
-        probs = model(torch.cat([_photo(skimage_data.coffee(), size), _photo(skimage_data.chelsea(), size)])).softmax(-1)
+        probs = model(torch.cat([_photo(skimage_data.coffee(), size),
+                                 _photo(skimage_data.chelsea(), size)])).softmax(-1)
     assert int(probs[0].argmax()) == 967 and float(probs[0, 967]) > 0.5
     assert 281 <= int(probs[1].argmax()) <= 285
 
@@ -125,7 +126,8 @@ def test_lite_weights_match_the_reference_implementation(backbone: str) -> None:
     a mapping that swaps two same-shape residual blocks of a stage (measured: Lite1 with blocks
     5.1 and 5.2 swapped still calls the coffee photo espresso); this test does, as its negative
     control shows. Needs ``pip install efficientnet-lite-pytorch==0.1.0`` (test requirement)."""
-    reference_pkg = pytest.importorskip("efficientnet_lite_pytorch", reason="pip install efficientnet-lite-pytorch==0.1.0")
+    reference_pkg = pytest.importorskip("efficientnet_lite_pytorch",
+                                        reason="pip install efficientnet-lite-pytorch==0.1.0")
     skimage_data = pytest.importorskip("skimage.data")
     size = NATIVE_SIZE[backbone]
     x = torch.cat([_photo(skimage_data.coffee(), size), _photo(skimage_data.chelsea(), size)])
@@ -157,7 +159,8 @@ def test_lite_backbone_loads_imagenet_weights(backbone: str) -> None:
     last_block = sum(stage_depths(module.model)) - 1
     assert torch.equal(module.model.conv_stem.weight, packaged["_conv_stem.weight"])
     assert torch.equal(module.model.conv_head.weight, packaged["_conv_head.weight"])
-    assert torch.equal(module.model.blocks[-1][-1].conv_pwl.weight, packaged[f"_blocks.{last_block}._project_conv.weight"])
+    assert torch.equal(module.model.blocks[-1][-1].conv_pwl.weight,
+                       packaged[f"_blocks.{last_block}._project_conv.weight"])
     assert channels == 1280
 
 
@@ -246,4 +249,5 @@ def test_missing_torchvision_weights_error_names_the_fix(tmp_path, monkeypatch) 
         create_backbone(DMSNetConfig.tiny(backbone="resnet50", pretrained="imagenet"))
     assert "\n" not in str(info.value)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        create_backbone(DMSNetConfig.tiny(backbone="resnet50", pretrained="imagenet", backbone_weights_path="/nope.pth"))
+        create_backbone(DMSNetConfig.tiny(backbone="resnet50", pretrained="imagenet",
+                                          backbone_weights_path="/nope.pth"))

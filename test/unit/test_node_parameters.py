@@ -39,7 +39,8 @@ def test_diagnose_yaml_holds_every_parameter_at_its_default():
     assert set(params) == set(DECLARED)
     for name, value in params.items():
         assert type(value) is type(DECLARED[name].default), name  # ROS rejects a type change
-        assert value == DECLARED[name].default, f"config/diagnose.yaml {name}: {value!r} but the default is {DECLARED[name].default!r}"
+        assert value == DECLARED[name].default, (f"config/diagnose.yaml {name}: {value!r} "
+                                                 f"but the default is {DECLARED[name].default!r}")
 
 
 def test_the_pairers_own_defaults_are_the_settings():
@@ -82,7 +83,8 @@ def test_shipped_files_are_found_from_a_checkout_or_an_install(tmp_path, monkeyp
     (share / "config" / "fastdds_large_images.xml").write_text("<profiles/>")
     monkeypatch.setattr(package_files, "IMPORT_ROOT", tmp_path / "site-packages")  # the package as installed
     assert source_checkout() is None
-    assert package_file("config/fastdds_large_images.xml", share_dir=share) == share / "config" / "fastdds_large_images.xml"
+    assert (package_file("config/fastdds_large_images.xml", share_dir=share)
+            == share / "config" / "fastdds_large_images.xml")
 
 
 def test_node_settings_validate_every_value_in_one_line():

@@ -70,4 +70,5 @@ def test_subset_is_a_verbatim_copy_made_by_the_committed_rule(full_odir):
     with open(DEMO_LABELS, newline="") as f:
         demo_ids = {r["patient_id"] for r in csv.DictReader(f)}
     train_ids = set(json.loads(SHIPPED_3WAY_SPLIT.read_text())["train"])
-    assert sorted(choose_patients(full_rows, train_ids, demo_ids), key=int) == sorted((r["patient_id"] for r in rows), key=int)
+    assert (sorted(choose_patients(full_rows, train_ids, demo_ids), key=int)
+            == sorted((r["patient_id"] for r in rows), key=int))

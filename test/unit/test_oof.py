@@ -30,7 +30,8 @@ def test_cross_fit_never_sees_the_fold_it_applies_to():
     labels = [np.full((4, 8), k, np.uint8) for k in range(3)]
     probs = [np.full((4, 8), 0.1 * k, np.float32) for k in range(3)]
     seen = []
-    out = cross_fit(labels, probs, lambda y, p: sorted(set(y.ravel().tolist())), lambda p, fitted: seen.append(fitted) or p)
+    out = cross_fit(labels, probs, lambda y, p: sorted(set(y.ravel().tolist())),
+                    lambda p, fitted: seen.append(fitted) or p)
     assert seen == [[1, 2], [0, 2], [0, 1]] and len(out) == 3
 
 

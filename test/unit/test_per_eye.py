@@ -179,7 +179,8 @@ def test_trainer_learns_per_eye_heads_on_real_pairs(tmp_path) -> None:
     from training.train import main
 
     res = main(["--config", "tiny_cpu", "--labels", str(SUBSET_LABELS), "--split-file", str(SUBSET_SPLIT3),
-                "--model", "per_eye_heads=true", "--frozen-stages", "1", "--epochs", "2", "--output-dir", str(tmp_path)])
+                "--model", "per_eye_heads=true", "--frozen-stages", "1", "--epochs", "2",
+                "--output-dir", str(tmp_path)])
     ckpt = torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=True)
     assert ckpt["model_config"]["per_eye_heads"] is True and "eye_classifier.weight" in ckpt["model"]
     for report in (ckpt["metrics"], ckpt["metrics"]["held_out_test"]):

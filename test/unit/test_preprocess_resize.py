@@ -47,7 +47,8 @@ def test_power_of_two_ratios_are_repeated_inter_area_halvings(photo):
     square = cv2.resize(photo, (1024, 1024), interpolation=cv2.INTER_CUBIC)
     half = cv2.resize(square, (512, 512), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(downscale(square, (512, 512)), half)
-    np.testing.assert_array_equal(downscale(square, (256, 256)), cv2.resize(half, (256, 256), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(downscale(square, (256, 256)),
+                                  cv2.resize(half, (256, 256), interpolation=cv2.INTER_AREA))
     assert _mean_abs(downscale(square, (256, 256)), cv2.resize(square, (256, 256), interpolation=cv2.INTER_AREA)) < 0.3
 
 
@@ -64,7 +65,8 @@ def test_other_ratios_stay_within_about_a_level_of_inter_area(photo, side, targe
 
 def test_enlarging_is_bilinear_so_the_256px_training_images_are_prepared_as_before(photo):
     crop = photo[3:250, 5:251]
-    np.testing.assert_array_equal(downscale(crop, (256, 257)), cv2.resize(crop, (256, 257), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(downscale(crop, (256, 257)),
+                                  cv2.resize(crop, (256, 257), interpolation=cv2.INTER_LINEAR))
 
 
 def test_a_shared_pyramid_gives_what_fresh_ones_give(photo):

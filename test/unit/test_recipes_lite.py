@@ -21,7 +21,8 @@ MIRRORS = [
 
 
 @pytest.mark.parametrize(("recipe", "lite0_recipe", "backbone"), MIRRORS)
-def test_lite_recipe_differs_from_its_lite0_recipe_only_in_the_backbone(recipe: str, lite0_recipe: str, backbone: str) -> None:
+def test_lite_recipe_differs_from_its_lite0_recipe_only_in_the_backbone(recipe: str, lite0_recipe: str,
+                                                                        backbone: str) -> None:
     args, base_args = parse_args(["--config", recipe]), parse_args(["--config", lite0_recipe])
     model, pre, aug = build_configs(args)
     base_model, base_pre, base_aug = build_configs(base_args)

@@ -10,9 +10,11 @@ from training.train import build_configs, parse_args
 
 
 def test_overrides_reach_model_augment_and_trainer_options() -> None:
-    (spec, seed), = parse_runs(["tiny_cpu+neck_channels=16+cutmix_prob=0+pos_weight_power=0+backbone_lr_mult=0.1+channels_last=true:3"])
+    (spec, seed), = parse_runs(["tiny_cpu+neck_channels=16+cutmix_prob=0+pos_weight_power=0+backbone_lr_mult=0.1"
+                                "+channels_last=true:3"])
     name, argv = run_arguments(spec)
-    assert seed == 3 and name == "tiny_cpu+neck_channels=16+cutmix_prob=0+pos_weight_power=0+backbone_lr_mult=0.1+channels_last=true"
+    assert seed == 3 and name == ("tiny_cpu+neck_channels=16+cutmix_prob=0+pos_weight_power=0+backbone_lr_mult=0.1"
+                                  "+channels_last=true")
     args = parse_args(argv)
     model_cfg, _, aug = build_configs(args)
     assert model_cfg.neck_channels == 16 and aug.cutmix_prob == 0

@@ -1,4 +1,5 @@
-"""ONNX Runtime and PyTorch backends agree with eager PyTorch on real fundus images; create_backend picks and explains."""
+"""ONNX Runtime and PyTorch backends agree with eager PyTorch on real fundus images; create_backend picks and
+explains."""
 
 from __future__ import annotations
 
@@ -151,14 +152,19 @@ def test_explicit_errors(bundle):
         create_backend(bundle, backend="torch", device="cpu", compile_mode="fast")
     with pytest.raises(ValueError, match="without compile=True does nothing"):
         create_backend(bundle, backend="torch", device="cpu", compile_mode="max-autotune")
-    with pytest.raises(ValueError, match="'reduce-overhead' already captures its own CUDA graphs: drop cuda_graph=True"):
-        create_backend(bundle, backend="torch", device="cpu", compile=True, compile_mode="reduce-overhead", cuda_graph=True)
+    with pytest.raises(ValueError,
+                       match="'reduce-overhead' already captures its own CUDA graphs: drop cuda_graph=True"):
+        create_backend(bundle, backend="torch", device="cpu", compile=True, compile_mode="reduce-overhead",
+                       cuda_graph=True)
     with pytest.raises(ValueError, match="compile_options without compile=True do nothing"):
         create_backend(bundle, backend="torch", device="cpu", compile_options={"freezing": True})
     with pytest.raises(ValueError, match="a mode or Inductor options, not both"):
-        create_backend(bundle, backend="torch", device="cpu", compile=True, compile_mode="default", compile_options={"freezing": True})
-    with pytest.raises(ValueError, match="triton.cudagraphs=True already captures its own CUDA graphs: drop cuda_graph=True"):
-        create_backend(bundle, backend="torch", device="cpu", compile=True, cuda_graph=True, compile_options={"triton.cudagraphs": True})
+        create_backend(bundle, backend="torch", device="cpu", compile=True, compile_mode="default",
+                       compile_options={"freezing": True})
+    with pytest.raises(ValueError,
+                       match="triton.cudagraphs=True already captures its own CUDA graphs: drop cuda_graph=True"):
+        create_backend(bundle, backend="torch", device="cpu", compile=True, cuda_graph=True,
+                       compile_options={"triton.cudagraphs": True})
     with pytest.raises(ValueError, match="GPU options: drop them on CPU"):  # compile + own graph is valid, but GPU-only
         create_backend(bundle, backend="torch", device="cpu", compile=True, cuda_graph=True)
 
@@ -240,9 +246,11 @@ def test_device_normalisation_is_bit_identical_to_host_preprocessing(bundle, rea
 @pytest.mark.parametrize(
     "left, right, match",
     [
-        (np.zeros((1, 3, 64, 64), np.uint8), np.zeros((1, 3, 64, 64), np.uint8), r"uint8 input has shape \(1, 3, 64, 64\), expected prepared RGB images \[B,64,64,3\]"),
+        (np.zeros((1, 3, 64, 64), np.uint8), np.zeros((1, 3, 64, 64), np.uint8),
+         r"uint8 input has shape \(1, 3, 64, 64\), expected prepared RGB images \[B,64,64,3\]"),
         (np.zeros((1, 64, 64, 3), np.uint8), np.zeros((1, 3, 64, 64), np.float32), "pass both eyes in the same form"),
-        (np.zeros((1, 64, 64, 3), np.uint16), np.zeros((1, 64, 64, 3), np.uint16), "expected uint8 .B,S,S,3. or float32"),
+        (np.zeros((1, 64, 64, 3), np.uint16), np.zeros((1, 64, 64, 3), np.uint16),
+         "expected uint8 .B,S,S,3. or float32"),
     ],
 )
 def test_wrong_prepared_input_is_one_line_value_error(bundle, backend_name, left, right, match):

@@ -17,14 +17,16 @@ def test_bench_table_on_tiny_bundle(tmp_path_factory, tmp_path, monkeypatch):
     out = tmp_path / "table.md"
     rc = main(
         [
-            "--bundle", str(bundle), "--device", "cpu", "--backends", "onnxruntime,torch-fp32,torch-fp16-cudagraph,tensorrt-fp16",
+            "--bundle", str(bundle), "--device", "cpu",
+            "--backends", "onnxruntime,torch-fp32,torch-fp16-cudagraph,tensorrt-fp16",
             "--iterations", "2", "--throughput-iterations", "1", "--batch-sizes", "2,3", "--inputs", "uint8,float32",
             "--output", str(out),
         ]
     )  # fmt: skip
     assert rc == 0
     table = out.read_text()
-    assert "| backend | input | batch-1 p50 ms | batch-1 p95 ms | pairs/s @ 2 | pairs/s @ 3 | start-up s | batch-1 upload / network / download ms |" in table
+    assert ("| backend | input | batch-1 p50 ms | batch-1 p95 ms | pairs/s @ 2 | pairs/s @ 3 | start-up s "
+            "| batch-1 upload / network / download ms |") in table
     rows = [line for line in table.splitlines() if line.startswith("| onnxruntime") or line.startswith("| torch-fp32")]
     assert len(rows) == 4 and all("cpu fp32" in r for r in rows)  # each backend timed with both input forms
     assert sorted(r.split(" | ")[1] for r in rows) == ["float32", "float32", "uint8", "uint8"]
@@ -43,9 +45,11 @@ def test_a_row_can_pin_its_input_form(tmp_path_factory, tmp_path):
     bundle = tiny_bundle_path(tmp_path_factory.getbasetemp())
     out = tmp_path / "table.md"
     rc = main(["--bundle", str(bundle), "--device", "cpu", "--backends", "onnxruntime@float32,torch-fp32",
-               "--inputs", "uint8", "--iterations", "1", "--throughput-iterations", "1", "--batch-sizes", "2", "--output", str(out)])
+               "--inputs", "uint8", "--iterations", "1", "--throughput-iterations", "1", "--batch-sizes", "2",
+               "--output", str(out)])
     assert rc == 0
-    rows = [line.split(" | ")[:2] for line in out.read_text().splitlines() if line.startswith(("| onnxruntime", "| torch-fp32"))]
+    rows = [line.split(" | ")[:2] for line in out.read_text().splitlines()
+            if line.startswith(("| onnxruntime", "| torch-fp32"))]
     assert rows == [["| onnxruntime", "float32"], ["| torch-fp32", "uint8"]]
 
 

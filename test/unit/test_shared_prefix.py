@@ -18,7 +18,8 @@ SIZE = 64
 def _lite0_member(seed: int, trained_from_stage: int) -> torch.nn.Module:
     """A per-eye Lite0 whose stages from ``trained_from_stage`` on (and heads) differ by seed:
     what members trained from one feature bank look like."""
-    cfg = DMSNetConfig(architecture="plain_binocular", backbone="efficientnet_lite0", image_size=SIZE, per_eye_heads=True)
+    cfg = DMSNetConfig(architecture="plain_binocular", backbone="efficientnet_lite0", image_size=SIZE,
+                       per_eye_heads=True)
     torch.manual_seed(0)
     model = build_model(cfg)
     torch.manual_seed(100 + seed)

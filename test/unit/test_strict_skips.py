@@ -38,9 +38,9 @@ def _run(tmp_path: Path, extra_tests: str, *args: str) -> subprocess.CompletedPr
     (folder / "test_scratch.py").write_text(TESTS + extra_tests)
     env = {k: v for k, v in os.environ.items() if k != "ODIR_256_DIR"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(REPO / "pytest.ini"),
-                           "--rootdir", str(tmp_path), str(folder), *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-c", str(REPO / "pytest.ini"), "--rootdir", str(tmp_path), str(folder), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_allowed_skips_pass_and_a_data_skip_fails_naming_the_test(tmp_path):

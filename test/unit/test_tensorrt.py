@@ -56,7 +56,8 @@ def test_build_then_outputs_equal_onnxruntime_on_real_images(bundle, gpu, refere
     """The default engine takes the node's prepared uint8 eyes and normalises them itself."""
     backend = TensorRTBackend(bundle, max_batch=4)
     assert backend.engine_built and gpu.trt.counters.builds == 1
-    assert backend.name == "tensorrt" and "tensorrt 10.3.0 Orin (nvgpu) fp32 uint8-input batch 1-4" in backend.describe()
+    assert (backend.name == "tensorrt"
+            and "tensorrt 10.3.0 Orin (nvgpu) fp32 uint8-input batch 1-4" in backend.describe())
     got = backend.infer(*real_prepared_pair_batch(bundle.image_size))
     want = reference.infer(*real_pair_batch(bundle.image_size))
     np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-5)
@@ -117,7 +118,8 @@ def test_tensorrt_without_uint8_inputs_builds_a_float_engine_and_says_so(bundle,
     got = backend.infer(*real_prepared_pair_batch(64))
     np.testing.assert_allclose(got.probabilities, reference.infer(*real_pair_batch(64)).probabilities, atol=1e-5)
     with pytest.raises(EngineBuildError, match="Unsupported ONNX data type: UINT8.*--input-form float32"):
-        build_serialized_engine(stack.trt.module(), bundle.onnx_path, image_size=64, input_form="uint8", preprocess=bundle.preprocess)
+        build_serialized_engine(stack.trt.module(), bundle.onnx_path, image_size=64, input_form="uint8",
+                                preprocess=bundle.preprocess)
 
 
 def test_input_forms_are_separate_cache_entries(bundle, gpu):
@@ -207,7 +209,8 @@ def test_tensorrt_8_network_uses_explicit_batch(bundle, monkeypatch, reference):
     stack = fake_tensorrt.install(monkeypatch, version="8.6.1", legacy_cuda_layout=True)
     backend = TensorRTBackend(bundle, max_batch=2)  # 8.6 takes UINT8 network inputs
     x = np.full((2, 64, 64, 3), 90, np.uint8)
-    np.testing.assert_allclose(backend.infer(x, 255 - x).probabilities, reference.infer(x, 255 - x).probabilities, atol=1e-5)
+    np.testing.assert_allclose(backend.infer(x, 255 - x).probabilities, reference.infer(x, 255 - x).probabilities,
+                               atol=1e-5)
     assert stack.trt.counters.parses == 1
 
 
@@ -309,7 +312,8 @@ def test_build_engine_cli_verify(bundle, gpu, capsys):
     assert "built now" in out and "random batch 3, uint8 input" in out and "PASS" in out
     left_name, right_name = REAL_PAIRS[0]
     left, right = str(SUBSET_DIR / "images" / left_name), str(SUBSET_DIR / "images" / right_name)
-    rc = build_main([str(bundle.path), "--precision", "fp32", "--max-batch", "4", "--verify", "--left", left, "--right", right])
+    rc = build_main([str(bundle.path), "--precision", "fp32", "--max-batch", "4", "--verify",
+                     "--left", left, "--right", right])
     out = capsys.readouterr().out
     assert rc == 0 and "cache hit" in out and "real images, uint8 input" in out
     assert gpu.trt.counters.builds == 1

@@ -40,7 +40,8 @@ def test_tiny_training_lowers_loss_and_writes_checkpoint(tmp_path):
     ck = _load(tmp_path / "best.pt")
     losses = [h["train_loss"] for h in ck["history"]]
     assert losses[-1] < losses[0], losses
-    assert set(ck) >= {"model", "model_config", "preprocess", "thresholds", "metrics", "data_summary", "epoch", "step", "args"}
+    assert set(ck) >= {"model", "model_config", "preprocess", "thresholds", "metrics", "data_summary", "epoch", "step",
+                       "args"}
     assert len(ck["thresholds"]) == 8 and all(0 < t < 1 for t in ck["thresholds"])
     assert ck["metrics"]["official"]["final"] == pytest.approx(res["val"]["final"])
     assert ck["data_summary"]["train"]["num_patients"] == 32
@@ -80,7 +81,8 @@ def test_run_suite_summarises_seeds(tmp_path):
     from training.run_suite import main
 
     out = main(["--runs", "tiny_cpu:0,1", "--output-dir", str(tmp_path),
-                "--train-args", f"--labels {LABELS} --split-file {SUBSET_SPLIT} --max-train-pairs 16 --max-val-pairs 16 --epochs 1"])
+                "--train-args", f"--labels {LABELS} --split-file {SUBSET_SPLIT} --max-train-pairs 16 "
+                "--max-val-pairs 16 --epochs 1"])
     s = out["by_recipe"]["tiny_cpu"]
     assert s["n"] == 2 and s["final"]["sd"] >= 0
     md = (tmp_path / "summary.md").read_text()
@@ -91,7 +93,8 @@ def test_run_suite_summarises_seeds(tmp_path):
 
     runs = out["runs"]
     labels = np.load(Path(runs[0]["output_dir"]) / "val_labels.npy")
-    mean = (np.load(Path(runs[0]["output_dir"]) / "val_probs.npy") + np.load(Path(runs[1]["output_dir"]) / "val_probs.npy")) / 2
+    mean = (np.load(Path(runs[0]["output_dir"]) / "val_probs.npy")
+            + np.load(Path(runs[1]["output_dir"]) / "val_probs.npy")) / 2
     ens = out["ensembles"]["tiny_cpu"]
     assert ens["members"] == ["tiny_cpu:0", "tiny_cpu:1"] and "test" not in ens
     assert ens["val"]["final"] == pytest.approx(odir_official_score(labels, mean)["final"])

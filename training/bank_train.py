@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dms_net_core.model.stage_split import FromStage
+from training.eye_swap import swap_pair_rows
 from training.feature_bank import FeatureBank
 
 
@@ -46,8 +47,10 @@ def train_one_epoch_bank(net: FromStage, criterion: nn.BCEWithLogitsLoss, optimi
                          bank: FeatureBank, pair_rows: np.ndarray, labels: np.ndarray, single_rows: np.ndarray,
                          rng: np.random.Generator, *, batch_size: int, eye_loss_weight: float, amp_dtype: str,
                          frozen: list[nn.Module], progress: bool = False, desc: str = "train",
-                         clip_grad_norm: float | None = None, ema: Any = None) -> dict[str, float]:
-    """One pass over the two-eye training patients (drop_last), one-eye patients spread over the steps."""
+                         clip_grad_norm: float | None = None, ema: Any = None,
+                         swap_eyes: float = 0.0) -> dict[str, float]:
+    """One pass over the two-eye training patients (drop_last), one-eye patients spread over the steps;
+    ``swap_eyes`` of the pairs are presented right-left (training/eye_swap.py)."""
     from training.freeze import keep_frozen_in_eval
 
     net.train()
@@ -67,7 +70,7 @@ def train_one_epoch_bank(net: FromStage, criterion: nn.BCEWithLogitsLoss, optimi
     pos_weight = criterion.pos_weight
     for k in it:
         idx = order[k * batch_size:(k + 1) * batch_size]
-        rows = pair_rows[idx]
+        rows = swap_pair_rows(pair_rows[idx], swap_eyes, rng)
         extra = single_chunks[k]
         eye_rows = np.concatenate([rows[:, 0], rows[:, 1], extra])
         views = rng.integers(1, views_total, size=len(eye_rows))

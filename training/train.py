@@ -65,6 +65,7 @@ from dms_net_core.model.config import DMSNetConfig
 from training.cache import PairCache, build_pair_cache
 from training.ema import WeightEma
 from training.epoch_snapshots import save_epoch_snapshot
+from training.eye_swap import check_swap_probability, swap_pair_tensors
 from training.freeze import freeze_backbone_stages, keep_frozen_in_eval
 from training.gpu_augment import augment_batch, eval_batch
 from training.paths import default_odir_dir
@@ -116,6 +117,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=float, default=None,
                    help="keep an exponential moving average of the weights (e.g. 0.99) and evaluate, keep and "
                         "export it (training/ema.py); default: off")
+    p.add_argument("--swap-eyes", type=float, default=0.0,
+                   help="present this fraction of training pairs right-left, each eye keeping its own labels "
+                        "(training/eye_swap.py; the patient label does not depend on eye order); default: off")
     p.add_argument("--early-stop-patience", type=int, default=8, help="epochs without val final gain; 0 = off")
     p.add_argument("--time-budget-minutes", type=float, default=None, help="shrink the schedule / stop to fit")
     p.add_argument("--seed", type=int, default=0)
@@ -192,6 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for key in _NESTED:  # recipe dict, then CLI KEY=VALUE on top
         setattr(args, key, {**(recipe.get(key) or {}), **(getattr(args, key) or {})})
+    check_swap_probability(args.swap_eyes)
     return args
 
 
@@ -276,9 +281,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     pre: PreprocessConfig, device: torch.device, amp_dtype: str, channels_last: bool,
                     clip_grad_norm: float | None = None, progress: bool = False, desc: str = "train",
                     eye_loss_weight: float = 0.0, frozen: list[nn.Module] | None = None,
-                    ema: WeightEma | None = None) -> dict[str, float]:
+                    ema: WeightEma | None = None, swap_eyes: float = 0.0) -> dict[str, float]:
     """One pass over ``order`` (indices into the cached train tensors); returns mean loss.
-    ``ema``: updated after every optimiser step."""
+    ``ema``: updated after every optimiser step. ``swap_eyes``: the fraction of pairs presented
+    right-left (training/eye_swap.py)."""
     model.train()
     keep_frozen_in_eval(frozen or [])
     total, count = 0.0, 0
@@ -292,9 +298,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         idx = order[s:s + batch_size].to(data["left"].device)
         labels = data["labels"][idx]
         use_eyes = eye_loss_weight > 0 and "eye_left" in data
+        batch = {"left": data["left"][idx], "right": data["right"][idx]}
+        if use_eyes:
+            batch |= {k: data[k][idx] for k in ("eye_left", "eye_right", "eye_known")}
+        batch = swap_pair_tensors(batch, swap_eyes)
         # CutMix partners share the patient label set, and the per-eye labels when those are trained
-        mix_key = torch.cat([labels, data["eye_left"][idx], data["eye_right"][idx]], dim=1) if use_eyes else labels
-        left, right = augment_batch(data["left"][idx], data["right"][idx], mix_key, aug, pre)
+        mix_key = torch.cat([labels, batch["eye_left"], batch["eye_right"]], dim=1) if use_eyes else labels
+        left, right = augment_batch(batch["left"], batch["right"], mix_key, aug, pre)
         left, right = left.to(device, non_blocking=True), right.to(device, non_blocking=True)
         if channels_last:
             left, right = (left.contiguous(memory_format=torch.channels_last),
@@ -306,7 +316,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         if use_eyes and len(outputs) == 5:
             loss = loss + eye_loss_weight * masked_eye_loss(
                 criterion, outputs[3].float(), outputs[4].float(),
-                {k: data[k][idx].to(device) for k in ("eye_left", "eye_right", "eye_known")})
+                {k: batch[k].to(device) for k in ("eye_left", "eye_right", "eye_known")})
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at this step: lower --lr or use --amp-dtype bf16/none")
         optimizer.zero_grad(set_to_none=True)
@@ -697,7 +707,7 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                 bank_net, criterion, optimizer, scheduler, bank, bank_data["train"]["rows"], train_labels, single_rows,
                 np.random.default_rng([args.seed, epoch]), batch_size=args.batch_size, eye_loss_weight=eye_loss_weight,
                 amp_dtype=amp_dtype, frozen=frozen, progress=progress, desc=f"epoch {epoch}",
-                clip_grad_norm=args.clip_grad_norm, ema=ema)
+                clip_grad_norm=args.clip_grad_norm, ema=ema, swap_eyes=args.swap_eyes)
             step += steps_per_epoch
         else:
             order = torch.tensor(list(iter(sampler)), dtype=torch.long)
@@ -705,7 +715,8 @@ def train_run(args: argparse.Namespace, *, cache_pool: dict | None = None) -> di
                                           batch_size=args.batch_size, aug=aug_cfg, pre=pre_cfg, device=device,
                                           amp_dtype=amp_dtype, channels_last=args.channels_last,
                                           clip_grad_norm=args.clip_grad_norm, progress=progress, desc=f"epoch {epoch}",
-                                          eye_loss_weight=eye_loss_weight, frozen=frozen, ema=ema)
+                                          eye_loss_weight=eye_loss_weight, frozen=frozen, ema=ema,
+                                          swap_eyes=args.swap_eyes)
             step += len(order) // args.batch_size
         val_probs_epoch, val_eye_epoch = side_predict("val")
         val_scores = score_probs(side_labels("val"), val_probs_epoch, val_eye_epoch, side_eye_arrays("val"))

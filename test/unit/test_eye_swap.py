@@ -57,6 +57,14 @@ def test_trainers_run_with_the_lever_and_refuse_a_bad_probability(tmp_path):
             str(tmp_path / "bank"), "--bank-views", "1", "--frozen-stages", "5", "--bank-stage", "4",
             "--batch-size", "8", "--epochs", "1", "--no-progress", "--no-tensorboard", "--swap-eyes", "0.5",
             "--output-dir", str(tmp_path / "bank_run")]
-    assert np.isfinite(main(bank)["val"]["final"])
+    banked = main(bank)
+    # benchmarks/eye_order_tta.py scores the run in both eye orders; as trained it reproduces the run
+    from benchmarks.eye_order_tta import order_scores
+
+    orders = order_scores(tmp_path / "bank_run")
+    assert orders["swap_eyes"] == 0.5
+    assert orders["val"]["left_right"] == pytest.approx(banked["val"]["final"], abs=1e-6)
+    assert orders["test"]["left_right"] == pytest.approx(banked["test"]["final"], abs=1e-6)
+    assert all(np.isfinite(v) for side in ("val", "test") for v in orders[side].values())
     with pytest.raises(SystemExit):
         main([*tiny, "--output-dir", str(tmp_path / "bad"), "--swap-eyes", "1.5"])

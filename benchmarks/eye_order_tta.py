@@ -18,25 +18,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dms_net_core.checkpoint import checkpoint_args, load_checkpoint, model_from_checkpoint
+from dms_net_core.checkpoint import checkpoint_args
 from dms_net_core.metrics import odir_official_score
 from dms_net_core.model.stage_split import FromStage
 from training.bank_train import predict_bank
-from training.train import build_configs, load_bank_data
+from training.train import open_bank_run
 
 
 def order_scores(run_dir: Path) -> dict[str, Any]:
     """Official scores of one run on val and test: as trained, eyes swapped, and their mean."""
-    ckpt = load_checkpoint(Path(run_dir) / "best.pt")
-    args = argparse.Namespace(**checkpoint_args(ckpt))
-    if not getattr(args, "feature_bank", None):
-        raise SystemExit(f"eye_order_tta: {run_dir} was not trained from a feature bank; give dms-net-train "
-                         "--feature-bank runs")
-    args.one_eye_patients = False
-    model_cfg, pre_cfg, aug_cfg = build_configs(args)
-    bank, data, _, _ = load_bank_data(args, model_cfg, pre_cfg, aug_cfg)
-    net = FromStage(model_from_checkpoint(ckpt).eval(), bank.spec.stage)
-    out: dict[str, Any] = {"run": str(run_dir), "swap_eyes": float(getattr(args, "swap_eyes", 0.0) or 0.0)}
+    ckpt, model, bank, data = open_bank_run(Path(run_dir) / "best.pt")
+    net = FromStage(model, bank.spec.stage)
+    swap = checkpoint_args(ckpt).get("swap_eyes") or 0.0
+    out: dict[str, Any] = {"run": str(run_dir), "swap_eyes": float(swap)}
     for side in ("val", "test"):
         rows, labels = data[side]["rows"], data[side]["labels"]
         forward = predict_bank(net, bank, rows)[0]
@@ -52,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--output", type=Path, default=None, help="write the rows as JSON here")
     args = p.parse_args(argv)
-    rows = [order_scores(r) for r in args.runs]
+    try:
+        rows = [order_scores(r) for r in args.runs]
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"eye_order_tta: {exc}", file=sys.stderr)
+        return 2
     print("| run | --swap-eyes | val: l-r / r-l / mean | test: l-r / r-l / **mean** |")
     print("|---|---:|---:|---:|")
     for r in rows:

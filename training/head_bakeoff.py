@@ -41,11 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dms_net_core.checkpoint import (
-    checkpoint_args,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from dms_net_core.checkpoint import checkpoint_args
 from dms_net_core.metrics import full_report, tune_thresholds
 from dms_net_core.model import build_model
 from training.bank_train import predict_bank, train_one_epoch_bank
@@ -54,8 +50,7 @@ from training.feature_bank import BankSpec, FeatureBank, prefix_fingerprint
 from training.train import (
     WarmupCosine,
     bank_eye_arrays,
-    build_configs,
-    load_bank_data,
+    open_bank_run,
     param_groups,
     pos_weight_from_prevalence,
     resolve_recipe,
@@ -254,15 +249,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    ckpt = load_checkpoint(args.control)
+    ckpt, control, source, data = open_bank_run(args.control)
     control_args = argparse.Namespace(**checkpoint_args(ckpt))
-    if not getattr(control_args, "feature_bank", None):
-        raise ValueError(f"{args.control} was not trained from a feature bank: pass the best.pt of a "
-                         "dms-net-train --feature-bank run (its bank holds the stored views)")
-    control_args.one_eye_patients = False
-    model_cfg, pre_cfg, aug_cfg = build_configs(control_args)
-    source, data, _, _ = load_bank_data(control_args, model_cfg, pre_cfg, aug_cfg)
-    control = model_from_checkpoint(ckpt).eval()
     if prefix_fingerprint(control, source.spec.stage) != source.spec.prefix_sha256:
         raise ValueError(f"{args.control}'s first {source.spec.stage} stages differ from its bank's: "
                          "the stages the bank stores must have been frozen in that run")

@@ -487,6 +487,22 @@ def load_bank_data(
     return bank, data, single_rows, summary
 
 
+def open_bank_run(checkpoint: str | Path) -> tuple[dict[str, Any], nn.Module, Any, dict[str, dict[str, np.ndarray]]]:
+    """A finished feature-bank run's checkpoint, trained model (fp32, eval), bank and split sides
+    (two-eye patients only): what the tools that re-score or re-use such a run start from."""
+    from dms_net_core.checkpoint import checkpoint_args, model_from_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    args = argparse.Namespace(**checkpoint_args(ckpt))
+    if not getattr(args, "feature_bank", None):
+        raise ValueError(f"{checkpoint} was not trained from a feature bank: pass the best.pt of a "
+                         "dms-net-train --feature-bank run (its bank holds the stored views)")
+    args.one_eye_patients = False
+    model_cfg, pre_cfg, aug_cfg = build_configs(args)
+    bank, data, _, _ = load_bank_data(args, model_cfg, pre_cfg, aug_cfg)
+    return ckpt, model_from_checkpoint(ckpt).eval(), bank, data
+
+
 def bank_stage(args: argparse.Namespace) -> int:
     stage = args.frozen_stages if args.bank_stage is None else args.bank_stage
     if stage > args.frozen_stages:

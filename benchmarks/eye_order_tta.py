@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dms_net_core.checkpoint import checkpoint_args
 from dms_net_core.metrics import odir_official_score
 from dms_net_core.model.stage_split import FromStage
 from training.bank_train import predict_bank
@@ -27,10 +26,9 @@ from training.train import open_bank_run
 
 def order_scores(run_dir: Path) -> dict[str, Any]:
     """Official scores of one run on val and test: as trained, eyes swapped, and their mean."""
-    ckpt, model, bank, data = open_bank_run(Path(run_dir) / "best.pt")
+    run_args, model, bank, data = open_bank_run(Path(run_dir) / "best.pt")
     net = FromStage(model, bank.spec.stage)
-    swap = checkpoint_args(ckpt).get("swap_eyes") or 0.0
-    out: dict[str, Any] = {"run": str(run_dir), "swap_eyes": float(swap)}
+    out: dict[str, Any] = {"run": str(run_dir), "swap_eyes": float(getattr(run_args, "swap_eyes", 0.0) or 0.0)}
     for side in ("val", "test"):
         rows, labels = data[side]["rows"], data[side]["labels"]
         forward = predict_bank(net, bank, rows)[0]

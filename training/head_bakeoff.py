@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from dms_net_core.checkpoint import checkpoint_args
 from dms_net_core.metrics import full_report, tune_thresholds
 from dms_net_core.model import build_model
 from training.bank_train import predict_bank, train_one_epoch_bank
@@ -249,8 +248,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    ckpt, control, source, data = open_bank_run(args.control)
-    control_args = argparse.Namespace(**checkpoint_args(ckpt))
+    control_args, control, source, data = open_bank_run(args.control)
     if prefix_fingerprint(control, source.spec.stage) != source.spec.prefix_sha256:
         raise ValueError(f"{args.control}'s first {source.spec.stage} stages differ from its bank's: "
                          "the stages the bank stores must have been frozen in that run")

@@ -487,9 +487,11 @@ def load_bank_data(
     return bank, data, single_rows, summary
 
 
-def open_bank_run(checkpoint: str | Path) -> tuple[dict[str, Any], nn.Module, Any, dict[str, dict[str, np.ndarray]]]:
-    """A finished feature-bank run's checkpoint, trained model (fp32, eval), bank and split sides
-    (two-eye patients only): what the tools that re-score or re-use such a run start from."""
+def open_bank_run(
+    checkpoint: str | Path,
+) -> tuple[argparse.Namespace, nn.Module, Any, dict[str, dict[str, np.ndarray]]]:
+    """A finished feature-bank run's training arguments, trained model (fp32, eval), bank and
+    split sides (two-eye patients only): what the tools that re-score or re-use such a run start from."""
     from dms_net_core.checkpoint import checkpoint_args, model_from_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -500,7 +502,7 @@ def open_bank_run(checkpoint: str | Path) -> tuple[dict[str, Any], nn.Module, An
     args.one_eye_patients = False
     model_cfg, pre_cfg, aug_cfg = build_configs(args)
     bank, data, _, _ = load_bank_data(args, model_cfg, pre_cfg, aug_cfg)
-    return ckpt, model_from_checkpoint(ckpt).eval(), bank, data
+    return args, model_from_checkpoint(ckpt).eval(), bank, data
 
 
 def bank_stage(args: argparse.Namespace) -> int:

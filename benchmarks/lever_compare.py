@@ -65,14 +65,16 @@ def compare(base: list[dict[str, Any]], lever: list[dict[str, Any]], *, bootstra
             if not np.array_equal(b[f"{side}_labels"], v[f"{side}_labels"]):
                 raise ValueError(f"lever_compare: {b['dir']} and {v['dir']} were scored on different {side} patients; "
                                  "pair runs trained on the same --split-file")
+    finals = {(who, side): _finals(runs, side) for who, runs in (("base", base), ("lever", lever))
+              for side in ("val", "test")}
     out: dict[str, Any] = {"seeds": len(base), "rows": []}
-    for b, v in zip(base, lever):
+    for i, (b, v) in enumerate(zip(base, lever)):
         out["rows"].append({"base": b["dir"], "lever": v["dir"],
                             "base_epoch": b["best_epoch"], "lever_epoch": v["best_epoch"],
-                            **{f"{who}_{side}": float(_finals([r], side)[0])
-                               for who, r in (("base", b), ("lever", v)) for side in ("val", "test")}})
+                            **{f"{who}_{side}": float(finals[who, side][i])
+                               for who in ("base", "lever") for side in ("val", "test")}})
     for side in ("val", "test"):
-        diff = _finals(lever, side) - _finals(base, side)
+        diff = finals["lever", side] - finals["base", side]
         out[f"gain_{side}"] = float(diff.mean())
         out[f"gain_{side}_per_seed"] = [float(d) for d in diff]
         ens = {who: odir_official_score(runs[0][f"{side}_labels"],

@@ -6,9 +6,13 @@ recipe and the ratio:
 
 - ``image, frozen 2, fp32``: `training.train.train_one_epoch` as RESULTS 1b trained the
   shipped models (augmentation per step + the whole model, stages 0-1 frozen);
-- ``image, frozen 2, bf16``: the same with bf16 autocast (the CPU half of the speed-up);
-- ``bank, frozen 5, bf16``: `training.bank_train.train_one_epoch_bank` from a feature bank
-  (stored stage-4 views; blocks 5-6 and the heads train).
+- ``image, frozen 2, bf16``: the same with bf16 autocast (the CPU half of the speed-up; only on
+  a CPU with native bf16, `training.cpu_precision`: elsewhere PyTorch emulates it, far slower);
+- ``bank, frozen F``: `training.bank_train.train_one_epoch_bank` from a feature bank of stored
+  views, for each frozen depth F in ``--bank-frozen`` (5: blocks 5-6 and the heads train, the
+  shipped bank recipe; 4 and 3 train one and two more stages). The bank stores the output of
+  stage ``min(F, 4)`` and the frozen stages after it run each step, as in the trainer; it runs
+  in bf16 where native, fp32 elsewhere.
 
 Pixel and feature content do not change the cost, so random uint8 images and random fp16
 features of the real shapes stand in for the data; the held-out scores of the two recipes are
@@ -35,6 +39,7 @@ from dms_net_core.model import build_model
 from dms_net_core.model.config import DMSNetConfig
 from dms_net_core.model.stage_split import FromStage
 from training.bank_train import train_one_epoch_bank
+from training.cpu_precision import native_bf16
 from training.feature_bank import BankSpec, FeatureBank
 from training.freeze import freeze_backbone_stages
 from training.train import WarmupCosine, param_groups, train_one_epoch
@@ -46,6 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--bank-frozen", type=int, nargs="+", default=[5, 4, 3],
+                   help="frozen depths of the feature-bank rows (the bank stores stage min(F, 4))")
     p.add_argument("--output", default=None, help="also write the table here")
     return p
 
@@ -60,6 +67,17 @@ def _model(frozen_stages: int, image_size: int) -> tuple[nn.Module, list[nn.Modu
     return model, frozen, opt, sched
 
 
+def _random_bank(model: nn.Module, stage: int, image_size: int, labels: np.ndarray) -> FeatureBank:
+    """A bank of the real stage-``stage`` shape (8 views + the plain one, one row per eye) holding noise."""
+    eyes = 2 * len(labels)
+    with torch.no_grad():
+        shape = tuple(model.backbone.forward_prefix(torch.zeros(1, 3, image_size, image_size), stage).shape[1:])
+    feats = np.random.default_rng(0).standard_normal((9, eyes, *shape)).astype(np.float16)
+    return FeatureBank(path=Path("memory"), spec=BankSpec("efficientnet_lite0", "imagenet", stage, 8, 0, {}, {}, ""),
+                       features=feats, eyes=[(str(i), "left") for i in range(eyes)],
+                       eye_targets=np.concatenate([labels] * 2), eye_known=np.ones(eyes, bool))
+
+
 def main(argv: list[str] | None = None) -> str:
     args = get_args_parser().parse_args(argv)
     torch.manual_seed(0)
@@ -71,34 +89,32 @@ def main(argv: list[str] | None = None) -> str:
     images = {"left": torch.randint(0, 256, (n, s, s, 3), dtype=torch.uint8), "labels": labels,
               "right": torch.randint(0, 256, (n, s, s, 3), dtype=torch.uint8),
               "eye_left": labels.clone(), "eye_right": labels.clone(), "eye_known": torch.ones(n, 2, dtype=torch.bool)}
-    # a bank of the real stage-4 shape: 8 views + the plain one, one row per eye
-    model4, _, _, _ = _model(5, s)
-    with torch.no_grad():
-        shape = tuple(model4.backbone.forward_prefix(torch.zeros(1, 3, s, s), 4).shape[1:])
-    feats = np.random.default_rng(0).standard_normal((9, 2 * n, *shape)).astype(np.float16)
-    bank = FeatureBank(path=Path("memory"), spec=BankSpec("efficientnet_lite0", "imagenet", 4, 8, 0, {}, {}, ""),
-                       features=feats, eyes=[(str(i), "left") for i in range(2 * n)],
-                       eye_targets=np.concatenate([labels.numpy()] * 2), eye_known=np.ones(2 * n, bool))
-    pair_rows = np.stack([np.arange(n), np.arange(n, 2 * n)], axis=1)
-
+    bank_amp = "bf16" if native_bf16() else "none"
+    image_rows = [("image, frozen 2, fp32 (RESULTS 1b)", "none")]
+    if native_bf16():
+        image_rows.append(("image, frozen 2, bf16", "bf16"))
     recipes = {}
-    for name, frozen_stages, amp in (("image, frozen 2, fp32 (RESULTS 1b)", 2, "none"),
-                                     ("image, frozen 2, bf16", 2, "bf16")):
-        model, frozen, opt, sched = _model(frozen_stages, s)
+    for name, amp in image_rows:
+        model, frozen, opt, sched = _model(2, s)
 
         def run(model=model, frozen=frozen, opt=opt, sched=sched, amp=amp) -> None:
             train_one_epoch(model, criterion, opt, sched, None, images, torch.arange(n), batch_size=b, aug=aug, pre=pre,
                             device=torch.device("cpu"), amp_dtype=amp, channels_last=True, eye_loss_weight=0.5,
                             frozen=frozen)
         recipes[name] = run
-    model, frozen, opt, sched = _model(5, s)
-    net = FromStage(model, 4)
+    pair_rows = np.stack([np.arange(n), np.arange(n, 2 * n)], axis=1)
+    for frozen_stages in args.bank_frozen:
+        stage = min(frozen_stages, 4)
+        model, frozen, opt, sched = _model(frozen_stages, s)
+        bank = _random_bank(model, stage, s, labels.numpy())
+        net = FromStage(model, stage)
 
-    def run_bank() -> None:
-        train_one_epoch_bank(net, criterion, opt, sched, bank, pair_rows, labels.numpy(), np.zeros(0, np.int64),
-                             np.random.default_rng(0), batch_size=b, eye_loss_weight=0.5, amp_dtype="bf16",
-                             frozen=frozen)
-    recipes["bank, frozen 5, bf16 (feature bank)"] = run_bank
+        def run_bank(net=net, frozen=frozen, opt=opt, sched=sched, bank=bank) -> None:
+            train_one_epoch_bank(net, criterion, opt, sched, bank, pair_rows, labels.numpy(), np.zeros(0, np.int64),
+                                 np.random.default_rng(0), batch_size=b, eye_loss_weight=0.5, amp_dtype=bank_amp,
+                                 frozen=frozen)
+        precision = "bf16" if bank_amp == "bf16" else "fp32"
+        recipes[f"bank, frozen {frozen_stages} (stage-{stage} views), {precision}"] = run_bank
 
     for run in recipes.values():  # warm-up (oneDNN primitive caches)
         run()

@@ -29,9 +29,12 @@ with and without and keep the better validation score.
 Members whose stem and first K backbone stages are identical bit for bit (members trained from
 one feature bank) share them in the graph: the prefix runs once per eye, not once per member
 (`dms_net_core.model.stage_split`; the same numbers, less time; ``--no-share-prefix`` turns it
-off). ``model.json``'s ensemble entry says how many stages are shared. Known: ``--weights-dtype
-fp16`` of the five nested-CV members fails the export check (ONNX Runtime vs PyTorch 1.74e-3 >
-5e-4) with and without sharing alike; fp32 passes.
+off). ``model.json``'s ensemble entry says how many stages are shared. ``--weights-dtype fp16`` with
+``--hflip-tta`` once failed the export check for five bank members (1.74e-3 > 5e-4): the mirrored
+pass runs every convolution twice, BatchNorm folding refused such convs, and the exporter's own
+fold rounded the weights a second time; folding now accepts a conv whose every call feeds one BN
+(`dms_net_core.runtime.batchnorm_folding`), and the same five-member, shared-prefix, mirrored
+fp16 ensemble passes at 2e-7.
 """
 
 from __future__ import annotations

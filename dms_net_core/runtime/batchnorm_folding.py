@@ -74,6 +74,7 @@ def _find_pairs(model: nn.Module,
     produced: dict[int, tuple[weakref.ref, nn.Conv2d]] = {}
     seen: dict[int, set[int]] = {}  # id(bn) -> ids of the convs that fed it (several: not foldable)
     conv_uses: dict[int, int] = {}  # id(conv) -> number of calls
+    fed: dict[tuple[int, int], int] = {}  # (id(conv), id(bn)) -> calls where this conv's output went into this BN
     pairs: dict[int, tuple[nn.Conv2d, nn.BatchNorm2d]] = {}
 
     def after_conv(module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -88,6 +89,8 @@ def _find_pairs(model: nn.Module,
             feeders.add(-1)  # fed by something that is not a conv output
             return
         feeders.add(id(source[1]))
+        key = (id(source[1]), id(module))
+        fed[key] = fed.get(key, 0) + 1
         pairs[id(module)] = (source[1], module)  # type: ignore[assignment]
 
     handles = []
@@ -102,9 +105,11 @@ def _find_pairs(model: nn.Module,
     finally:
         for handle in handles:
             handle.remove()
+    # A conv may run several times (both eyes through one backbone, an ensemble's mirrored pass):
+    # it is foldable when EVERY call's output went into this one BN and that BN read nothing else.
     usable = []
     for bn_id, (conv, bn) in pairs.items():
-        if seen[bn_id] == {id(conv)} and conv_uses.get(id(conv)) == 1:
+        if seen[bn_id] == {id(conv)} and conv_uses.get(id(conv)) == fed.get((id(conv), bn_id)):
             usable.append((conv, bn))
     return usable, outputs
 

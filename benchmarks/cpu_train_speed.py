@@ -39,7 +39,7 @@ from dms_net_core.model import build_model
 from dms_net_core.model.config import DMSNetConfig
 from dms_net_core.model.stage_split import FromStage
 from training.bank_train import train_one_epoch_bank
-from training.cpu_precision import native_bf16
+from training.cpu_precision import cpu_amp
 from training.feature_bank import BankSpec, FeatureBank
 from training.freeze import freeze_backbone_stages
 from training.train import WarmupCosine, param_groups, train_one_epoch
@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> str:
     images = {"left": torch.randint(0, 256, (n, s, s, 3), dtype=torch.uint8), "labels": labels,
               "right": torch.randint(0, 256, (n, s, s, 3), dtype=torch.uint8),
               "eye_left": labels.clone(), "eye_right": labels.clone(), "eye_known": torch.ones(n, 2, dtype=torch.bool)}
-    bank_amp = "bf16" if native_bf16() else "none"
+    bank_amp = cpu_amp("bf16")  # the trainers' own rule: bf16 only where native
+    precision = "bf16" if bank_amp == "bf16" else "fp32"
     image_rows = [("image, frozen 2, fp32 (RESULTS 1b)", "none")]
-    if native_bf16():
+    if bank_amp == "bf16":
         image_rows.append(("image, frozen 2, bf16", "bf16"))
     recipes = {}
     for name, amp in image_rows:
@@ -113,7 +114,6 @@ def main(argv: list[str] | None = None) -> str:
             train_one_epoch_bank(net, criterion, opt, sched, bank, pair_rows, labels.numpy(), np.zeros(0, np.int64),
                                  np.random.default_rng(0), batch_size=b, eye_loss_weight=0.5, amp_dtype=bank_amp,
                                  frozen=frozen)
-        precision = "bf16" if bank_amp == "bf16" else "fp32"
         recipes[f"bank, frozen {frozen_stages} (stage-{stage} views), {precision}"] = run_bank
 
     for run in recipes.values():  # warm-up (oneDNN primitive caches)
